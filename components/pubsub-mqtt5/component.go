@@ -1,0 +1,180 @@
+// Package pubsubmqtt5 is a Dapr pub/sub component over MQTT v5 (paho.golang autopaho), served as the
+// pluggable component "pubsub.mqttv5". It gives Dapr apps the broker-side guarantees for zero
+// message loss: QoS 1, a persistent session, acknowledgement only after the app's handler
+// succeeded, Receive Maximum flow control with bounded parallel handlers, shared subscriptions,
+// retained messages and message expiry.
+package pubsubmqtt5
+
+import (
+	"context"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/dapr/kit/logger"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
+)
+
+// ComponentName is the pluggable component's name: its socket is mqttv5.sock and its type in a
+// Component YAML is pubsub.mqttv5.
+const ComponentName = "mqttv5"
+
+// PubSub implements contrib's pubsub.PubSub over MQTT v5.
+type PubSub struct {
+	log logger.Logger
+
+	mu     sync.Mutex // guards md, conn, closed, and the Init/Close transitions
+	md     Metadata
+	props  map[string]string
+	conn   *mqttconn.Conn
+	subs   *registry
+	disp   *dispatcher
+	closed bool
+
+	stats Stats
+}
+
+// Stats are counters an operator can read (and tests assert on).
+type Stats struct {
+	Received      atomic.Uint64 // messages received from the broker
+	Delivered     atomic.Uint64 // handler calls that succeeded
+	Acked         atomic.Uint64 // acknowledgements handed to the client
+	HandlerErrors atomic.Uint64 // handler calls that failed (each is retried)
+	DeadLettered  atomic.Uint64 // messages moved to the dead-letter topic
+	Exhausted     atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
+	Held          atomic.Int64  // messages waiting for a subscription stream to open
+	InFlight      atomic.Int64  // handler calls running now
+	MaxInFlight   atomic.Int64  // the most handler calls seen running at once
+}
+
+// New returns an uninitialised component. It does no I/O.
+func New(log logger.Logger) *PubSub {
+	if log == nil {
+		log = logger.NewLogger("mqttv5-pubsub")
+	}
+	return &PubSub{log: log}
+}
+
+// Init connects to the broker. daprd calls Init again on the same instance when daprd restarts:
+// with the same metadata that is a no-op that keeps the session, the subscriptions and the held
+// messages; with different metadata the old connection is closed first.
+func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
+	md, unknown, err := parseMetadata(meta.Properties)
+	if err != nil {
+		return err
+	}
+	for _, k := range unknown {
+		p.log.Warnf("mqttv5 pub/sub: unknown metadata key %q is ignored (see metadata.yaml for the accepted keys)", k)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		if reflect.DeepEqual(p.props, meta.Properties) && !p.closed {
+			p.log.Infof("mqttv5 pub/sub: Init with unchanged metadata: keeping the connection and session")
+			return nil
+		}
+		p.shutdownLocked()
+	}
+	if md.MaxDeliveryAttempts > 0 && md.DeadLetterTopic == "" {
+		p.log.Warnf("mqttv5 pub/sub: no deadLetterTopic: a message failing %d times is reported and retried for ever, holding back the acknowledgements after it", md.MaxDeliveryAttempts)
+	}
+
+	subs := newRegistry()
+	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
+	p.md, p.subs, p.disp, p.closed = md, subs, disp, false
+	p.props = cloneMap(meta.Properties)
+
+	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
+		Settings:       md.Settings,
+		Kind:           mqttconn.KindPubSub,
+		ReceiveMaximum: md.ReceiveMaximum,
+		ManualAcks:     true,
+		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
+			p.onPublish(disp, subs, pr)
+			return true, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			disp.goOwned(func() { p.resubscribe(cm, subs, disp) })
+		},
+		Logger: p.log,
+	})
+	if err != nil {
+		disp.stop(0)
+		p.subs, p.disp = nil, nil
+		return err
+	}
+	p.conn = conn
+	return nil
+}
+
+// Features advertises message TTL (MQTT message expiry) and wildcard subscriptions.
+// Bulk publish is not advertised: daprd then publishes entry by entry, and every failure reaches
+// the caller.
+func (p *PubSub) Features() []pubsub.Feature {
+	return []pubsub.Feature{pubsub.FeatureMessageTTL, pubsub.FeatureSubscribeWildcards}
+}
+
+// Close stops taking new messages, waits up to shutdownTimeout for running handlers so that their
+// messages are acknowledged, and disconnects keeping the session (messages not yet handled stay
+// with the broker). Safe to call more than once and after a failed Init.
+func (p *PubSub) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.shutdownLocked()
+	p.closed = true
+	return nil
+}
+
+func (p *PubSub) shutdownLocked() {
+	if p.disp != nil {
+		p.disp.stop(p.md.ShutdownTimeout)
+	}
+	if p.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := p.conn.Close(ctx); err != nil {
+			p.log.Warnf("mqttv5 pub/sub: disconnect: %v", err)
+		}
+		cancel()
+	}
+	p.conn, p.disp, p.subs = nil, nil, nil
+}
+
+// state returns the live connection pieces or the error for calls made before Init / after Close.
+func (p *PubSub) state() (*mqttconn.Conn, *registry, *dispatcher, Metadata, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil {
+		if p.closed {
+			return nil, nil, nil, p.md, ErrClosed
+		}
+		return nil, nil, nil, p.md, ErrNotInitialized
+	}
+	return p.conn, p.subs, p.disp, p.md, nil
+}
+
+// StatsSnapshot exposes the counters.
+func (p *PubSub) StatsSnapshot() *Stats { return &p.stats }
+
+// ClientID returns the MQTT client id in use ("" before Init).
+func (p *PubSub) ClientID() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil {
+		return ""
+	}
+	return p.conn.ClientID()
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}

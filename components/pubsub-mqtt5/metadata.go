@@ -1,0 +1,133 @@
+package pubsubmqtt5
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/mqdapr/mqdapr/internal/mdparse"
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
+)
+
+// Ordering modes: how messages are spread over the receiveMaximum handler slots.
+const (
+	// OrderingTopic handles the messages of one MQTT topic one at a time, in receive order; distinct
+	// topics (e.g. one per device) run in parallel.
+	OrderingTopic = "topic"
+	// OrderingNone handles every message as soon as a slot is free: most parallel, no order.
+	OrderingNone = "none"
+)
+
+// Metadata is the component's configuration. Field tags are the metadata keys; metadata.yaml
+// documents each one and a test keeps the two in step.
+type Metadata struct {
+	mqttconn.Settings `mapstructure:",squash"`
+
+	// QoS of publishes and subscriptions: 1 (default, at least once) or 0 (at most once).
+	QoS uint8 `mapstructure:"qos"`
+	// Retain is the default retain flag of publishes (per-request metadata "retain" overrides it).
+	Retain bool `mapstructure:"retain"`
+	// ReceiveMaximum is sent in CONNECT and bounds the handlers running at once.
+	ReceiveMaximum uint16 `mapstructure:"receiveMaximum"`
+	// Ordering is "topic" (default) or "none".
+	Ordering string `mapstructure:"ordering"`
+	// SharedSubscriptionGroup subscribes as $share/<group>/<topic> so replicas split the stream.
+	SharedSubscriptionGroup string `mapstructure:"sharedSubscriptionGroup"`
+	// MaxDeliveryAttempts is how often a failing message is handed to the app before it goes to the
+	// dead-letter topic (or, without one, is reported loudly and retried on). 0 means no limit.
+	MaxDeliveryAttempts int `mapstructure:"maxDeliveryAttempts"`
+	// DeadLetterTopic receives messages that reached MaxDeliveryAttempts.
+	DeadLetterTopic string `mapstructure:"deadLetterTopic"`
+	// RetryInitialInterval and RetryMaxInterval bound the backoff between attempts.
+	RetryInitialInterval time.Duration `mapstructure:"retryInitialInterval"`
+	RetryMaxInterval     time.Duration `mapstructure:"retryMaxInterval"`
+	// PublishTimeout bounds a publish (waiting for the connection and the PUBACK) when the caller's
+	// context has no earlier deadline.
+	PublishTimeout time.Duration `mapstructure:"publishTimeout"`
+	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
+	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
+}
+
+// Defaults of the component's own fields.
+const (
+	DefaultQoS                  = 1
+	DefaultReceiveMaximum       = 16
+	DefaultMaxDeliveryAttempts  = 10
+	DefaultRetryInitialInterval = 100 * time.Millisecond
+	DefaultRetryMaxInterval     = 10 * time.Second
+	DefaultPublishTimeout       = 30 * time.Second
+	DefaultShutdownTimeout      = 10 * time.Second
+)
+
+func defaultMetadata() Metadata {
+	return Metadata{
+		Settings:             mqttconn.DefaultSettings(),
+		QoS:                  DefaultQoS,
+		ReceiveMaximum:       DefaultReceiveMaximum,
+		Ordering:             OrderingTopic,
+		MaxDeliveryAttempts:  DefaultMaxDeliveryAttempts,
+		RetryInitialInterval: DefaultRetryInitialInterval,
+		RetryMaxInterval:     DefaultRetryMaxInterval,
+		PublishTimeout:       DefaultPublishTimeout,
+		ShutdownTimeout:      DefaultShutdownTimeout,
+	}
+}
+
+// daprdKeys are metadata keys daprd adds or interprets itself; they are accepted silently.
+var daprdKeys = []string{
+	"actorStateStore", "allowedTopics", "consumerID", "keyPrefix", "namespace", "outboxDiscardWhenMissingState",
+	"outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "protectedTopics", "publishingScopes",
+	"subscriptionScopes", "rawPayload",
+}
+
+// parseMetadata decodes and validates props; unknown keys (other than daprd's) are returned for a
+// warning.
+func parseMetadata(props map[string]string) (Metadata, []string, error) {
+	md := defaultMetadata()
+	unknown, err := mdparse.Decode(props, &md)
+	if err != nil {
+		return md, nil, fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
+	}
+	unknown = slices.DeleteFunc(unknown, func(k string) bool {
+		return slices.ContainsFunc(daprdKeys, func(d string) bool { return equalFold(d, k) })
+	})
+	if err := md.validate(); err != nil {
+		return md, nil, err
+	}
+	return md, unknown, nil
+}
+
+func (m *Metadata) validate() error {
+	if err := m.Settings.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
+	}
+	if m.QoS > 1 {
+		return fmt.Errorf("%w: qos=%d: want 0 or 1", ErrInvalidMetadata, m.QoS)
+	}
+	if m.ReceiveMaximum == 0 {
+		return fmt.Errorf("%w: receiveMaximum=0: want 1 to 65535", ErrInvalidMetadata)
+	}
+	if m.Ordering != OrderingTopic && m.Ordering != OrderingNone {
+		return fmt.Errorf("%w: ordering=%q: want %q or %q", ErrInvalidMetadata, m.Ordering, OrderingTopic, OrderingNone)
+	}
+	if m.SharedSubscriptionGroup != "" {
+		if err := validateShareName(m.SharedSubscriptionGroup); err != nil {
+			return fmt.Errorf("%w: sharedSubscriptionGroup: %w", ErrInvalidMetadata, err)
+		}
+	}
+	if m.MaxDeliveryAttempts < 0 {
+		return fmt.Errorf("%w: maxDeliveryAttempts=%d: want 0 (no limit) or more", ErrInvalidMetadata, m.MaxDeliveryAttempts)
+	}
+	if m.DeadLetterTopic != "" {
+		if err := validateTopicName(m.DeadLetterTopic); err != nil {
+			return fmt.Errorf("%w: deadLetterTopic: %w", ErrInvalidMetadata, err)
+		}
+	}
+	if m.RetryInitialInterval <= 0 || m.RetryMaxInterval < m.RetryInitialInterval {
+		return fmt.Errorf("%w: retryInitialInterval=%s retryMaxInterval=%s: want 0 < initial <= max", ErrInvalidMetadata, m.RetryInitialInterval, m.RetryMaxInterval)
+	}
+	if m.PublishTimeout <= 0 {
+		return fmt.Errorf("%w: publishTimeout=%s: want a positive duration", ErrInvalidMetadata, m.PublishTimeout)
+	}
+	return nil
+}

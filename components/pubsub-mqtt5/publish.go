@@ -1,0 +1,237 @@
+package pubsubmqtt5
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqdapr/mqdapr/internal/mdparse"
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
+)
+
+// Per-request publish metadata keys. Every other key becomes an MQTT user property (so a W3C
+// "traceparent" travels as one), and user properties come back as metadata on receipt.
+const (
+	mdRetain          = "retain"
+	mdTTL             = "ttlInSeconds"
+	mdContentType     = "contentType"
+	mdCorrelationData = "correlationData" // base64 on the wire of metadata; raw bytes in MQTT
+	mdResponseTopic   = "responseTopic"
+	mdRawPayload      = "rawPayload" // interpreted by daprd; never forwarded
+)
+
+// Metadata keys added to received messages.
+const (
+	mdTopic         = "mqtt-topic"
+	mdRetained      = "mqtt-retained"
+	mdQoS           = "mqtt-qos"
+	mdDuplicate     = "mqtt-dup"
+	mdMsgExpiry     = "mqtt-message-expiry"
+	mdInContentType = "mqtt-content-type"
+	mdInRespTopic   = "mqtt-response-topic"
+	mdInCorrData    = "mqtt-correlation-data"
+)
+
+// maxMQTTPacket is the largest packet MQTT can encode (remaining length 268,435,455 + 5 header bytes).
+const maxMQTTPacket = 268435455 + 5
+
+// Publish sends one message at the configured QoS and returns only after the broker's PUBACK
+// (reason codes below 0x80 are success, 0x10 "no matching subscribers" included). It waits for the
+// connection during a reconnect, up to the context's deadline or publishTimeout.
+func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
+	conn, _, _, md, err := p.state()
+	if err != nil {
+		return err
+	}
+	msg, err := buildPublish(req, md)
+	if err != nil {
+		return err
+	}
+	return p.send(ctx, conn, md, msg)
+}
+
+func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg *paho.Publish) error {
+	if size, limit := packetSize(msg), conn.MaxPacketSize(); limit > 0 && size > int(limit) {
+		return fmt.Errorf("%w: %d bytes for topic %q; the broker accepts at most %d (its Maximum Packet Size)", ErrMessageTooLarge, size, msg.Topic, limit)
+	} else if size > maxMQTTPacket {
+		return fmt.Errorf("%w: %d bytes for topic %q; MQTT carries at most %d", ErrMessageTooLarge, size, msg.Topic, maxMQTTPacket)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, md.PublishTimeout)
+		defer cancel()
+	}
+	cm := conn.Manager()
+	for {
+		if err := cm.AwaitConnection(ctx); err != nil {
+			return fmt.Errorf("%w: topic %q: broker %s not reachable: %w", ErrPublishFailed, msg.Topic, conn.URL().Redacted(), err)
+		}
+		resp, err := cm.Publish(ctx, msg)
+		if err != nil {
+			if errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+				continue // lost between the wait and the send: wait again
+			}
+			return fmt.Errorf("%w: topic %q: %w (the message may still have reached the broker)", ErrPublishFailed, msg.Topic, err)
+		}
+		if msg.QoS > 0 && resp != nil && resp.ReasonCode >= 0x80 {
+			reason := mqttconn.ReasonString(resp.ReasonCode)
+			if resp.Properties != nil && resp.Properties.ReasonString != "" {
+				reason += " (" + resp.Properties.ReasonString + ")"
+			}
+			return fmt.Errorf("%w: topic %q: reason %s", ErrPublishRefused, msg.Topic, reason)
+		}
+		return nil
+	}
+}
+
+// buildPublish maps a Dapr publish request onto an MQTT PUBLISH.
+func buildPublish(req *pubsub.PublishRequest, md Metadata) (*paho.Publish, error) {
+	if err := validateTopicName(req.Topic); err != nil {
+		return nil, err
+	}
+	msg := &paho.Publish{
+		QoS:        md.QoS,
+		Retain:     md.Retain,
+		Topic:      req.Topic,
+		Payload:    req.Data,
+		Properties: &paho.PublishProperties{},
+	}
+	if req.ContentType != nil {
+		msg.Properties.ContentType = *req.ContentType
+	}
+	for k, v := range req.Metadata {
+		switch {
+		case strings.EqualFold(k, mdRetain):
+			b, err := mdparse.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: publish metadata %s=%q: want true or false", ErrInvalidMetadata, k, v)
+			}
+			msg.Retain = b
+		case strings.EqualFold(k, mdTTL):
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("%w: publish metadata %s=%q: want whole seconds from 0 to 4294967295", ErrInvalidMetadata, k, v)
+			}
+			if n > 0 {
+				exp := uint32(n)
+				msg.Properties.MessageExpiry = &exp
+			}
+		case strings.EqualFold(k, mdContentType):
+			msg.Properties.ContentType = v
+		case strings.EqualFold(k, mdCorrelationData):
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: publish metadata %s: want base64: %v", ErrInvalidMetadata, k, err)
+			}
+			msg.Properties.CorrelationData = b
+		case strings.EqualFold(k, mdResponseTopic):
+			if err := validateTopicName(v); err != nil {
+				return nil, fmt.Errorf("%w: publish metadata %s: %w", ErrInvalidMetadata, k, err)
+			}
+			msg.Properties.ResponseTopic = v
+		case strings.EqualFold(k, mdRawPayload):
+			// daprd's business: it decided whether Data is a CloudEvent.
+		default:
+			msg.Properties.User.Add(k, v)
+		}
+	}
+	return msg, nil
+}
+
+// packetSize is the encoded size of a PUBLISH, to compare with the broker's Maximum Packet Size.
+func packetSize(m *paho.Publish) int {
+	props := 0
+	if pp := m.Properties; pp != nil {
+		if pp.ContentType != "" {
+			props += 3 + len(pp.ContentType)
+		}
+		if pp.ResponseTopic != "" {
+			props += 3 + len(pp.ResponseTopic)
+		}
+		if pp.CorrelationData != nil {
+			props += 3 + len(pp.CorrelationData)
+		}
+		if pp.MessageExpiry != nil {
+			props += 5
+		}
+		for _, u := range pp.User {
+			props += 5 + len(u.Key) + len(u.Value)
+		}
+	}
+	body := 2 + len(m.Topic) + varIntLen(props) + props + len(m.Payload)
+	if m.QoS > 0 {
+		body += 2
+	}
+	return 1 + varIntLen(body) + body
+}
+
+func varIntLen(n int) int {
+	switch {
+	case n < 128:
+		return 1
+	case n < 16384:
+		return 2
+	case n < 2097152:
+		return 3
+	}
+	return 4
+}
+
+// receivedMetadata renders the MQTT attributes of a received message as Dapr metadata: every user
+// property (the last one wins for a repeated key) plus the mqtt-* keys.
+func receivedMetadata(pub *paho.Publish) map[string]string {
+	md := map[string]string{
+		mdTopic: pub.Topic,
+		mdQoS:   strconv.Itoa(int(pub.QoS)),
+	}
+	if pub.Retain {
+		md[mdRetained] = "true"
+	}
+	if pub.Duplicate() {
+		md[mdDuplicate] = "true"
+	}
+	if pp := pub.Properties; pp != nil {
+		for _, u := range pp.User {
+			md[u.Key] = u.Value
+		}
+		if pp.ContentType != "" {
+			md[mdInContentType] = pp.ContentType
+		}
+		if pp.ResponseTopic != "" {
+			md[mdInRespTopic] = pp.ResponseTopic
+		}
+		if pp.CorrelationData != nil {
+			md[mdInCorrData] = base64.StdEncoding.EncodeToString(pp.CorrelationData)
+		}
+		if pp.MessageExpiry != nil {
+			md[mdMsgExpiry] = strconv.FormatUint(uint64(*pp.MessageExpiry), 10)
+		}
+	}
+	return md
+}
+
+// deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
+// user properties, and returns once the broker acknowledged it.
+func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, attempts int, cause error) error {
+	props := &paho.PublishProperties{}
+	if pub.Properties != nil {
+		cp := *pub.Properties
+		cp.User = append(paho.UserProperties(nil), pub.Properties.User...)
+		cp.SubscriptionIdentifier, cp.TopicAlias = nil, nil
+		props = &cp
+	}
+	props.User.Add("mqdapr-error", cause.Error()).
+		Add("mqdapr-original-topic", pub.Topic).
+		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
+		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
+	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
+	return p.send(ctx, conn, md, dl)
+}

@@ -1,0 +1,298 @@
+package mqttconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Logger is the subset of dapr/kit's logger the connection uses.
+type Logger interface {
+	Debugf(format string, args ...any)
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+	Errorf(format string, args ...any)
+}
+
+// Options configure Dial.
+type Options struct {
+	Settings Settings
+	Kind     Kind
+	// ReceiveMaximum is sent in CONNECT (0: not sent, the broker then assumes 65535).
+	ReceiveMaximum uint16
+	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
+	ManualAcks bool
+	// OnPublishReceived is called on paho's single receive goroutine: it must not block.
+	OnPublishReceived func(paho.PublishReceived) (bool, error)
+	// OnConnectionUp is called after every (re)connection, on its own goroutine.
+	OnConnectionUp func(cm *autopaho.ConnectionManager, connack *paho.Connack)
+	// OnConnectionDown is called when an established connection is lost. It must not block.
+	OnConnectionDown func()
+	Logger           Logger
+}
+
+// ErrConnect is wrapped by the errors of a first connection that did not succeed.
+var ErrConnect = errors.New("cannot connect to the MQTT broker")
+
+// Conn is a supervised MQTT v5 connection: it reconnects with exponential backoff and jitter,
+// resumes the session (clean start false) and re-authenticates when the token file rotates.
+type Conn struct {
+	settings Settings
+	log      Logger
+	url      *url.URL
+	clientID string
+
+	cm     *autopaho.ConnectionManager
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	connected     atomic.Bool
+	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
+	connects      atomic.Uint64
+	reauths       atomic.Uint64
+
+	mu        sync.Mutex // guards the fields below
+	lastToken []byte
+	lastErr   error
+}
+
+// Dial validates the settings, connects, and waits for the first CONNACK up to the settings'
+// ConnectTimeout (or ctx). A broker that refuses the connection for a reason retrying cannot fix
+// (bad credentials, not authorized, ...) fails at once with the CONNACK reason.
+func Dial(ctx context.Context, o Options) (*Conn, error) {
+	s := o.Settings
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	u, err := s.BrokerURL()
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := s.TLSConfig(u.Hostname(), UsesTLS(u))
+	if err != nil {
+		return nil, err
+	}
+	clientID, err := s.ResolveClientID(o.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if s.SATAuthFile != "" {
+		if _, err := readToken(s.SATAuthFile); err != nil {
+			return nil, err
+		}
+	}
+	c := &Conn{settings: s, log: o.Logger, url: u, clientID: clientID}
+	if c.log == nil {
+		c.log = nopLogger{}
+	}
+
+	dialURL := *u
+	if dialURL.Scheme == "mqtts" {
+		dialURL.Scheme = "tls" // autopaho's name for it
+	}
+	firstErr := make(chan error, 1)
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{&dialURL},
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     uint16(s.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: false,
+		SessionExpiryInterval:         uint32(s.SessionExpiry / time.Second),
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(250*time.Millisecond, 30*time.Second, time.Second, 2),
+		ConnectTimeout:                minDuration(s.ConnectTimeout, 10*time.Second),
+		ConnectUsername:               s.Username,
+		ConnectPassword:               []byte(s.Password),
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			if o.ReceiveMaximum > 0 {
+				rm := o.ReceiveMaximum
+				cp.Properties.ReceiveMaximum = &rm
+			}
+			// No MaximumPacketSize: a broker silently discards messages larger than the client's
+			// maximum as if they were delivered [MQTT-3.1.2-25].
+			if s.SATAuthFile != "" {
+				token, err := readToken(s.SATAuthFile)
+				if err != nil {
+					return nil, err
+				}
+				cp.Properties.AuthMethod = SATAuthMethod
+				cp.Properties.AuthData = token
+				c.mu.Lock()
+				c.lastToken = token
+				c.mu.Unlock()
+			}
+			return cp, nil
+		},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			c.onUp(ca)
+			if o.OnConnectionUp != nil {
+				o.OnConnectionUp(cm, ca)
+			}
+		},
+		OnConnectionDown: func() bool {
+			c.connected.Store(false)
+			c.log.Warnf("mqtt: connection to %s lost; reconnecting with backoff", u.Redacted())
+			if o.OnConnectionDown != nil {
+				o.OnConnectionDown()
+			}
+			return true
+		},
+		OnConnectError: func(err error) {
+			c.mu.Lock()
+			c.lastErr = err
+			c.mu.Unlock()
+			if !c.connected.Load() && c.connects.Load() > 0 {
+				c.log.Warnf("mqtt: reconnecting to %s: %v", u.Redacted(), err)
+			}
+			var ce *autopaho.ConnackError
+			if errors.As(err, &ce) && permanentConnack(ce.ReasonCode) {
+				select {
+				case firstErr <- err:
+				default:
+				}
+			}
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:                   clientID,
+			EnableManualAcknowledgment: o.ManualAcks,
+			SendAcksInterval:           10 * time.Millisecond,
+		},
+	}
+	if o.OnPublishReceived != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
+	}
+	if s.SATAuthFile != "" {
+		cfg.AuthHandler = satAuther{file: s.SATAuthFile}
+	}
+
+	cmCtx, cancel := context.WithCancel(context.Background())
+	cm, err := autopaho.NewConnection(cmCtx, cfg)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("%w at %s: %v", ErrConnect, u.Redacted(), err)
+	}
+	c.cm, c.cancel = cm, cancel
+
+	wctx, wcancel := context.WithTimeout(ctx, s.ConnectTimeout)
+	defer wcancel()
+	awaited := make(chan error, 1)
+	go func() { awaited <- cm.AwaitConnection(wctx) }()
+	select {
+	case err = <-awaited:
+	case err = <-firstErr:
+		wcancel()
+		<-awaited
+	}
+	if err != nil {
+		cancel()
+		<-cm.Done()
+		return nil, c.connectError(err)
+	}
+
+	if s.SATAuthFile != "" {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.watchToken(cmCtx, cm)
+		}()
+	}
+	return c, nil
+}
+
+func (c *Conn) connectError(err error) error {
+	var ce *autopaho.ConnackError
+	if errors.As(err, &ce) {
+		msg := fmt.Sprintf("%v: broker at %s refused the connection: reason %s", ErrConnect, c.url.Redacted(), ReasonString(ce.ReasonCode))
+		if ce.Reason != "" {
+			msg += " (" + ce.Reason + ")"
+		}
+		switch ce.ReasonCode {
+		case 0x86, 0x87:
+			msg += "; check username/password, satAuthFile or the client certificate"
+		case 0x85:
+			msg += "; check consumerID/clientID"
+		}
+		return fmt.Errorf("%s: %w", msg, ErrConnect)
+	}
+	c.mu.Lock()
+	last := c.lastErr
+	c.mu.Unlock()
+	if last == nil {
+		last = err
+	}
+	return fmt.Errorf("%w at %s within %s (connectTimeout): %v", ErrConnect, c.url.Redacted(), c.settings.ConnectTimeout, last)
+}
+
+func (c *Conn) onUp(ca *paho.Connack) {
+	c.connects.Add(1)
+	var maxPacket uint32
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		maxPacket = *ca.Properties.MaximumPacketSize
+	}
+	c.maxPacketSize.Store(maxPacket)
+	c.connected.Store(true)
+	if !ca.SessionPresent && c.connects.Load() > 1 {
+		c.log.Warnf("mqtt: the broker had no session for client %q (expired or broker state lost): messages queued for the old session are gone from the broker", c.clientID)
+	}
+	c.log.Infof("mqtt: connected to %s as %q (session present: %v)", c.url.Redacted(), c.clientID, ca.SessionPresent)
+}
+
+// Manager returns the underlying autopaho connection manager.
+func (c *Conn) Manager() *autopaho.ConnectionManager { return c.cm }
+
+// ClientID is the MQTT client id in use.
+func (c *Conn) ClientID() string { return c.clientID }
+
+// URL is the broker address (without credentials).
+func (c *Conn) URL() *url.URL { return c.url }
+
+// Connected reports whether a connection is currently up.
+func (c *Conn) Connected() bool { return c.connected.Load() }
+
+// MaxPacketSize is the broker's Maximum Packet Size from the last CONNACK, 0 when it gave none.
+func (c *Conn) MaxPacketSize() uint32 { return c.maxPacketSize.Load() }
+
+// Reauthentications counts successful in-connection re-authentications.
+func (c *Conn) Reauthentications() uint64 { return c.reauths.Load() }
+
+// Close disconnects cleanly (DISCONNECT with reason 0, so no will message and the session is
+// kept for its expiry interval) and waits for the connection's goroutines. Safe to call twice.
+func (c *Conn) Close(ctx context.Context) error {
+	if c == nil || c.cm == nil {
+		return nil
+	}
+	err := c.cm.Disconnect(ctx)
+	c.cancel()
+	select {
+	case <-c.cm.Done():
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
+	}
+	c.wg.Wait()
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		err = nil
+	}
+	return err
+}
+
+func minDuration(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Debugf(string, ...any) {}
+func (nopLogger) Infof(string, ...any)  {}
+func (nopLogger) Warnf(string, ...any)  {}
+func (nopLogger) Errorf(string, ...any) {}
