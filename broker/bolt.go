@@ -1,0 +1,159 @@
+package broker
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// formatVersion is the data directory format; a directory with another version is refused.
+const formatVersion = "1"
+
+var (
+	bucketMeta     = []byte("meta")
+	bucketSessions = []byte("sessions")
+	bucketEntries  = []byte("entries")
+	bucketRetained = []byte("retained")
+	bucketInbound  = []byte("inbound")
+	keyFormat      = []byte("format")
+)
+
+// boltBackend stores the durable state in one bbolt file. Each apply is one read-write transaction,
+// which bbolt makes durable with fsync before Commit returns; the committer batches many publishes
+// into one transaction (group commit).
+type boltBackend struct {
+	db *bolt.DB
+}
+
+func openBolt(dir string) (*boltBackend, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("broker: data directory %q: %w", dir, err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "mqbroker.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("broker: open store in %q: %w", dir, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketSessions, bucketEntries, bucketRetained, bucketInbound} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keyFormat); {
+		case v == nil:
+			return meta.Put(keyFormat, []byte(formatVersion))
+		case string(v) != formatVersion:
+			return fmt.Errorf("%w: %q in %q, this broker reads %q", ErrDataDirVersion, v, dir, formatVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &boltBackend{db: db}, nil
+}
+
+func (s *boltBackend) load() (*snapshot, error) {
+	snap := &snapshot{
+		sessions: map[string][]byte{},
+		entries:  map[string][]storedEntry{},
+		retained: map[string][]byte{},
+		inbound:  map[string]map[uint16]bool{},
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			snap.sessions[string(k)] = append([]byte(nil), v...)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+			if len(k) < 9 {
+				return errCorrupt
+			}
+			owner := string(k[:len(k)-9])
+			seq := binary.BigEndian.Uint64(k[len(k)-8:])
+			snap.entries[owner] = append(snap.entries[owner], storedEntry{seq, append([]byte(nil), v...)})
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketRetained).ForEach(func(k, v []byte) error {
+			snap.retained[string(k)] = append([]byte(nil), v...)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketInbound).ForEach(func(k, _ []byte) error {
+			if len(k) < 3 {
+				return errCorrupt
+			}
+			id := string(k[:len(k)-3])
+			if snap.inbound[id] == nil {
+				snap.inbound[id] = map[uint16]bool{}
+			}
+			snap.inbound[id][binary.BigEndian.Uint16(k[len(k)-2:])] = true
+			return nil
+		})
+	})
+	return snap, err
+}
+
+func inboundKey(id string, pid uint16) []byte {
+	k := append([]byte(id), 0)
+	return binary.BigEndian.AppendUint16(k, pid)
+}
+
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix); k, _ = c.Seek(prefix) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *boltBackend) apply(ops []op) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		sessions, entries := tx.Bucket(bucketSessions), tx.Bucket(bucketEntries)
+		retained, inbound := tx.Bucket(bucketRetained), tx.Bucket(bucketInbound)
+		for _, o := range ops {
+			var err error
+			switch o.kind {
+			case opPutSession:
+				err = sessions.Put([]byte(o.owner), o.val)
+			case opDelSession:
+				if err = sessions.Delete([]byte(o.owner)); err == nil {
+					if err = deletePrefix(entries, append([]byte{ownerSession}, append([]byte(o.owner), 0)...)); err == nil {
+						err = deletePrefix(inbound, append([]byte(o.owner), 0))
+					}
+				}
+			case opPutEntry:
+				err = entries.Put(entryKey(o.owner, o.seq), o.val)
+			case opDelEntry:
+				err = entries.Delete(entryKey(o.owner, o.seq))
+			case opPutRetained:
+				err = retained.Put([]byte(o.owner), o.val)
+			case opDelRetained:
+				err = retained.Delete([]byte(o.owner))
+			case opPutInbound:
+				err = inbound.Put(inboundKey(o.owner, uint16(o.seq)), []byte{})
+			case opDelInbound:
+				err = inbound.Delete(inboundKey(o.owner, uint16(o.seq)))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *boltBackend) close() error { return s.db.Close() }

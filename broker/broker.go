@@ -1,0 +1,405 @@
+// Package broker is mqdapr's embedded MQTT v5 broker: sessions, routing, shared subscriptions and a
+// durable store with group commit. Create one with New, start it with Start, stop it with Close.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Broker is an MQTT v5 broker. Its methods are safe for concurrent use.
+type Broker struct {
+	opts   Options
+	log    *slog.Logger
+	stats  stats
+	store  *committer
+	memory bool // no data directory: nothing needs to wait for a commit
+
+	closed    atomic.Bool
+	started   atomic.Bool
+	stop      chan struct{}
+	wg        sync.WaitGroup // accept loops, connections, janitor
+	listeners []net.Listener
+
+	mu       sync.Mutex // guards everything below, and session/group/conn state marked as such
+	sessions map[string]*session
+	groups   map[string]*group // by name + "\x00" + filter
+	index    *index
+	retained map[string]*Message
+	conns    map[*conn]bool
+	seq      uint64
+}
+
+// New validates opts and returns a broker that is not yet started; it does no I/O.
+func New(opts *Options) (*Broker, error) {
+	if opts == nil {
+		opts = NewDefaultOptions()
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		opts: *opts, log: opts.Logger, stop: make(chan struct{}),
+		sessions: map[string]*session{}, groups: map[string]*group{}, index: newIndex(),
+		retained: map[string]*Message{}, conns: map[*conn]bool{},
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	return b, nil
+}
+
+// Start opens the store (loading durable state) and the listeners, and begins serving.
+func (b *Broker) Start() error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if !b.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: already started", ErrInvalidOptions)
+	}
+	var be backend = memBackend{}
+	b.memory = b.opts.DataDir == ""
+	if !b.memory {
+		bb, err := openBolt(b.opts.DataDir)
+		if err != nil {
+			return err
+		}
+		be = bb
+	}
+	snap, err := be.load()
+	if err != nil {
+		_ = be.close()
+		return fmt.Errorf("broker: load store: %w", err)
+	}
+	if err := b.restore(snap); err != nil {
+		_ = be.close()
+		return err
+	}
+	b.store = newCommitter(be)
+	if b.opts.Addr != "" {
+		l, err := net.Listen("tcp", b.opts.Addr)
+		if err != nil {
+			b.Close()
+			return fmt.Errorf("broker: listen on %q: %w", b.opts.Addr, err)
+		}
+		b.serve(l)
+	}
+	if b.opts.TLSConfig != nil {
+		l, err := tls.Listen("tcp", b.opts.TLSAddr, b.opts.TLSConfig)
+		if err != nil {
+			b.Close()
+			return fmt.Errorf("broker: listen for TLS on %q: %w", b.opts.TLSAddr, err)
+		}
+		b.serve(l)
+	}
+	b.wg.Add(1)
+	go b.janitor()
+	b.log.Info("broker started", "addr", b.Addrs(), "data_dir", b.opts.DataDir)
+	return nil
+}
+
+// Addrs returns the bound listener addresses: plain TCP first, then TLS.
+func (b *Broker) Addrs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]string, 0, len(b.listeners))
+	for _, l := range b.listeners {
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
+
+// Serve accepts MQTT connections on l (e.g. a custom listener) until Close.
+func (b *Broker) Serve(l net.Listener) error {
+	if b.closed.Load() || !b.started.Load() {
+		return ErrClosed
+	}
+	b.serve(l)
+	return nil
+}
+
+func (b *Broker) serve(l net.Listener) {
+	b.mu.Lock()
+	b.listeners = append(b.listeners, l)
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				if b.closed.Load() || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				b.log.Warn("accept failed", "err", err)
+				select {
+				case <-b.stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+			c := newConn(b, nc)
+			b.mu.Lock()
+			if b.closed.Load() {
+				b.mu.Unlock()
+				nc.Close()
+				return
+			}
+			b.conns[c] = true
+			b.wg.Add(1)
+			b.mu.Unlock()
+			go func() {
+				defer b.wg.Done()
+				c.serve()
+				b.mu.Lock()
+				delete(b.conns, c)
+				b.mu.Unlock()
+			}()
+		}
+	}()
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Broker) Stats() Stats { return b.stats.snapshot() }
+
+// Close disconnects every client (DISCONNECT 0x8B), commits what is pending and closes the store.
+// It waits for all the broker's goroutines and is idempotent.
+func (b *Broker) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(b.stop)
+	b.mu.Lock()
+	for _, l := range b.listeners {
+		l.Close()
+	}
+	for c := range b.conns {
+		c.closeWith(codePtr(CodeServerShuttingDown))
+		c.cancel()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+	if b.store != nil {
+		b.store.close()
+		return b.store.be.close()
+	}
+	return nil
+}
+
+// Publish routes msg like a client publish (Publisher for services and embedding code). It returns
+// once msg is queued for every matching subscriber, durably with a data directory.
+func (b *Broker) Publish(ctx context.Context, msg *Message) error {
+	if b.closed.Load() || !b.started.Load() {
+		return ErrClosed
+	}
+	if !validTopicName(msg.Topic) {
+		return fmt.Errorf("%w: %q", ErrInvalidTopic, msg.Topic)
+	}
+	if msg.QoS > 2 {
+		return fmt.Errorf("%w: QoS %d, want 0, 1 or 2", ErrInvalidOptions, msg.QoS)
+	}
+	m := *msg
+	m.stamp(time.Now())
+	done := make(chan error, 1)
+	b.publish(&m, nil, func(_ int, err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// publish routes m and calls done(matches, err) once the routing is durable. pre, if not nil, runs
+// under b.mu after a successful routing and may add ops to the same commit.
+func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error)) {
+	b.stats.MessagesIn.Add(1)
+	now := time.Now()
+	var ops []op
+	b.mu.Lock()
+	n, ents, err := b.route(m, now, &ops)
+	if err != nil {
+		b.mu.Unlock()
+		done(0, err)
+		return
+	}
+	if pre != nil {
+		pre(&ops)
+	}
+	sessions := b.touched(ents)
+	if b.memory {
+		for _, s := range sessions {
+			b.pump(s, now, &ops)
+		}
+		b.mu.Unlock()
+		done(n, nil)
+		return
+	}
+	b.store.submit(ops, func(err error) {
+		if err != nil {
+			b.log.Error("store commit failed", "err", err)
+			done(0, err)
+			return
+		}
+		b.mu.Lock()
+		var ops2 []op
+		for _, e := range ents {
+			e.committed = true
+		}
+		for _, s := range sessions {
+			b.pump(s, time.Now(), &ops2)
+		}
+		if len(ops2) > 0 {
+			b.store.submit(ops2, nil)
+		}
+		b.mu.Unlock()
+		done(n, nil)
+	})
+	b.mu.Unlock()
+}
+
+// touched returns the sessions that may now send some of ents: their owners, or a group's
+// connected members.
+func (b *Broker) touched(ents []*entry) []*session {
+	seen := map[*session]bool{}
+	var out []*session
+	add := func(s *session) {
+		if s != nil && s.conn != nil && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, e := range ents {
+		if e.group != nil {
+			for _, mem := range e.group.members {
+				add(mem.sess)
+			}
+		}
+	}
+	for _, e := range ents {
+		add(e.sess)
+	}
+	return out
+}
+
+// janitor expires sessions and sends delayed wills.
+func (b *Broker) janitor() {
+	defer b.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case now := <-t.C:
+			b.expire(now)
+		}
+	}
+}
+
+func (b *Broker) expire(now time.Time) {
+	var wills []*Message
+	var ops []op
+	b.mu.Lock()
+	for id, s := range b.sessions {
+		if s.conn != nil {
+			continue
+		}
+		if !s.willAt.IsZero() && !now.Before(s.willAt) {
+			wills = append(wills, s.will.msg) // [MQTT-3.1.3-9]
+			s.will, s.willAt = nil, time.Time{}
+		}
+		if s.expiry != 0xFFFFFFFF && !s.offlineAt.IsZero() && now.Sub(s.offlineAt) >= time.Duration(s.expiry)*time.Second {
+			if s.will != nil && !s.willAt.IsZero() {
+				wills = append(wills, s.will.msg) // session end sends a pending will [MQTT-3.1.3-9]
+			}
+			b.endSession(s, &ops)
+			delete(b.sessions, id)
+		}
+	}
+	if len(ops) > 0 {
+		b.store.submit(ops, nil)
+	}
+	b.mu.Unlock()
+	for _, w := range wills {
+		b.publish(w, nil, func(int, error) {})
+	}
+}
+
+// restore rebuilds sessions, subscriptions, groups, queues and retained messages from snap.
+func (b *Broker) restore(snap *snapshot) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for topic, v := range snap.retained {
+		d := &decoder{b: v}
+		m := d.message()
+		if d.err != nil {
+			return fmt.Errorf("broker: retained %q: %w", topic, d.err)
+		}
+		b.retained[topic] = m
+	}
+	for id, v := range snap.sessions {
+		var rec sessionRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("broker: session %q: %w", id, err)
+		}
+		s := newSession(id)
+		s.expiry, s.persistent, s.nextPID = rec.Expiry, true, rec.NextPID
+		s.offlineAt = time.Now()
+		if rec.OfflineAt != 0 {
+			s.offlineAt = time.Unix(0, rec.OfflineAt)
+		}
+		for pid := range snap.inbound[id] {
+			s.inbound[pid] = true
+		}
+		b.sessions[id] = s
+		for _, sub := range rec.Subs {
+			sub.sess = s
+			b.addSub(s, sub)
+		}
+	}
+	for owner, list := range snap.entries {
+		sort.Slice(list, func(i, j int) bool { return list[i].seq < list[j].seq })
+		var s *session
+		var g *group
+		switch owner[0] {
+		case ownerSession:
+			s = b.sessions[owner[1:]]
+		case ownerGroup:
+			g = b.groups[owner[1:]]
+		}
+		for _, se := range list {
+			b.seq = max(b.seq, se.seq)
+			e, err := decodeEntry(se.seq, se.val)
+			if err != nil {
+				return fmt.Errorf("broker: entry %d of %q: %w", se.seq, owner, err)
+			}
+			b.stats.Queued.Add(1)
+			switch {
+			case s != nil && e.state != stQueued:
+				e.sess = s
+				s.inflight = append(s.inflight, e)
+				s.pids[e.pid] = e
+			case s != nil:
+				e.sess = s
+				s.pushQueued(e)
+			case g != nil:
+				e.group = g
+				g.queue = append(g.queue, e)
+			default:
+				b.stats.Queued.Add(-1) // owner gone: dropped on the next write of that owner
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// conn is one client network connection. The reader goroutine (serve) owns the read side; the
+// writer goroutine owns the write side.
+type conn struct {
+	b      *Broker
+	nc     net.Conn
+	br     *bufio.Reader
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	wmu     sync.Mutex // guards wq, qos0, closing, discCode
+	wq      []*packets.ControlPacket
+	qos0    int
+	closing bool
+	disc    *byte // DISCONNECT reason to send before closing, nil for none
+	wake    chan struct{}
+	wdone   chan struct{}
+
+	// Set once CONNECT succeeded; then read under b.mu or by the reader.
+	clientID  string
+	username  string
+	authState any
+	authMeth  string
+	recvMax   uint16 // the client's Receive Maximum [MQTT-3.3.4-7]
+	maxPacket uint32 // the client's Maximum Packet Size, 0 for none
+	keepAlive time.Duration
+
+	// Guarded by b.mu.
+	sess         *session
+	inPids       map[uint16]bool // QoS 1/2 publishes received and not yet acknowledged (Receive Maximum)
+	cleanDisc    bool            // DISCONNECT 0x00 received: no will
+	reauthState  any
+	reauthActive bool
+}
+
+func newConn(b *Broker, nc net.Conn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &conn{
+		b: b, nc: nc, br: bufio.NewReaderSize(nc, 4096), ctx: ctx, cancel: cancel,
+		log:  b.log.With("remote", nc.RemoteAddr().String()),
+		wake: make(chan struct{}, 1), wdone: make(chan struct{}),
+		inPids: map[uint16]bool{}, recvMax: 65535,
+	}
+}
+
+// enqueue adds packets to the write queue; it reports false when the connection is closing.
+func (c *conn) enqueue(cps ...*packets.ControlPacket) bool {
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		return false
+	}
+	c.wq = append(c.wq, cps...)
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (c *conn) sendAll(cps []*packets.ControlPacket) { c.enqueue(cps...) }
+
+// sendQoS0 queues a QoS 0 publish unless MaxQoS0Buffered are already waiting (then it is dropped,
+// which QoS 0 permits, and false is returned).
+func (c *conn) sendQoS0(p *packets.Publish) bool {
+	if !c.fitsSize(p) {
+		return true // discarded as if delivered [MQTT-3.1.2-25]
+	}
+	c.wmu.Lock()
+	if c.closing || c.qos0 >= c.b.opts.MaxQoS0Buffered {
+		c.wmu.Unlock()
+		return false
+	}
+	c.qos0++
+	c.wq = append(c.wq, p.ToControlPacket())
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (c *conn) fits(e *entry, now time.Time) bool {
+	if c.maxPacket == 0 {
+		return true
+	}
+	return c.fitsSize(e.msg.toPublish(e.qos, e.retain, e.subID, now))
+}
+
+func (c *conn) fitsSize(p *packets.Publish) bool {
+	if c.maxPacket == 0 {
+		return true
+	}
+	n := 5
+	for _, b := range p.Buffers() {
+		n += len(b)
+	}
+	return uint32(n) <= c.maxPacket
+}
+
+// closeWith closes the connection after sending what is queued and, if code is not nil, a DISCONNECT
+// with that reason. It is safe to call many times and from any goroutine.
+func (c *conn) closeWith(code *byte) {
+	c.wmu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.disc = code
+	}
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func codePtr(b byte) *byte { return &b }
+
+// writer sends queued packets until the connection closes.
+func (c *conn) writer() {
+	defer close(c.wdone)
+	bw := bufio.NewWriterSize(c.nc, 16<<10)
+	var batch []*packets.ControlPacket
+	for {
+		c.wmu.Lock()
+		batch, c.wq = c.wq, batch[:0]
+		c.qos0 = 0
+		closing, disc := c.closing, c.disc
+		c.wmu.Unlock()
+		for _, cp := range batch {
+			if _, err := cp.WriteTo(bw); err != nil {
+				c.nc.Close()
+				return
+			}
+		}
+		clear(batch)
+		if len(batch) > 0 {
+			if err := bw.Flush(); err != nil {
+				c.nc.Close()
+				return
+			}
+		}
+		if closing {
+			c.wmu.Lock()
+			more := len(c.wq) > 0
+			c.wmu.Unlock()
+			if more {
+				continue
+			}
+			if disc != nil {
+				d := packets.NewControlPacket(packets.DISCONNECT)
+				d.Content.(*packets.Disconnect).ReasonCode = *disc
+				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+				_, _ = d.WriteTo(bw)
+				_ = bw.Flush()
+			}
+			c.nc.Close()
+			return
+		}
+		<-c.wake
+	}
+}
+
+// serve runs the connection: CONNECT, then packets until the connection ends.
+func (c *conn) serve() {
+	defer c.cancel()
+	go c.writer()
+	defer func() { <-c.wdone }()
+	defer c.closeWith(nil)
+
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+	cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+	if err != nil {
+		c.readFailed(err, true)
+		return
+	}
+	if cp.Type != packets.CONNECT {
+		c.b.stats.refuse(CodeProtocolError)
+		c.nc.Close() // the first packet must be CONNECT [MQTT-3.1.0-1]
+		return
+	}
+	if !c.connect(cp.Content.(*packets.Connect)) {
+		return
+	}
+	defer c.b.stats.Connections.Add(-1)
+	defer c.b.detach(c)
+	for {
+		if c.keepAlive > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2)) // [MQTT-3.1.2-22]
+		} else {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+		if err != nil {
+			c.readFailed(err, false)
+			return
+		}
+		c.b.stats.PacketsIn.Add(1)
+		if err := c.handle(cp); err != nil {
+			if errors.Is(err, errClientDisconnect) {
+				return
+			}
+			code := codeOf(err, CodeProtocolError)
+			c.b.stats.refuse(code)
+			c.log.Info("closing connection", "client", c.clientID, "reason", err.Error())
+			c.closeWith(codePtr(code))
+			return
+		}
+	}
+}
+
+// readFailed closes the connection with the reason the read error calls for.
+func (c *conn) readFailed(err error, beforeConnect bool) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, ErrPacketTooLarge):
+		c.b.stats.refuse(CodePacketTooLarge)
+		c.closeWith(codePtr(CodePacketTooLarge)) // [MQTT-3.1.2-24]
+	case errors.Is(err, ErrMalformed):
+		c.b.stats.refuse(CodeMalformedPacket)
+		if beforeConnect {
+			c.nc.Close()
+			return
+		}
+		c.closeWith(codePtr(CodeMalformedPacket)) // [MQTT-4.13.1-1]
+	case errors.As(err, &ne) && ne.Timeout():
+		if beforeConnect {
+			c.b.stats.refuse(CodeMaximumConnectTime)
+			c.nc.Close()
+			return
+		}
+		c.b.stats.refuse(CodeKeepAliveTimeout)
+		c.closeWith(codePtr(CodeKeepAliveTimeout))
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.closeWith(nil)
+	default:
+		c.closeWith(nil)
+	}
+}

@@ -1,0 +1,239 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// connack sends a CONNACK; a code >= 0x80 also closes the connection [MQTT-3.2.2-7].
+func (c *conn) connack(code byte, present bool, props *packets.Properties) {
+	if props == nil {
+		props = &packets.Properties{}
+	}
+	cp := packets.NewControlPacket(packets.CONNACK)
+	cp.Content = &packets.Connack{ReasonCode: code, SessionPresent: present, Properties: props}
+	c.enqueue(cp)
+	if code >= 0x80 {
+		c.b.stats.refuse(code)
+		c.closeWith(nil)
+	}
+}
+
+// connect handles CONNECT: checks, authentication, session takeover or creation, CONNACK, and the
+// resend of in-flight messages. It reports whether the connection is established.
+func (c *conn) connect(p *packets.Connect) bool {
+	b := c.b
+	if p.ProtocolName != "MQTT" || p.ProtocolVersion != 5 {
+		c.connack(CodeUnsupportedProtocolVersion, false, nil) // [MQTT-3.1.2-2]
+		return false
+	}
+	if p.WillQOS > 2 || (!p.WillFlag && (p.WillQOS != 0 || p.WillRetain)) {
+		c.connack(CodeMalformedPacket, false, nil) // [MQTT-3.1.2-11] [MQTT-3.1.2-12] [MQTT-3.1.2-13]
+		return false
+	}
+	pr := p.Properties
+	if (pr.ReceiveMaximum != nil && *pr.ReceiveMaximum == 0) || (pr.MaximumPacketSize != nil && *pr.MaximumPacketSize == 0) {
+		c.connack(CodeProtocolError, false, nil) // [MQTT-3.1.2-?] zero is a protocol error
+		return false
+	}
+	if !validUTF8(p.ClientID) || !validUTF8(p.Username) {
+		c.connack(CodeClientIdentifierNotValid, false, nil) // [MQTT-3.1.3-4]
+		return false
+	}
+	var w *will
+	if p.WillFlag {
+		if !validTopicName(p.WillTopic) {
+			c.connack(CodeTopicNameInvalid, false, nil) // [MQTT-3.1.3-11]
+			return false
+		}
+		wm := &Message{Topic: p.WillTopic, Payload: p.WillMessage, QoS: p.WillQOS, Retain: p.WillRetain}
+		w = &will{msg: wm}
+		if wp := p.WillProperties; wp != nil {
+			if wp.WillDelayInterval != nil {
+				w.delay = time.Duration(*wp.WillDelayInterval) * time.Second
+			}
+			if wp.PayloadFormat != nil {
+				wm.PayloadFormat = *wp.PayloadFormat
+			}
+			if wp.MessageExpiry != nil {
+				wm.Expiry = time.Duration(*wp.MessageExpiry) * time.Second
+			}
+			wm.ContentType, wm.ResponseTopic, wm.CorrelationData = wp.ContentType, wp.ResponseTopic, wp.CorrelationData
+			for _, u := range wp.User {
+				wm.UserProperties = append(wm.UserProperties, UserProperty{u.Key, u.Value})
+			}
+		}
+	}
+	ack := &packets.Properties{}
+	clientID := p.ClientID
+	if clientID == "" {
+		var r [12]byte
+		_, _ = rand.Read(r[:])
+		clientID = "auto-" + hex.EncodeToString(r[:])
+		ack.AssignedClientID = clientID // [MQTT-3.2.2-16]
+	}
+	c.clientID, c.username = clientID, p.Username
+	c.log = c.log.With("client", clientID)
+	if !c.authenticate(p, ack) {
+		return false
+	}
+	if b.stats.Connections.Load() >= int64(b.opts.MaxConnections) {
+		c.connack(CodeQuotaExceeded, false, nil)
+		return false
+	}
+	if pr.ReceiveMaximum != nil {
+		c.recvMax = *pr.ReceiveMaximum
+	}
+	if pr.MaximumPacketSize != nil {
+		c.maxPacket = *pr.MaximumPacketSize
+	}
+	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	expiry := uint32(0)
+	if pr.SessionExpiryInterval != nil {
+		expiry = *pr.SessionExpiryInterval
+	}
+	if expiry > b.opts.MaxSessionExpiry {
+		expiry = b.opts.MaxSessionExpiry
+		ack.SessionExpiryInterval = &expiry // [MQTT-3.2.2-?] the server's value is announced
+	}
+	rm, mps, zero, one := b.opts.ReceiveMaximum, b.opts.MaxPacketSize, byte(0), byte(1)
+	ack.ReceiveMaximum, ack.MaximumPacketSize = &rm, &mps
+	ack.RetainAvailable, ack.WildcardSubAvailable, ack.SubIDAvailable, ack.SharedSubAvailable = &one, &one, &one, &one
+	_ = zero
+
+	now := time.Now()
+	var ops []op
+	var oldWill *Message
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		c.connack(CodeServerUnavailable, false, nil)
+		return false
+	}
+	s := b.sessions[clientID]
+	if s != nil && s.conn != nil {
+		old := s.conn // session takeover [MQTT-3.1.4-3]
+		old.closeWith(codePtr(CodeSessionTakenOver))
+		old.cancel()
+		oldWill = b.offline(s, old, now, &ops)
+		s = b.sessions[clientID]
+	}
+	present := false
+	if s != nil && p.CleanStart {
+		if s.will != nil && !s.willAt.IsZero() && oldWill == nil {
+			oldWill = s.will.msg // the old session ends: its pending will is due [MQTT-3.1.3-9]
+		}
+		b.endSession(s, &ops) // [MQTT-3.1.2-4]
+		delete(b.sessions, clientID)
+		s = nil
+	}
+	if s == nil {
+		s = newSession(clientID)
+		b.sessions[clientID] = s
+	} else {
+		present = true // [MQTT-3.2.2-3]
+	}
+	wasPersistent := s.persistent
+	s.expiry = expiry
+	s.persistent = expiry > 0 && !b.memory
+	switch {
+	case s.persistent:
+		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
+		if !wasPersistent {
+			for _, e := range s.inflight {
+				ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+			}
+			for _, e := range s.queued[s.qhead:] {
+				ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+			}
+		}
+	case wasPersistent:
+		ops = append(ops, op{kind: opDelSession, owner: s.id})
+	}
+	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
+	s.conn, s.offlineAt = c, time.Time{}
+	c.sess = s
+	b.stats.Connections.Add(1)
+	b.stats.ConnectionsTotal.Add(1)
+	c.connack(CodeSuccess, present, ack)
+	// Resend unacknowledged PUBLISH (DUP) and PUBREL in order [MQTT-4.4.0-1] [MQTT-4.6.0-1].
+	var resend []*packets.ControlPacket
+	for _, e := range s.inflight {
+		resend = append(resend, e.resendPacket(now))
+	}
+	c.sendAll(resend)
+	b.pump(s, now, &ops)
+	if len(ops) > 0 {
+		b.store.submit(ops, nil)
+	}
+	b.mu.Unlock()
+	if oldWill != nil {
+		b.publish(oldWill, nil, func(int, error) {})
+	}
+	c.log.Debug("client connected", "session_present", present, "expiry", expiry)
+	return true
+}
+
+// authenticate runs the Authenticator over CONNECT and any AUTH exchange [MQTT-4.12.0-1]. On success
+// it fills the CONNACK authentication properties; on failure it answers CONNACK and returns false.
+func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
+	auth := c.b.opts.Authenticator
+	method := p.Properties.AuthMethod
+	if auth == nil {
+		if method != "" {
+			c.connack(CodeBadAuthenticationMethod, false, nil) // [MQTT-4.12.0-1]
+			return false
+		}
+		return true
+	}
+	req := &AuthRequest{
+		ClientID: c.clientID, Username: p.Username, Password: p.Password, HasPassword: p.PasswordFlag,
+		Method: method, Data: p.Properties.AuthData, RemoteAddr: c.nc.RemoteAddr(),
+	}
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.ConnectTimeout)
+		resp, err := auth.Authenticate(ctx, req)
+		cancel()
+		if err != nil {
+			def := CodeNotAuthorized
+			if method == "" && p.PasswordFlag {
+				def = CodeBadUserNameOrPassword
+			}
+			c.log.Info("authentication refused", "err", err.Error())
+			c.connack(codeOf(err, def), false, nil)
+			return false
+		}
+		if !resp.Continue {
+			c.authState, c.authMeth = resp.State, method
+			ack.AuthMethod, ack.AuthData = method, resp.Data
+			return true
+		}
+		if method == "" {
+			c.connack(CodeBadAuthenticationMethod, false, nil)
+			return false
+		}
+		c.sendAuth(CodeContinueAuthentication, method, resp.Data) // [MQTT-4.12.0-2]
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+		cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+		if err != nil {
+			c.readFailed(err, true)
+			return false
+		}
+		a, ok := cp.Content.(*packets.Auth)
+		if !ok || a.ReasonCode != CodeContinueAuthentication || a.Properties.AuthMethod != method {
+			c.connack(CodeProtocolError, false, nil) // [MQTT-4.12.0-4]
+			return false
+		}
+		req.Data, req.State = a.Properties.AuthData, resp.State
+	}
+}
+
+func (c *conn) sendAuth(code byte, method string, data []byte) {
+	cp := packets.NewControlPacket(packets.AUTH)
+	cp.Content = &packets.Auth{ReasonCode: code, Properties: &packets.Properties{AuthMethod: method, AuthData: data}}
+	c.enqueue(cp)
+}

@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// errClientDisconnect ends the read loop after a DISCONNECT from the client (nothing is sent back).
+var errClientDisconnect = errors.New("client disconnected")
+
+// handle processes one packet after CONNECT. An error closes the connection with its reason code.
+func (c *conn) handle(cp *packets.ControlPacket) error {
+	switch p := cp.Content.(type) {
+	case *packets.Publish:
+		return c.handlePublish(p)
+	case *packets.Puback:
+		c.b.outboundAck(c, p.PacketID, packets.PUBACK, p.ReasonCode)
+	case *packets.Pubrec:
+		c.b.outboundAck(c, p.PacketID, packets.PUBREC, p.ReasonCode)
+	case *packets.Pubcomp:
+		c.b.outboundAck(c, p.PacketID, packets.PUBCOMP, p.ReasonCode)
+	case *packets.Pubrel:
+		c.handlePubrel(p)
+	case *packets.Subscribe:
+		return c.handleSubscribe(p)
+	case *packets.Unsubscribe:
+		return c.handleUnsubscribe(p)
+	case *packets.Pingreq:
+		c.enqueue(packets.NewControlPacket(packets.PINGRESP)) // [MQTT-3.12.4-1]
+	case *packets.Disconnect:
+		return c.handleDisconnect(p)
+	case *packets.Auth:
+		return c.handleAuth(p)
+	case *packets.Connect:
+		return reasonf(CodeProtocolError, "second CONNECT") // [MQTT-3.1.0-2]
+	default:
+		return reasonf(CodeProtocolError, "unexpected packet %s", cp.PacketType())
+	}
+	return nil
+}
+
+func (c *conn) client() Client { return Client{ID: c.clientID, Username: c.username, AuthState: c.authState} }
+
+// ack answers a QoS 1/2 PUBLISH with PUBACK or PUBREC.
+func (c *conn) ack(qos byte, pid uint16, code byte) {
+	t := packets.PUBACK
+	if qos == 2 {
+		t = packets.PUBREC
+	}
+	cp := packets.NewControlPacket(t)
+	switch a := cp.Content.(type) {
+	case *packets.Puback:
+		a.PacketID, a.ReasonCode = pid, code
+	case *packets.Pubrec:
+		a.PacketID, a.ReasonCode = pid, code
+	}
+	c.enqueue(cp)
+}
+
+func (c *conn) handlePublish(p *packets.Publish) error {
+	b := c.b
+	if p.Properties != nil && p.Properties.TopicAlias != nil {
+		return reasonf(CodeTopicAliasInvalid, "topic alias sent, maximum is 0") // [MQTT-3.3.2-9]
+	}
+	if !validUTF8(p.Topic) {
+		return reasonf(CodeMalformedPacket, "topic is not valid UTF-8") // [MQTT-1.5.4-1]
+	}
+	if !validTopicName(p.Topic) {
+		return reasonf(CodeTopicNameInvalid, "invalid topic name") // [MQTT-3.3.2-2]
+	}
+	if p.QoS > 0 && p.PacketID == 0 {
+		return reasonf(CodeProtocolError, "packet identifier 0") // [MQTT-2.2.1-3]
+	}
+	if p.QoS > 0 {
+		b.mu.Lock()
+		s := c.sess
+		if s == nil {
+			b.mu.Unlock()
+			return nil
+		}
+		if p.QoS == 2 && s.inbound[p.PacketID] {
+			b.mu.Unlock()
+			c.ack(2, p.PacketID, CodeSuccess) // duplicate: acknowledge, do not route again [MQTT-4.3.3-9]
+			return nil
+		}
+		if c.inPids[p.PacketID] {
+			b.mu.Unlock()
+			return nil // a retransmission of one being processed: its acknowledgement follows
+		}
+		if len(c.inPids) >= int(b.opts.ReceiveMaximum) {
+			b.mu.Unlock()
+			return reasonf(CodeReceiveMaximumExceeded, "more than %d unacknowledged publishes", b.opts.ReceiveMaximum) // [MQTT-3.3.4-9]
+		}
+		c.inPids[p.PacketID] = true
+		b.mu.Unlock()
+	}
+	done := func(code byte) {
+		if p.QoS == 0 {
+			return
+		}
+		b.mu.Lock()
+		if p.QoS == 1 || code >= 0x80 {
+			delete(c.inPids, p.PacketID)
+		}
+		b.mu.Unlock()
+		if code >= 0x80 {
+			b.stats.refuse(code)
+		}
+		c.ack(p.QoS, p.PacketID, code)
+	}
+	if az := b.opts.Authorizer; az != nil {
+		if err := az.AuthorizePublish(c.ctx, c.client(), p.Topic); err != nil {
+			done(codeOf(err, CodeNotAuthorized)) // [MQTT-3.3.5-2]
+			return nil
+		}
+	}
+	if p.Properties != nil && p.Properties.PayloadFormat != nil && *p.Properties.PayloadFormat == 1 && !utf8.Valid(p.Payload) {
+		done(CodePayloadFormatInvalid) // [MQTT-3.3.2-4] may be refused
+		return nil
+	}
+	m := messageFromPublish(p, c.clientID, time.Now())
+	for _, svc := range b.opts.Services {
+		if svc.Match(m.Topic) {
+			b.stats.MessagesIn.Add(1)
+			if err := svc.Handle(c.ctx, c.clientID, m, b); err != nil {
+				done(codeOf(err, CodeUnspecifiedError))
+			} else {
+				done(CodeSuccess)
+			}
+			return nil
+		}
+	}
+	var pre func(*[]op)
+	if p.QoS == 2 {
+		pre = func(ops *[]op) {
+			if s := c.sess; s != nil {
+				s.inbound[p.PacketID] = true
+				if s.persistent {
+					*ops = append(*ops, op{kind: opPutInbound, owner: s.id, seq: uint64(p.PacketID)})
+				}
+			}
+		}
+	}
+	b.publish(m, pre, func(n int, err error) {
+		switch {
+		case errors.Is(err, ErrQuotaExceeded):
+			done(CodeQuotaExceeded)
+		case err != nil:
+			done(CodeUnspecifiedError)
+		case n == 0:
+			done(CodeNoMatchingSubscribers)
+		default:
+			done(CodeSuccess)
+		}
+	})
+	return nil
+}
+
+// handlePubrel completes an inbound QoS 2 flow [MQTT-4.3.3-11].
+func (c *conn) handlePubrel(p *packets.Pubrel) {
+	b := c.b
+	var ops []op
+	b.mu.Lock()
+	s := c.sess
+	code := CodePacketIDNotFound
+	if s != nil && s.inbound[p.PacketID] {
+		code = CodeSuccess
+		delete(s.inbound, p.PacketID)
+		if s.persistent {
+			ops = append(ops, op{kind: opDelInbound, owner: s.id, seq: uint64(p.PacketID)})
+		}
+	}
+	delete(c.inPids, p.PacketID)
+	send := func(error) {
+		cp := packets.NewControlPacket(packets.PUBCOMP)
+		cp.Content.(*packets.Pubcomp).PacketID = p.PacketID
+		cp.Content.(*packets.Pubcomp).ReasonCode = code
+		c.enqueue(cp)
+	}
+	if len(ops) > 0 {
+		b.store.submit(ops, send) // PUBCOMP only once the id is durably released
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	send(nil)
+}
+
+// outboundAck handles PUBACK, PUBREC and PUBCOMP for messages the broker sent [MQTT-4.3.2-4]
+// [MQTT-4.3.3-6].
+func (b *Broker) outboundAck(c *conn, pid uint16, typ byte, code byte) {
+	var ops []op
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := c.sess
+	if s == nil {
+		return
+	}
+	e := s.pids[pid]
+	if e == nil {
+		return
+	}
+	done := false
+	switch {
+	case typ == packets.PUBACK && e.qos == 1 && e.state == stSent:
+		done = true
+	case typ == packets.PUBREC && e.qos == 2 && e.state == stSent && code >= 0x80:
+		done = true
+	case typ == packets.PUBREC && e.qos == 2 && e.state != stQueued:
+		if e.state == stSent {
+			e.state = stPubrelSent
+			if s.persistent {
+				ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+			}
+		}
+		cp := packets.NewControlPacket(packets.PUBREL)
+		cp.Content.(*packets.Pubrel).PacketID = pid
+		c.enqueue(cp)
+	case typ == packets.PUBCOMP && e.state == stPubrelSent:
+		done = true
+	}
+	if done {
+		s.removeInflight(e)
+		b.stats.Queued.Add(-1)
+		if s.persistent {
+			ops = append(ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
+		}
+		b.pump(s, time.Now(), &ops)
+	}
+	if len(ops) > 0 {
+		b.store.submit(ops, nil)
+	}
+}
+
+func (c *conn) handleDisconnect(p *packets.Disconnect) error {
+	b := c.b
+	b.mu.Lock()
+	if s := c.sess; s != nil {
+		if p.Properties != nil && p.Properties.SessionExpiryInterval != nil {
+			v := *p.Properties.SessionExpiryInterval
+			if s.expiry == 0 && v != 0 {
+				b.mu.Unlock()
+				return reasonf(CodeProtocolError, "session expiry set on DISCONNECT after 0 on CONNECT") // [MQTT-3.14.2-2]
+			}
+			s.expiry = min(v, b.opts.MaxSessionExpiry)
+		}
+		c.cleanDisc = p.ReasonCode != CodeDisconnectWithWill // [MQTT-3.14.4-3]
+	}
+	b.mu.Unlock()
+	c.closeWith(nil)
+	return errClientDisconnect
+}
+
+// handleAuth runs re-authentication on an open connection [MQTT-4.12.1-1].
+func (c *conn) handleAuth(p *packets.Auth) error {
+	auth := c.b.opts.Authenticator
+	if auth == nil || c.authMeth == "" || p.Properties.AuthMethod != c.authMeth {
+		return reasonf(CodeProtocolError, "AUTH with a method other than the CONNECT's") // [MQTT-4.12.1-1]
+	}
+	switch {
+	case p.ReasonCode == CodeReAuthenticate:
+		c.reauthState = c.authState
+	case p.ReasonCode == CodeContinueAuthentication && c.reauthActive:
+	default:
+		return reasonf(CodeProtocolError, "unexpected AUTH reason 0x%02x", p.ReasonCode)
+	}
+	req := &AuthRequest{
+		ClientID: c.clientID, Username: c.username, Method: c.authMeth, Data: p.Properties.AuthData,
+		Reauth: true, RemoteAddr: c.nc.RemoteAddr(), State: c.reauthState,
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.ConnectTimeout)
+	resp, err := auth.Authenticate(ctx, req)
+	cancel()
+	if err != nil {
+		return reasonf(codeOf(err, CodeNotAuthorized), "re-authentication refused: %v", err) // [MQTT-4.12.1-2]
+	}
+	if resp.Continue {
+		c.reauthActive, c.reauthState = true, resp.State
+		c.sendAuth(CodeContinueAuthentication, c.authMeth, resp.Data)
+		return nil
+	}
+	c.reauthActive, c.authState = false, resp.State
+	c.sendAuth(CodeSuccess, c.authMeth, resp.Data)
+	return nil
+}

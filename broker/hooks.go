@@ -1,0 +1,55 @@
+package broker
+
+import (
+	"context"
+	"net"
+)
+
+// AuthRequest is one step of authentication: the CONNECT itself, a continuing AUTH (0x18), or a
+// re-authentication AUTH (0x19) on an open connection.
+type AuthRequest struct {
+	ClientID    string
+	Username    string
+	Password    []byte
+	HasPassword bool
+	// Method and Data are the Authentication Method and Data properties (enhanced authentication,
+	// e.g. "K8S-SAT"); Method is empty for plain username/password.
+	Method string
+	Data   []byte
+	// Reauth is true for AUTH 0x19 and the steps that follow it on an open connection.
+	Reauth     bool
+	RemoteAddr net.Addr
+	// State is what the previous step returned in AuthResponse.State (nil on the first step).
+	State any
+}
+
+// AuthResponse is the Authenticator's verdict on a step that it did not refuse.
+type AuthResponse struct {
+	// Continue asks the client for another step (AUTH 0x18 carrying Data).
+	Continue bool
+	Data     []byte
+	State    any
+}
+
+// Authenticator decides who may connect. Authenticate returning an error refuses the client: the
+// CONNACK (or DISCONNECT for re-authentication) carries the *ReasonError's code, else 0x87 (or 0x86
+// when a password was given without a method). It is called from the connection's goroutine and may
+// block up to its ctx.
+type Authenticator interface {
+	Authenticate(ctx context.Context, req *AuthRequest) (AuthResponse, error)
+}
+
+// Client identifies an authenticated client to the Authorizer.
+type Client struct {
+	ID       string
+	Username string
+	// AuthState is the last AuthResponse.State of the client's authentication.
+	AuthState any
+}
+
+// Authorizer decides publish and subscribe by topic. An error refuses: PUBACK/PUBREC or SUBACK carries
+// the *ReasonError's code, else 0x87. It must not block for long: it runs on the client's goroutine.
+type Authorizer interface {
+	AuthorizePublish(ctx context.Context, c Client, topic string) error
+	AuthorizeSubscribe(ctx context.Context, c Client, filter string) error
+}

@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Options configure a Broker. Start from NewDefaultOptions and change fields; New validates them.
+type Options struct {
+	// Addr is the TCP listen address for plain MQTT; empty disables it. Default 127.0.0.1:1883.
+	Addr string
+	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set.
+	TLSAddr string
+	// TLSConfig enables the TLS listener.
+	TLSConfig *tls.Config
+	// DataDir holds the durable store; empty runs in memory.
+	DataDir string
+	// CommitInterval bounds how long a write may wait for the next group commit (fsync); 0 commits
+	// as soon as the previous commit ends (batching whatever arrived meanwhile).
+	CommitInterval time.Duration
+	// MaxConnections is the number of simultaneous client connections; further CONNECTs get 0x97.
+	MaxConnections int
+	// MaxPacketSize is the largest packet accepted from a client, checked before allocation (bytes).
+	MaxPacketSize uint32
+	// ReceiveMaximum is the number of unacknowledged QoS 1/2 publishes a client may send (CONNACK).
+	ReceiveMaximum uint16
+	// MaxSessionQueue is the number of QoS 1/2 messages kept per session (queued plus in flight); a
+	// publish that would exceed it is refused with 0x97.
+	MaxSessionQueue int
+	// MaxGroupQueue is the number of messages kept for one shared-subscription group.
+	MaxGroupQueue int
+	// MaxQoS0Buffered is the number of QoS 0 messages buffered per connection before dropping.
+	MaxQoS0Buffered int
+	// ConnectTimeout closes connections that do not send CONNECT in time.
+	ConnectTimeout time.Duration
+	// MaxSessionExpiry caps the session expiry interval a client may ask for (seconds).
+	MaxSessionExpiry uint32
+	// Authenticator decides CONNECT and AUTH; nil accepts every client.
+	Authenticator Authenticator
+	// Authorizer decides publish and subscribe; nil allows everything.
+	Authorizer Authorizer
+	// Services consume publishes inside the broker.
+	Services []Service
+	// Logger receives the broker's logs; nil uses slog.Default().
+	Logger *slog.Logger
+}
+
+// NewDefaultOptions returns Options bound to 127.0.0.1:1883, in memory.
+func NewDefaultOptions() *Options {
+	return &Options{
+		Addr:             "127.0.0.1:1883",
+		TLSAddr:          "127.0.0.1:8883",
+		CommitInterval:   0,
+		MaxConnections:   10000,
+		MaxPacketSize:    1 << 20,
+		ReceiveMaximum:   1024,
+		MaxSessionQueue:  100000,
+		MaxGroupQueue:    100000,
+		MaxQoS0Buffered:  10000,
+		ConnectTimeout:   10 * time.Second,
+		MaxSessionExpiry: 7 * 24 * 3600,
+	}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.MaxConnections < 1:
+		return fmt.Errorf("%w: MaxConnections must be >= 1, got %d", ErrInvalidOptions, o.MaxConnections)
+	case o.MaxPacketSize < 128 || o.MaxPacketSize > 268435460:
+		return fmt.Errorf("%w: MaxPacketSize must be in [128, 268435460], got %d", ErrInvalidOptions, o.MaxPacketSize)
+	case o.ReceiveMaximum < 1:
+		return fmt.Errorf("%w: ReceiveMaximum must be in [1, 65535], got 0", ErrInvalidOptions)
+	case o.MaxSessionQueue < 1:
+		return fmt.Errorf("%w: MaxSessionQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxSessionQueue)
+	case o.MaxGroupQueue < 1:
+		return fmt.Errorf("%w: MaxGroupQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxGroupQueue)
+	case o.MaxQoS0Buffered < 1:
+		return fmt.Errorf("%w: MaxQoS0Buffered must be >= 1, got %d", ErrInvalidOptions, o.MaxQoS0Buffered)
+	case o.ConnectTimeout <= 0:
+		return fmt.Errorf("%w: ConnectTimeout must be > 0, got %s", ErrInvalidOptions, o.ConnectTimeout)
+	case o.CommitInterval < 0:
+		return fmt.Errorf("%w: CommitInterval must be >= 0, got %s", ErrInvalidOptions, o.CommitInterval)
+	}
+	return nil
+}

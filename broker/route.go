@@ -1,0 +1,330 @@
+package broker
+
+import (
+	"sort"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+)
+
+// group is a shared-subscription group: "$share/<name>/<filter>". Messages go round robin to connected
+// members with send quota; with none available they wait in queue.
+type group struct {
+	name, filter string
+	members      []*subscription
+	rr           int
+	queue        []*entry
+}
+
+func (g *group) key() string { return string(ownerGroup) + g.name + "\x00" + g.filter }
+
+// filterSubs are the subscriptions and groups with one filter.
+type filterSubs struct {
+	subs   []*subscription
+	groups []*group
+}
+
+// index finds the subscriptions matching a topic: exact filters by map, wildcard filters by scan.
+type index struct {
+	exact map[string]*filterSubs
+	wild  map[string]*filterSubs
+}
+
+func newIndex() *index {
+	return &index{exact: map[string]*filterSubs{}, wild: map[string]*filterSubs{}}
+}
+
+func (ix *index) get(filter string, create bool) *filterSubs {
+	m := ix.exact
+	if hasWildcard(filter) {
+		m = ix.wild
+	}
+	fs := m[filter]
+	if fs == nil && create {
+		fs = &filterSubs{}
+		m[filter] = fs
+	}
+	return fs
+}
+
+func (ix *index) drop(filter string) {
+	m := ix.exact
+	if hasWildcard(filter) {
+		m = ix.wild
+	}
+	if fs := m[filter]; fs != nil && len(fs.subs) == 0 && len(fs.groups) == 0 {
+		delete(m, filter)
+	}
+}
+
+func (ix *index) match(topic string, fn func(*filterSubs)) {
+	if fs := ix.exact[topic]; fs != nil {
+		fn(fs)
+	}
+	for f, fs := range ix.wild {
+		if matchTopic(f, topic) {
+			fn(fs)
+		}
+	}
+}
+
+// target is one delivery decided by route.
+type target struct {
+	sess *session
+	grp  *group
+	sub  *subscription
+	qos  byte
+}
+
+// route delivers m to every matching subscription and group, or to none when a queue limit would be
+// exceeded (ErrQuotaExceeded). It returns the number of matches and the entries created (not yet
+// committed); ops receives the store changes. Caller holds b.mu.
+func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, error) {
+	var targets []target
+	b.index.match(m.Topic, func(fs *filterSubs) {
+		for _, sub := range fs.subs {
+			if sub.NoLocal && sub.sess.id == m.from {
+				continue // [MQTT-3.8.3-3]
+			}
+			targets = append(targets, target{sess: sub.sess, sub: sub, qos: min(m.QoS, sub.QoS)}) // [MQTT-3.8.4-8]
+		}
+		for _, g := range fs.groups {
+			targets = append(targets, target{grp: g, qos: m.QoS})
+		}
+	})
+	// Check every limit first: refuse rather than acknowledge and drop.
+	extra := map[*session]int{}
+	for _, t := range targets {
+		if t.qos == 0 {
+			continue
+		}
+		if t.sess != nil {
+			extra[t.sess]++
+			if t.sess.queueLen()+extra[t.sess] > b.opts.MaxSessionQueue {
+				b.stats.refuse(CodeQuotaExceeded)
+				return 0, nil, ErrQuotaExceeded
+			}
+		} else if len(t.grp.queue) >= b.opts.MaxGroupQueue {
+			b.stats.refuse(CodeQuotaExceeded)
+			return 0, nil, ErrQuotaExceeded
+		}
+	}
+	if m.Retain {
+		b.retain(m, ops)
+	}
+	var ents []*entry
+	for _, t := range targets {
+		if t.grp != nil {
+			mem := b.pickMember(t.grp, m)
+			if mem == nil {
+				if t.qos == 0 {
+					continue // QoS 0 is not kept for absent groups
+				}
+				e := b.newEntry(m, t.qos, false, 0, t.grp)
+				t.grp.queue = append(t.grp.queue, e)
+				*ops = append(*ops, op{kind: opPutEntry, owner: t.grp.key(), seq: e.seq, val: e.encode()})
+				ents = append(ents, e)
+				continue
+			}
+			t.sess, t.sub = mem.sess, mem
+			t.qos = min(m.QoS, mem.QoS)
+		}
+		retain := m.Retain && t.sub.RAP // [MQTT-3.3.1-12] [MQTT-3.3.1-13]
+		if t.qos == 0 {
+			if c := t.sess.conn; c != nil {
+				p := m.toPublish(0, retain, t.sub.SubID, now)
+				if c.sendQoS0(p) {
+					b.stats.MessagesOut.Add(1)
+				} else {
+					b.stats.refuse(CodeQuotaExceeded)
+				}
+			}
+			continue
+		}
+		e := b.newEntry(m, t.qos, retain, t.sub.SubID, t.grp)
+		e.sess = t.sess
+		t.sess.pushQueued(e)
+		if t.sess.persistent {
+			*ops = append(*ops, op{kind: opPutEntry, owner: t.sess.ownerKey(), seq: e.seq, val: e.encode()})
+		} else {
+			e.committed = true
+		}
+		ents = append(ents, e)
+	}
+	return len(targets), ents, nil
+}
+
+func (b *Broker) newEntry(m *Message, qos byte, retain bool, subID int, g *group) *entry {
+	b.seq++
+	b.stats.Queued.Add(1)
+	return &entry{seq: b.seq, msg: m, qos: qos, retain: retain, subID: subID, group: g, committed: b.memory}
+}
+
+// pickMember chooses the next connected member of g round robin, preferring members with send
+// quota. Returns nil when no member is connected.
+func (b *Broker) pickMember(g *group, m *Message) *subscription {
+	var fallback *subscription
+	for i := 0; i < len(g.members); i++ {
+		g.rr = (g.rr + 1) % len(g.members)
+		mem := g.members[g.rr]
+		c := mem.sess.conn
+		if c == nil || mem.sess.queueLen() >= b.opts.MaxSessionQueue {
+			continue
+		}
+		if len(mem.sess.inflight) < int(c.recvMax) && mem.sess.peekQueued() == nil {
+			return mem
+		}
+		if fallback == nil && m.QoS == 0 {
+			fallback = mem
+		}
+	}
+	return fallback
+}
+
+// retain stores or clears the retained message for m.Topic [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-7].
+func (b *Broker) retain(m *Message, ops *[]op) {
+	if len(m.Payload) == 0 {
+		if _, ok := b.retained[m.Topic]; ok {
+			delete(b.retained, m.Topic)
+			*ops = append(*ops, op{kind: opDelRetained, owner: m.Topic})
+		}
+		return
+	}
+	b.retained[m.Topic] = m
+	if !b.memory {
+		*ops = append(*ops, op{kind: opPutRetained, owner: m.Topic, val: m.appendTo(nil)})
+	}
+}
+
+// pump sends queued entries of s, then entries waiting in its groups, while the client's Receive
+// Maximum allows [MQTT-3.3.4-7]. Sends that must wait for a commit are returned in a batch.
+func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
+	c := s.conn
+	if c == nil {
+		return
+	}
+	var pkts []*packets.ControlPacket
+	deferSend := false
+	send := func(e *entry) {
+		e.pid = s.allocPID()
+		e.state = stSent
+		s.pids[e.pid] = e
+		s.inflight = append(s.inflight, e)
+		p := e.msg.toPublish(e.qos, e.retain, e.subID, now)
+		p.PacketID = e.pid
+		if s.persistent {
+			*ops = append(*ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+			// A QoS 2 packet id must be durable before the client can PUBREC it.
+			deferSend = deferSend || (e.qos == 2 && !b.memory)
+		}
+		pkts = append(pkts, p.ToControlPacket())
+		b.stats.MessagesOut.Add(1)
+	}
+	for len(s.inflight) < int(c.recvMax) {
+		e := s.peekQueued()
+		if e == nil || !e.committed {
+			break
+		}
+		s.popQueued()
+		if b.dropUnsendable(s, e, now, ops) {
+			continue
+		}
+		send(e)
+	}
+	if s.peekQueued() == nil {
+		for _, sub := range s.subs {
+			g := sub.sessGroup(b)
+			for g != nil && len(g.queue) > 0 && len(s.inflight) < int(c.recvMax) && g.queue[0].committed {
+				e := g.queue[0]
+				g.queue = g.queue[1:]
+				*ops = append(*ops, op{kind: opDelEntry, owner: g.key(), seq: e.seq})
+				e.qos = min(e.msg.QoS, sub.QoS)
+				e.subID = sub.SubID
+				e.sess = s
+				if e.msg.expired(now) || !c.fits(e, now) {
+					b.stats.Queued.Add(-1)
+					continue
+				}
+				if e.qos == 0 {
+					b.stats.Queued.Add(-1)
+					p := e.msg.toPublish(0, false, e.subID, now)
+					pkts = append(pkts, p.ToControlPacket())
+					continue
+				}
+				send(e)
+			}
+		}
+	}
+	if len(pkts) == 0 {
+		return
+	}
+	if deferSend {
+		b.store.submit(nil, func(error) { c.sendAll(pkts) })
+		return
+	}
+	c.sendAll(pkts)
+}
+
+// dropUnsendable discards a queued entry whose message expired [MQTT-3.3.2-5] or that exceeds the
+// client's Maximum Packet Size [MQTT-3.1.2-25]; it reports whether e was dropped.
+func (b *Broker) dropUnsendable(s *session, e *entry, now time.Time, ops *[]op) bool {
+	if !e.msg.expired(now) && s.conn.fits(e, now) {
+		return false
+	}
+	b.stats.Queued.Add(-1)
+	if s.persistent {
+		*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
+	}
+	return true
+}
+
+// sessGroup returns the group of a shared subscription, nil otherwise.
+func (sub *subscription) sessGroup(b *Broker) *group {
+	if sub.Group == "" {
+		return nil
+	}
+	return b.groups[sub.Group+"\x00"+sub.Filter]
+}
+
+// releaseGroupEntries returns s's entries that came through shared subscriptions to their groups when
+// s's connection ends: unsent ones always, in-flight QoS 1 ones too (MQTT v5 §4.8.2 allows sending
+// them to another member); in-flight QoS 2 ones stay with s, which must complete them. all=true
+// (session ended) returns every one.
+func (b *Broker) releaseGroupEntries(s *session, all bool, ops *[]op) {
+	var back []*entry
+	keep := s.inflight[:0]
+	for _, e := range s.inflight {
+		if e.group != nil && (e.qos == 1 || all) && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
+			delete(s.pids, e.pid)
+			back = append(back, e)
+			continue
+		}
+		keep = append(keep, e)
+	}
+	s.inflight = keep
+	var rest []*entry
+	for _, e := range s.queued[s.qhead:] {
+		if e.group != nil && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
+			back = append(back, e)
+			continue
+		}
+		rest = append(rest, e)
+	}
+	s.queued, s.qhead = rest, 0
+	touched := map[*group]bool{}
+	for _, e := range back {
+		if s.persistent {
+			*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
+		}
+		e.state, e.pid = stQueued, 0
+		e.qos = e.msg.QoS
+		e.committed = true
+		e.sess = nil
+		e.group.queue = append(e.group.queue, e)
+		touched[e.group] = true
+		*ops = append(*ops, op{kind: opPutEntry, owner: e.group.key(), seq: e.seq, val: e.encode()})
+	}
+	for g := range touched {
+		sort.SliceStable(g.queue, func(i, j int) bool { return g.queue[i].seq < g.queue[j].seq })
+	}
+}

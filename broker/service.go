@@ -1,0 +1,18 @@
+package broker
+
+import "context"
+
+// A Service consumes publishes on the topics it matches, inside the broker (e.g. the key-value store).
+type Service interface {
+	Match(topic string) bool
+	// Handle is called for each matching PUBLISH after authorization; the publisher is acknowledged
+	// only after Handle returns nil (an error is answered with PUBACK 0x80 unspecified error or the
+	// reason code carried by a *ReasonError). Replies and notifications go out through pub.
+	Handle(ctx context.Context, clientID string, msg *Message, pub Publisher) error
+}
+
+// Publisher routes a message like a client publish. Publish returns once the message is queued for
+// every matching subscriber (durably with a data directory); ErrQuotaExceeded when a queue is full.
+type Publisher interface {
+	Publish(ctx context.Context, msg *Message) error
+}

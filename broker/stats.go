@@ -1,0 +1,93 @@
+package broker
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"sync/atomic"
+)
+
+// stats are the broker's counters, updated atomically.
+type stats struct {
+	Connections      atomic.Int64 // current
+	ConnectionsTotal atomic.Int64
+	PacketsIn        atomic.Int64
+	MessagesIn       atomic.Int64
+	MessagesOut      atomic.Int64
+	Queued           atomic.Int64 // QoS 1/2 messages kept in sessions and groups (queued or in flight)
+	refused          [256]atomic.Int64
+}
+
+func (s *stats) refuse(code byte) { s.refused[code].Add(1) }
+
+// Stats is a snapshot of the counters.
+type Stats struct {
+	Connections      int64
+	ConnectionsTotal int64
+	PacketsIn        int64
+	MessagesIn       int64
+	MessagesOut      int64
+	Queued           int64
+	// Refused counts refusals and disconnections by MQTT reason code name.
+	Refused map[string]int64
+}
+
+var codeNames = map[byte]string{
+	CodeUnspecifiedError: "unspecified_error", CodeMalformedPacket: "malformed_packet",
+	CodeProtocolError: "protocol_error", CodeUnsupportedProtocolVersion: "unsupported_protocol_version",
+	CodeClientIdentifierNotValid: "client_id_not_valid", CodeBadUserNameOrPassword: "bad_username_or_password",
+	CodeNotAuthorized: "not_authorized", CodeBadAuthenticationMethod: "bad_authentication_method",
+	CodeKeepAliveTimeout: "keep_alive_timeout", CodeSessionTakenOver: "session_taken_over",
+	CodeTopicFilterInvalid: "topic_filter_invalid", CodeTopicNameInvalid: "topic_name_invalid",
+	CodeReceiveMaximumExceeded: "receive_maximum_exceeded", CodeTopicAliasInvalid: "topic_alias_invalid",
+	CodePacketTooLarge: "packet_too_large", CodeQuotaExceeded: "quota_exceeded",
+	CodeSharedSubNotSupported: "shared_subscription_invalid", CodeMaximumConnectTime: "connect_timeout",
+	CodeServerBusy: "server_busy", CodeImplementationSpecificError: "implementation_specific_error",
+}
+
+func codeName(c byte) string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("0x%02x", c)
+}
+
+func (s *stats) snapshot() Stats {
+	out := Stats{
+		Connections: s.Connections.Load(), ConnectionsTotal: s.ConnectionsTotal.Load(),
+		PacketsIn: s.PacketsIn.Load(), MessagesIn: s.MessagesIn.Load(), MessagesOut: s.MessagesOut.Load(),
+		Queued: s.Queued.Load(), Refused: map[string]int64{},
+	}
+	for i := range s.refused {
+		if n := s.refused[i].Load(); n > 0 {
+			out.Refused[codeName(byte(i))] = n
+		}
+	}
+	return out
+}
+
+// WriteText writes the counters in the Prometheus text format.
+func (st Stats) WriteText(w io.Writer) error {
+	lines := []string{
+		fmt.Sprintf("mqbroker_connections %d", st.Connections),
+		fmt.Sprintf("mqbroker_connections_total %d", st.ConnectionsTotal),
+		fmt.Sprintf("mqbroker_packets_in_total %d", st.PacketsIn),
+		fmt.Sprintf("mqbroker_messages_in_total %d", st.MessagesIn),
+		fmt.Sprintf("mqbroker_messages_out_total %d", st.MessagesOut),
+		fmt.Sprintf("mqbroker_messages_queued %d", st.Queued),
+	}
+	reasons := make([]string, 0, len(st.Refused))
+	for r := range st.Refused {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		lines = append(lines, fmt.Sprintf("mqbroker_refused_total{reason=%q} %d", r, st.Refused[r]))
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
