@@ -1,0 +1,227 @@
+package statestore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mqdapr/mqdapr/internal/hlc"
+	"github.com/mqdapr/mqdapr/internal/resp3"
+)
+
+// entry is one stored key.
+type entry struct {
+	key     string
+	value   []byte
+	version hlc.HLC
+	fence   hlc.HLC // valid when fenced
+	fenced  bool
+	expires time.Time // zero: no TTL
+	persist bool      // the key is in Options.Store
+	heapIdx int       // index in Engine.deadlines, -1 when expires is zero
+}
+
+// Engine is the state store. Create it with NewEngine, call Load once if Options.Store is set, then
+// serve requests with Handle. It starts no goroutines; Close only refuses further calls.
+type Engine struct {
+	opts  Options
+	now   func() time.Time
+	clock *hlc.Clock
+	log   *slog.Logger
+
+	mu         sync.Mutex // guards everything below, and serialises calls into Options.Store
+	closed     bool
+	keys       map[string]*entry
+	deadlines  deadlineHeap                   // entries with a TTL, earliest first
+	watchers   map[string]map[string]struct{} // key -> client IDs registered by KEYNOTIFY
+	clientKeys map[string]map[string]struct{} // client ID -> keys it watches
+	watchCount int                            // registrations over all clients
+}
+
+// NewEngine validates opts and returns an empty engine. It does no I/O. Errors wrap
+// ErrInvalidOptions.
+func NewEngine(opts Options) (*Engine, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	clock, err := hlc.NewClock(hlc.Options{NodeID: opts.NodeID, Now: now, MaxSkew: opts.MaxClockSkew})
+	if err != nil {
+		return nil, fmt.Errorf("clock: %w: %w", err, ErrInvalidOptions)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{
+		opts:       opts,
+		now:        now,
+		clock:      clock,
+		log:        log,
+		keys:       make(map[string]*entry),
+		watchers:   make(map[string]map[string]struct{}),
+		clientKeys: make(map[string]map[string]struct{}),
+	}, nil
+}
+
+// Match reports whether topic is the state store request topic (spec §1.1).
+func (e *Engine) Match(topic string) bool { return topic == RequestTopic }
+
+// Close makes every later Handle, Load and Expire fail with ErrClosed (Expire returns nothing). It is
+// idempotent; the engine owns no goroutines, so there is nothing to wait for.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	return nil
+}
+
+// Len returns the number of keys (expired keys not yet removed by Expire or Handle included).
+func (e *Engine) Len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.keys)
+}
+
+// Handle serves one request. It first expires due keys, then validates and executes the command.
+//
+// It returns an error, and no Result, only when the request cannot be answered: ErrNotRequestTopic,
+// ErrInvalidQoS, ErrMissingResponseTopic, ErrForbiddenResponseTopic (disconnect the client, spec
+// §1.1), ErrInvalidResponseTopic, ErrMissingCorrelationData or ErrClosed. Otherwise the Result holds
+// the response (command errors in-band, spec §1.5) and the notifications to publish. ctx is passed to
+// Options.Store.
+func (e *Engine) Handle(ctx context.Context, req Request) (Result, error) {
+	if err := validateRequest(req); err != nil {
+		return Result{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return Result{}, ErrClosed
+	}
+	now := e.now()
+	notes := e.expireLocked(ctx, now)
+	rep := e.execute(ctx, req, now)
+	notes = append(notes, rep.notify...)
+	return Result{Response: responseMessage(req, rep), Notifications: notes}, nil
+}
+
+// validateRequest applies the MQTT-level rules of spec §1.1 and §1.2.
+func validateRequest(req Request) error {
+	if req.Topic != RequestTopic {
+		return fmt.Errorf("topic %q, want %q: %w", req.Topic, RequestTopic, ErrNotRequestTopic)
+	}
+	if req.QoS != 1 { // spec §1.2: QoS 1; a request at any other QoS fails.
+		return fmt.Errorf("request from %q at QoS %d: %w", req.ClientID, req.QoS, ErrInvalidQoS)
+	}
+	rt := req.Properties.ResponseTopic
+	switch {
+	case rt == "":
+		return fmt.Errorf("request from %q: %w", req.ClientID, ErrMissingResponseTopic)
+	case rt == RequestTopic:
+		return fmt.Errorf("response topic is the request topic: %w", ErrForbiddenResponseTopic)
+	case strings.HasPrefix(rt, NotifyTopicPrefix):
+		return fmt.Errorf("response topic %q starts with %q: %w", rt, NotifyTopicPrefix, ErrForbiddenResponseTopic)
+	case strings.ContainsAny(rt, "+#\x00"):
+		return fmt.Errorf("response topic %q contains a wildcard or NUL: %w", rt, ErrInvalidResponseTopic)
+	}
+	if len(req.Properties.CorrelationData) == 0 {
+		return fmt.Errorf("request from %q: %w", req.ClientID, ErrMissingCorrelationData)
+	}
+	return nil
+}
+
+// reply is the outcome of one command before it becomes a Message.
+type reply struct {
+	value      resp3.Value
+	version    hlc.HLC // sent as __ts when hasVersion
+	hasVersion bool
+	status     string // "" means "200"
+	statusMsg  string
+	extra      []UserProperty
+	notify     []Message
+}
+
+func errReply(msg string) reply { return reply{value: resp3.Error(msg)} }
+
+func versioned(v resp3.Value, version hlc.HLC) reply {
+	return reply{value: v, version: version, hasVersion: true}
+}
+
+// responseMessage builds the response PUBLISH (spec §1.2): QoS 1, correlation data echoed, content
+// type application/octet-stream, user properties __stat, __protVer and, when the key has a version,
+// __ts, in that order.
+func responseMessage(req Request, rep reply) Message {
+	status := rep.status
+	if status == "" {
+		status = "200"
+	}
+	user := make([]UserProperty, 0, 3+len(rep.extra))
+	user = append(user, UserProperty{PropStatus, status})
+	if rep.statusMsg != "" {
+		user = append(user, UserProperty{PropStatusMessage, rep.statusMsg})
+	}
+	user = append(user, UserProperty{PropProtocolVersion, ProtocolVersion})
+	user = append(user, rep.extra...)
+	if rep.hasVersion {
+		user = append(user, UserProperty{PropTimestamp, rep.version.String()})
+	}
+	var payload []byte
+	if rep.value.Kind != resp3.KindInvalid {
+		var err error
+		payload, err = resp3.Encode(rep.value)
+		if err != nil { // only the engine's own constant texts are encoded; unreachable
+			panic(fmt.Sprintf("statestore: encoding a reply: %v", err))
+		}
+	}
+	return Message{
+		Topic:   req.Properties.ResponseTopic,
+		QoS:     1,
+		Payload: payload,
+		Properties: Properties{
+			CorrelationData: bytes.Clone(req.Properties.CorrelationData),
+			ContentType:     ContentType,
+			User:            user,
+		},
+	}
+}
+
+// execute runs one validated request with the lock held.
+func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply {
+	if v, ok := req.Properties.Get(PropProtocolVersion); ok {
+		if major, _, _ := strings.Cut(v, "."); major != supportedMajor {
+			// RPC-level error (spec §1.2): unsupported protocol version.
+			return reply{
+				status:    "505",
+				statusMsg: fmt.Sprintf("protocol version %q is not supported; supported major versions: %s", v, supportedMajor),
+				extra:     []UserProperty{{PropSupportedMajor, supportedMajor}, {PropRequestProtVer, v}},
+			}
+		}
+	}
+	args, err := resp3.DecodeArray(req.Payload)
+	if err != nil || len(args) == 0 { // spec §1.8: any malformed array.
+		return errReply(MsgSyntaxError)
+	}
+	c := command{req: req, args: args[1:], now: now}
+	switch string(args[0]) { // spec §1.4: verbs are upper-case.
+	case "SET":
+		return e.set(ctx, c)
+	case "GET":
+		return e.get(c)
+	case "DEL":
+		return e.del(ctx, c)
+	case "VDEL":
+		return e.vdel(ctx, c)
+	case "KEYNOTIFY":
+		return e.keynotify(c)
+	default:
+		return errReply(MsgUnknownCommand)
+	}
+}

@@ -1,0 +1,108 @@
+package statestore
+
+import (
+	"sort"
+
+	"github.com/mqdapr/mqdapr/internal/hlc"
+	"github.com/mqdapr/mqdapr/internal/resp3"
+)
+
+// notifySetPayload is `*4 NOTIFY SET VALUE <value>` (spec §1.7).
+func notifySetPayload(value []byte) []byte {
+	return resp3.EncodeArray([]byte("NOTIFY"), []byte("SET"), []byte("VALUE"), value)
+}
+
+// notifyDeletePayload is `*2 NOTIFY DELETE`, sent on DEL, VDEL and expiry (spec §1.7).
+func notifyDeletePayload() []byte {
+	return resp3.EncodeArray([]byte("NOTIFY"), []byte("DELETE"))
+}
+
+// notifications returns one notification per client watching key, in client ID order: QoS 1,
+// content type application/octet-stream, user properties `__ts` = version and `__protVer` (spec
+// §1.7). Each message has its own copy of payload.
+func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Message {
+	clients := e.watchers[string(key)]
+	if len(clients) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(clients))
+	for id := range clients {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	ts := version.String()
+	out := make([]Message, 0, len(ids))
+	for i, id := range ids {
+		p := payload
+		if i > 0 {
+			p = append([]byte(nil), payload...)
+		}
+		out = append(out, Message{
+			Topic:   NotifyTopic(id, key),
+			QoS:     1,
+			Payload: p,
+			Properties: Properties{
+				ContentType: ContentType,
+				User:        []UserProperty{{PropTimestamp, ts}, {PropProtocolVersion, ProtocolVersion}},
+			},
+		})
+	}
+	return out
+}
+
+// watch registers (clientID, key); re-registering is a no-op. It returns false when a new
+// registration would exceed Options.MaxWatches.
+func (e *Engine) watch(clientID, key string) bool {
+	if _, ok := e.watchers[key][clientID]; ok {
+		return true
+	}
+	if e.opts.MaxWatches > 0 && e.watchCount >= e.opts.MaxWatches {
+		return false
+	}
+	if e.watchers[key] == nil {
+		e.watchers[key] = make(map[string]struct{})
+	}
+	e.watchers[key][clientID] = struct{}{}
+	if e.clientKeys[clientID] == nil {
+		e.clientKeys[clientID] = make(map[string]struct{})
+	}
+	e.clientKeys[clientID][key] = struct{}{}
+	e.watchCount++
+	return true
+}
+
+// unwatch removes (clientID, key) and reports whether it was registered.
+func (e *Engine) unwatch(clientID, key string) bool {
+	if _, ok := e.watchers[key][clientID]; !ok {
+		return false
+	}
+	delete(e.watchers[key], clientID)
+	if len(e.watchers[key]) == 0 {
+		delete(e.watchers, key)
+	}
+	delete(e.clientKeys[clientID], key)
+	if len(e.clientKeys[clientID]) == 0 {
+		delete(e.clientKeys, clientID)
+	}
+	e.watchCount--
+	return true
+}
+
+// ClientDisconnected drops every KEYNOTIFY registration of clientID (spec §1.7: registrations do not
+// survive a disconnect, even with a persistent session). The broker calls it when a client's
+// connection ends, including when it is taken over by a new connection with the same client ID.
+func (e *Engine) ClientDisconnected(clientID string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for key := range e.clientKeys[clientID] {
+		e.unwatch(clientID, key)
+	}
+}
+
+// Watching reports whether clientID has a KEYNOTIFY registration for key.
+func (e *Engine) Watching(clientID string, key []byte) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.watchers[string(key)][clientID]
+	return ok
+}
