@@ -43,7 +43,9 @@ func (c *conn) handle(cp *packets.ControlPacket) error {
 	return nil
 }
 
-func (c *conn) client() Client { return Client{ID: c.clientID, Username: c.username, AuthState: c.authState} }
+func (c *conn) client() Client {
+	return Client{ID: c.clientID, Username: c.username, AuthState: c.authState}
+}
 
 // ack answers a QoS 1/2 PUBLISH with PUBACK or PUBREC.
 func (c *conn) ack(qos byte, pid uint16, code byte) {

@@ -44,9 +44,9 @@ func ctxT(t testing.TB) context.Context {
 // client is a paho.golang client with its received publishes in msgs.
 type client struct {
 	*paho.Client
-	msgs     chan *paho.Publish
-	disc     chan *paho.Disconnect
-	connack  *paho.Connack
+	msgs    chan *paho.Publish
+	disc    chan *paho.Disconnect
+	connack *paho.Connack
 }
 
 type clientOpt func(*paho.ClientConfig, *paho.Connect)
@@ -164,7 +164,9 @@ func dialRaw(t testing.TB, b *Broker) *raw {
 	return &raw{nc: nc, br: bufio.NewReader(nc)}
 }
 
-func (r *raw) send(t testing.TB, p interface{ WriteTo(io.Writer) (int64, error) }) {
+func (r *raw) send(t testing.TB, p interface {
+	WriteTo(io.Writer) (int64, error)
+}) {
 	t.Helper()
 	_, err := p.WriteTo(r.nc)
 	require.NoError(t, err)

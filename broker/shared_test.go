@@ -1,0 +1,109 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+)
+
+// [MQTT-4.8.2-3]: each message of a shared subscription goes to one member; the broker uses round
+// robin over connected members with send quota, so two idle members get equal shares.
+func TestSharedRoundRobinFairness(t *testing.T) {
+	b := newBroker(t, nil)
+	m1 := dialClient(t, b, "m1")
+	m1.subscribe(t, "$share/g/jobs/#", 1)
+	m2 := dialClient(t, b, "m2")
+	m2.subscribe(t, "$share/g/jobs/#", 1)
+	pub := dialClient(t, b, "pub")
+	const n = 100
+	for i := range n {
+		pub.publish(t, "jobs/x", 1, fmt.Sprint(i))
+	}
+	got := map[string]int{}
+	seen := map[string]bool{}
+	for range n {
+		select {
+		case m := <-m1.msgs:
+			got["m1"]++
+			seen[string(m.Payload)] = true
+		case m := <-m2.msgs:
+			got["m2"]++
+			seen[string(m.Payload)] = true
+		case <-ctxT(t).Done():
+			t.Fatal("timeout")
+		}
+	}
+	require.Len(t, seen, n) // every message exactly once
+	require.InDelta(t, n/2, got["m1"], n/10, "shares %v", got)
+	require.InDelta(t, n/2, got["m2"], n/10, "shares %v", got)
+}
+
+// Messages for a group with no connected member are kept for the group and go to the first member
+// that connects (HiveMQ-like; MQTT v5 §4.8.2 leaves it to the server).
+func TestSharedGroupQueuesWhileNoMemberConnected(t *testing.T) {
+	b := newBroker(t, nil)
+	m1 := dialClient(t, b, "m1", withExpiry(60))
+	m1.subscribe(t, "$share/g/t", 1)
+	require.NoError(t, m1.Disconnect(&paho.Disconnect{}))
+	pub := dialClient(t, b, "pub")
+	for i := range 5 {
+		r := pub.publish(t, "t", 1, fmt.Sprint(i))
+		require.Equal(t, CodeSuccess, r.ReasonCode)
+	}
+	m2 := dialClient(t, b, "m2")
+	m2.subscribe(t, "$share/g/t", 1)
+	for i := range 5 {
+		require.Equal(t, fmt.Sprint(i), string(m2.next(t).Payload))
+	}
+}
+
+// [MQTT-4.8.2-4] [MQTT-4.8.2-5]: a QoS 1 message in flight to a member whose connection breaks goes to
+// another member at once; a QoS 2 message stays with its member, which completes it on reconnect.
+func TestSharedFailoverQoS1NotQoS2(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "dead", true, 3600)
+	cp := packets.NewControlPacket(packets.SUBSCRIBE)
+	s := cp.Content.(*packets.Subscribe)
+	s.PacketID = 1
+	s.Subscriptions = []packets.SubOptions{{Topic: "$share/g/q1", QoS: 1}, {Topic: "$share/g/q2", QoS: 2}}
+	r.send(t, cp)
+	require.Equal(t, packets.SUBACK, r.read(t).Type)
+
+	pub := dialClient(t, b, "pub")
+	pub.publish(t, "q1", 1, "one")
+	pub.publish(t, "q2", 2, "two")
+	require.Equal(t, "one", string(r.readPublish(t).Payload))
+	require.Equal(t, "two", string(r.readPublish(t).Payload))
+
+	alive := dialClient(t, b, "alive")
+	alive.subscribe(t, "$share/g/q1", 1)
+	alive.subscribe(t, "$share/g/q2", 2)
+	r.nc.Close() // connection breaks with both unacknowledged
+
+	m := alive.next(t)
+	require.Equal(t, "one", string(m.Payload)) // QoS 1 failed over
+	alive.none(t, b)                            // QoS 2 did not
+
+	r2 := dialRaw(t, b)
+	require.True(t, r2.connect(t, "dead", false, 3600).SessionPresent)
+	p := r2.readPublish(t)
+	require.Equal(t, "two", string(p.Payload))
+	require.True(t, p.Duplicate)
+}
+
+// [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+func TestSharedNoLocalProtocolError(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "c", true, 0)
+	cp := packets.NewControlPacket(packets.SUBSCRIBE)
+	s := cp.Content.(*packets.Subscribe)
+	s.PacketID = 1
+	s.Subscriptions = []packets.SubOptions{{Topic: "$share/g/t", QoS: 1, NoLocal: true}}
+	r.send(t, cp)
+	r.expectDisconnect(t, CodeProtocolError)
+}
