@@ -109,7 +109,7 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			delete(c.inPids, p.PacketID)
 		}
 		b.mu.Unlock()
-		if code >= 0x80 {
+		if code >= 0x80 && code != CodeQuotaExceeded { // quota refusals are counted by route
 			b.stats.refuse(code)
 		}
 		c.ack(p.QoS, p.PacketID, code)

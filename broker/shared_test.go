@@ -86,7 +86,7 @@ func TestSharedFailoverQoS1NotQoS2(t *testing.T) {
 
 	m := alive.next(t)
 	require.Equal(t, "one", string(m.Payload)) // QoS 1 failed over
-	alive.none(t, b)                            // QoS 2 did not
+	alive.none(t, b)                           // QoS 2 did not
 
 	r2 := dialRaw(t, b)
 	require.True(t, r2.connect(t, "dead", false, 3600).SessionPresent)
