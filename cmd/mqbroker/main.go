@@ -1,0 +1,164 @@
+// Command mqbroker runs mqdapr's MQTT v5 broker.
+//
+//	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
+//	mqbroker -config mqbroker.json   (flags given on the command line override the file)
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mqdapr/mqdapr/broker"
+)
+
+// config is the file format (JSON); every field matches a flag.
+type config struct {
+	Addr             string `json:"addr"`
+	TLSAddr          string `json:"tls_addr"`
+	TLSCert          string `json:"tls_cert"`
+	TLSKey           string `json:"tls_key"`
+	DataDir          string `json:"data_dir"`
+	MetricsAddr      string `json:"metrics_addr"`
+	MaxConnections   int    `json:"max_connections"`
+	MaxPacketSize    uint32 `json:"max_packet_size"`
+	ReceiveMaximum   uint16 `json:"receive_maximum"`
+	MaxSessionQueue  int    `json:"max_session_queue"`
+	MaxGroupQueue    int    `json:"max_group_queue"`
+	MaxSessionExpiry uint32 `json:"max_session_expiry"`
+	LogLevel         string `json:"log_level"`
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "mqbroker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	d := broker.NewDefaultOptions()
+	cfg := config{
+		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxPacketSize: d.MaxPacketSize,
+		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
+		MaxSessionExpiry: d.MaxSessionExpiry, LogLevel: "info",
+	}
+	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
+	configFile := fs.String("config", "", "JSON config file; flags given explicitly override it")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "MQTT listen address (empty disables)")
+	fs.StringVar(&cfg.TLSAddr, "tls-addr", cfg.TLSAddr, "MQTT over TLS listen address (needs -tls-cert and -tls-key)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
+	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
+	fs.Func("max-packet-size", "maximum packet size in bytes", uintFlag(&cfg.MaxPacketSize))
+	fs.Func("receive-maximum", "unacknowledged QoS 1/2 publishes accepted per client", func(s string) error {
+		var v uint32
+		if err := uintFlag(&v)(s); err != nil || v > 65535 {
+			return fmt.Errorf("want 1..65535, got %q", s)
+		}
+		cfg.ReceiveMaximum = uint16(v)
+		return nil
+	})
+	fs.IntVar(&cfg.MaxSessionQueue, "max-session-queue", cfg.MaxSessionQueue, "QoS 1/2 messages kept per session")
+	fs.IntVar(&cfg.MaxGroupQueue, "max-group-queue", cfg.MaxGroupQueue, "messages kept per shared-subscription group")
+	fs.Func("max-session-expiry", "cap on session expiry interval, seconds", uintFlag(&cfg.MaxSessionExpiry))
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *configFile != "" {
+		fromFile := cfg
+		raw, err := os.ReadFile(*configFile)
+		if err != nil {
+			return err
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fromFile); err != nil {
+			return fmt.Errorf("config %q: %w", *configFile, err)
+		}
+		// The flag variables point into cfg: parsing again applies the explicit flags over the file.
+		cfg = fromFile
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	o := broker.NewDefaultOptions()
+	o.Addr, o.TLSAddr, o.DataDir, o.Logger = cfg.Addr, cfg.TLSAddr, cfg.DataDir, log
+	o.MaxConnections, o.MaxPacketSize, o.ReceiveMaximum = cfg.MaxConnections, cfg.MaxPacketSize, cfg.ReceiveMaximum
+	o.MaxSessionQueue, o.MaxGroupQueue, o.MaxSessionExpiry = cfg.MaxSessionQueue, cfg.MaxGroupQueue, cfg.MaxSessionExpiry
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("TLS key pair: %w", err)
+		}
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	b, err := broker.New(o)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(); err != nil {
+		return err
+	}
+	// The bound addresses, one line, for scripts and tests that use port 0.
+	fmt.Printf("listening %v\n", b.Addrs())
+
+	var srv *http.Server
+	if cfg.MetricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			_ = b.Stats().WriteText(w)
+		})
+		l, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			_ = b.Close()
+			return err
+		}
+		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	if srv != nil {
+		_ = srv.Close()
+	}
+	return b.Close()
+}
+
+func uintFlag(dst *uint32) func(string) error {
+	return func(s string) error {
+		var v uint64
+		if _, err := fmt.Sscanf(s, "%d", &v); err != nil || v > 1<<32-1 {
+			return fmt.Errorf("want an unsigned 32-bit integer, got %q", s)
+		}
+		*dst = uint32(v)
+		return nil
+	}
+}
