@@ -2,6 +2,7 @@ package statestore
 
 import (
 	"testing"
+	"time"
 
 	"github.com/mqdapr/mqdapr/internal/hlc"
 )
@@ -158,4 +159,14 @@ func TestSpecLockPattern(t *testing.T) {
 	// Release only if owned.
 	checkPayload(t, h.do(array("VDEL", "lock", "owner1")), ":-1\r\n")
 	checkPayload(t, h.doAs("app2", array("VDEL", "lock", "owner2")), ":1\r\n")
+}
+
+func TestCustomMaxClockSkew(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.MaxClockSkew = time.Second })
+	checkPayload(t, h.do(array("SET", "k", "v"), "__ts="+ts(t0+1000, 0, "c")), "+OK\r\n")
+	checkPayload(t, h.do(array("SET", "k", "v"), "__ts="+ts(t0+1001, 0, "c")),
+		"-ERR the request timestamp is too far in the future; ensure that the client and broker system clocks are synchronized\r\n")
+	// The skew is measured against the wall clock, not the HLC, so leads cannot ratchet (§1.3).
+	checkPayload(t, h.do(array("GET", "k"), "__ts="+ts(t0+1001, 0, "c")),
+		"-ERR the request timestamp is too far in the future; ensure that the client and broker system clocks are synchronized\r\n")
 }
