@@ -2,6 +2,8 @@ package statestore
 
 import (
 	"testing"
+
+	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
 // TestCommandErrors covers the parsing rules of spec §1.4 and the error strings of §1.5, byte-exact.
@@ -126,5 +128,20 @@ func TestDelAndVdelWithoutFencing(t *testing.T) {
 	checkResponse(t, h.do(array("DEL", "k")), ":0\r\n", "")
 	if h.e.Len() != 0 {
 		t.Errorf("Len = %d after DEL", h.e.Len())
+	}
+}
+
+func TestErrorTextsEncode(t *testing.T) {
+	// Every -ERR text of spec §1.5 is a valid RESP simple error (no CR/LF), so responseMessage never
+	// fails to encode one.
+	for _, msg := range []string{
+		MsgTimestampSkew, MsgFencingRequired, MsgFencingTokenSkew, MsgFencingTokenLower, MsgQuotaExceeded,
+		MsgSyntaxError, MsgNotAuthorized, MsgUnknownCommand, MsgWrongArgs, MsgMissingTimestamp,
+		MsgMalformedTimestamp, MsgKeyLengthZero,
+	} {
+		b, err := resp3.Encode(resp3.Error(msg))
+		if err != nil || string(b) != "-ERR "+msg+"\r\n" {
+			t.Errorf("Encode(Error(%q)) = %q, %v", msg, b, err)
+		}
 	}
 }

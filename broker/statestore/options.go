@@ -94,6 +94,9 @@ func (o Options) validate() error {
 	if strings.Contains(o.NodeID, ":") {
 		return fmt.Errorf("NodeID %q must not contain ':': %w", o.NodeID, ErrInvalidOptions)
 	}
+	if o.PersistAll && o.Store == nil {
+		return fmt.Errorf("PersistAll needs a Store: %w", ErrInvalidOptions)
+	}
 	if o.MaxClockSkew <= 0 {
 		return fmt.Errorf("MaxClockSkew %v must be > 0: %w", o.MaxClockSkew, ErrInvalidOptions)
 	}

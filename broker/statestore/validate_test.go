@@ -184,6 +184,7 @@ func TestOptionsValidation(t *testing.T) {
 		{"negative MaxKeyBytes", func(o *Options) { o.MaxKeyBytes = -1 }},
 		{"negative MaxValueBytes", func(o *Options) { o.MaxValueBytes = -1 }},
 		{"negative MaxWatches", func(o *Options) { o.MaxWatches = -1 }},
+		{"PersistAll without Store", func(o *Options) { o.PersistAll = true }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
