@@ -104,33 +104,30 @@ type stamps struct {
 // -ERR text on failure.
 func (e *Engine) readStamps(req Request, needTS, withFT bool) (stamps, string) {
 	var st stamps
-	if v, ok := req.Properties.Get(PropTimestamp); ok {
-		ts, err := hlc.Parse(v)
-		if err != nil {
+	v, hasTS := req.Properties.Get(PropTimestamp)
+	var ts hlc.HLC
+	if hasTS {
+		var err error
+		if ts, err = hlc.Parse(v); err != nil {
 			return stamps{}, MsgMalformedTimestamp
 		}
 		if err := e.clock.CheckSkew(ts); err != nil {
 			return stamps{}, MsgTimestampSkew
 		}
-		if withFT { // check __ft before merging __ts, so a refused request leaves the clock alone
-			if msg := readFT(e.clock, req, &st); msg != "" {
-				return stamps{}, msg
-			}
-		}
-		version, err := e.clock.Update(ts)
-		if err != nil {
-			return stamps{}, MsgTimestampSkew
-		}
-		st.version, st.hasTS = version, true
-		return st, ""
-	}
-	if needTS {
+	} else if needTS {
 		return stamps{}, MsgMissingTimestamp
 	}
 	if withFT {
 		if msg := readFT(e.clock, req, &st); msg != "" {
 			return stamps{}, msg
 		}
+	}
+	if hasTS { // merge only once everything is valid, so a refused request leaves the clock alone
+		version, err := e.clock.Update(ts)
+		if err != nil {
+			return stamps{}, MsgTimestampSkew
+		}
+		st.version, st.hasTS = version, true
 	}
 	return st, ""
 }
