@@ -148,25 +148,33 @@ func (b *Broker) serve(l net.Listener) {
 				}
 				continue
 			}
-			c := newConn(b, nc)
-			b.mu.Lock()
-			if b.closed.Load() {
-				b.mu.Unlock()
-				nc.Close()
+			if !b.startConn(nc) {
 				return
 			}
-			b.conns[c] = true
-			b.wg.Add(1)
-			b.mu.Unlock()
-			go func() {
-				defer b.wg.Done()
-				c.serve()
-				b.mu.Lock()
-				delete(b.conns, c)
-				b.mu.Unlock()
-			}()
 		}
 	}()
+}
+
+// startConn serves nc on a new goroutine; false when the broker is closed.
+func (b *Broker) startConn(nc net.Conn) bool {
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		nc.Close()
+		return false
+	}
+	c := newConn(b, nc)
+	b.conns[c] = true
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		c.serve()
+		b.mu.Lock()
+		delete(b.conns, c)
+		b.mu.Unlock()
+	}()
+	return true
 }
 
 // Stats returns a snapshot of the counters.

@@ -1,0 +1,43 @@
+package broker
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+)
+
+// echoService answers publishes on kv/# on their response topic, keeping the correlation data.
+type echoService struct{}
+
+func (echoService) Match(topic string) bool { return strings.HasPrefix(topic, "kv/") }
+
+func (echoService) Handle(ctx context.Context, _ string, msg *Message, pub Publisher) error {
+	if string(msg.Payload) == "fail" {
+		return &ReasonError{Code: CodeImplementationSpecificError, Reason: "refused"}
+	}
+	return pub.Publish(ctx, &Message{Topic: msg.ResponseTopic, QoS: 1, Payload: append([]byte("ok:"), msg.Payload...), CorrelationData: msg.CorrelationData})
+}
+
+// A Service consumes matching publishes inside the broker: the publisher is acknowledged after
+// Handle, with the code of its error; replies are routed like client publishes.
+func TestService(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Services = []Service{echoService{}} })
+	spy := dialClient(t, b, "spy")
+	spy.subscribe(t, "kv/#", 1)
+	c := dialClient(t, b, "c")
+	c.subscribe(t, "reply/c", 1)
+	r, err := c.Publish(ctxT(t), &paho.Publish{Topic: "kv/set", QoS: 1, Payload: []byte("v"),
+		Properties: &paho.PublishProperties{ResponseTopic: "reply/c", CorrelationData: []byte("42")}})
+	require.NoError(t, err)
+	require.Equal(t, CodeSuccess, r.ReasonCode)
+	m := c.next(t)
+	require.Equal(t, "ok:v", string(m.Payload))
+	require.Equal(t, []byte("42"), m.Properties.CorrelationData)
+
+	r, _ = c.Publish(ctxT(t), &paho.Publish{Topic: "kv/set", QoS: 1, Payload: []byte("fail")})
+	require.Equal(t, CodeImplementationSpecificError, r.ReasonCode)
+	spy.none(t, b) // consumed by the service, not routed
+}
