@@ -388,10 +388,11 @@ func (b *Broker) restore(snap *snapshot) error {
 		}
 		for _, se := range list {
 			b.seq = max(b.seq, se.seq)
-			e, err := decodeEntry(se.seq, se.val)
+			e, gk, err := decodeEntry(se.seq, se.val)
 			if err != nil {
 				return fmt.Errorf("broker: entry %d of %q: %w", se.seq, owner, err)
 			}
+			e.group = b.groups[gk]
 			b.stats.Queued.Add(1)
 			switch {
 			case s != nil && e.state != stQueued:

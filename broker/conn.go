@@ -122,6 +122,8 @@ func (c *conn) closeWith(code *byte) {
 	if !c.closing {
 		c.closing = true
 		c.disc = code
+		// A client that stopped reading cannot hold the writer (and Close) for long.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	}
 	c.wmu.Unlock()
 	select {

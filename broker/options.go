@@ -31,6 +31,9 @@ type Options struct {
 	MaxSessionQueue int
 	// MaxGroupQueue is the number of messages kept for one shared-subscription group.
 	MaxGroupQueue int
+	// MaxRetained is the number of retained messages kept; a new retained topic beyond it is refused
+	// with 0x97.
+	MaxRetained int
 	// MaxQoS0Buffered is the number of QoS 0 messages buffered per connection before dropping.
 	MaxQoS0Buffered int
 	// ConnectTimeout closes connections that do not send CONNECT in time.
@@ -58,6 +61,7 @@ func NewDefaultOptions() *Options {
 		ReceiveMaximum:   1024,
 		MaxSessionQueue:  100000,
 		MaxGroupQueue:    100000,
+		MaxRetained:      100000,
 		MaxQoS0Buffered:  10000,
 		ConnectTimeout:   10 * time.Second,
 		MaxSessionExpiry: 7 * 24 * 3600,
@@ -76,6 +80,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: MaxSessionQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxSessionQueue)
 	case o.MaxGroupQueue < 1:
 		return fmt.Errorf("%w: MaxGroupQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxGroupQueue)
+	case o.MaxRetained < 0:
+		return fmt.Errorf("%w: MaxRetained must be >= 0, got %d", ErrInvalidOptions, o.MaxRetained)
 	case o.MaxQoS0Buffered < 1:
 		return fmt.Errorf("%w: MaxQoS0Buffered must be >= 1, got %d", ErrInvalidOptions, o.MaxQoS0Buffered)
 	case o.ConnectTimeout <= 0:

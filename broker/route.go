@@ -109,6 +109,12 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 			return 0, nil, ErrQuotaExceeded
 		}
 	}
+	if m.Retain && len(m.Payload) > 0 && len(b.retained) >= b.opts.MaxRetained {
+		if _, replaces := b.retained[m.Topic]; !replaces {
+			b.stats.refuse(CodeQuotaExceeded)
+			return 0, nil, ErrQuotaExceeded
+		}
+	}
 	if m.Retain {
 		b.retain(m, ops)
 	}
@@ -136,7 +142,7 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 				if c.sendQoS0(p) {
 					b.stats.MessagesOut.Add(1)
 				} else {
-					b.stats.refuse(CodeQuotaExceeded)
+					b.stats.DroppedQoS0.Add(1)
 				}
 			}
 			continue
@@ -291,10 +297,21 @@ func (sub *subscription) sessGroup(b *Broker) *group {
 // them to another member); in-flight QoS 2 ones stay with s, which must complete them. all=true
 // (session ended) returns every one.
 func (b *Broker) releaseGroupEntries(s *session, all bool, ops *[]op) {
+	b.release(s, func(e *entry) bool { return e.qos == 1 || all }, nil, ops)
+}
+
+// releaseEntriesOf returns every entry of s that came through group g (s leaves g).
+func (b *Broker) releaseEntriesOf(s *session, g *group, ops *[]op) {
+	b.release(s, func(*entry) bool { return true }, g, ops)
+}
+
+// release moves s's group entries back to their groups: in-flight ones when inflight(e) says so,
+// unsent ones always; only group only (nil: any group).
+func (b *Broker) release(s *session, inflight func(*entry) bool, only *group, ops *[]op) {
 	var back []*entry
 	keep := s.inflight[:0]
 	for _, e := range s.inflight {
-		if e.group != nil && (e.qos == 1 || all) && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
+		if e.group != nil && (only == nil || e.group == only) && inflight(e) && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
 			delete(s.pids, e.pid)
 			back = append(back, e)
 			continue
@@ -304,7 +321,7 @@ func (b *Broker) releaseGroupEntries(s *session, all bool, ops *[]op) {
 	s.inflight = keep
 	var rest []*entry
 	for _, e := range s.queued[s.qhead:] {
-		if e.group != nil && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
+		if e.group != nil && (only == nil || e.group == only) && b.groups[e.group.name+"\x00"+e.group.filter] == e.group {
 			back = append(back, e)
 			continue
 		}

@@ -35,18 +35,25 @@ func (e *entry) encode() []byte {
 		b[5] = 1
 	}
 	b = binary.AppendUvarint(b, uint64(e.subID))
+	g := ""
+	if e.group != nil {
+		g = e.group.name + "\x00" + e.group.filter
+	}
+	b = appendString(b, g)
 	return e.msg.appendTo(b)
 }
 
-func decodeEntry(seq uint64, v []byte) (*entry, error) {
+// decodeEntry decodes a stored entry; groupKey is its shared-subscription group (name 0 filter) or "".
+func decodeEntry(seq uint64, v []byte) (e *entry, groupKey string, err error) {
 	if len(v) < 6 || v[0] != 1 {
-		return nil, errCorrupt
+		return nil, "", errCorrupt
 	}
-	e := &entry{seq: seq, state: v[1], pid: uint16(v[2])<<8 | uint16(v[3]), qos: v[4], retain: v[5] == 1, committed: true}
+	e = &entry{seq: seq, state: v[1], pid: uint16(v[2])<<8 | uint16(v[3]), qos: v[4], retain: v[5] == 1, committed: true}
 	d := &decoder{b: v[6:]}
 	e.subID = int(d.uvarint())
+	groupKey = d.string()
 	e.msg = d.message()
-	return e, d.err
+	return e, groupKey, d.err
 }
 
 // subscription is one subscription of a session; shared ones also belong to a group.

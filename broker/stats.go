@@ -15,6 +15,7 @@ type stats struct {
 	MessagesIn       atomic.Int64
 	MessagesOut      atomic.Int64
 	Queued           atomic.Int64 // QoS 1/2 messages kept in sessions and groups (queued or in flight)
+	DroppedQoS0      atomic.Int64 // QoS 0 messages dropped for a subscriber whose buffer was full
 	refused          [256]atomic.Int64
 }
 
@@ -28,6 +29,7 @@ type Stats struct {
 	MessagesIn       int64
 	MessagesOut      int64
 	Queued           int64
+	DroppedQoS0      int64
 	// Refused counts refusals and disconnections by MQTT reason code name.
 	Refused map[string]int64
 }
@@ -56,7 +58,7 @@ func (s *stats) snapshot() Stats {
 	out := Stats{
 		Connections: s.Connections.Load(), ConnectionsTotal: s.ConnectionsTotal.Load(),
 		PacketsIn: s.PacketsIn.Load(), MessagesIn: s.MessagesIn.Load(), MessagesOut: s.MessagesOut.Load(),
-		Queued: s.Queued.Load(), Refused: map[string]int64{},
+		Queued: s.Queued.Load(), DroppedQoS0: s.DroppedQoS0.Load(), Refused: map[string]int64{},
 	}
 	for i := range s.refused {
 		if n := s.refused[i].Load(); n > 0 {
@@ -75,6 +77,7 @@ func (st Stats) WriteText(w io.Writer) error {
 		fmt.Sprintf("mqbroker_messages_in_total %d", st.MessagesIn),
 		fmt.Sprintf("mqbroker_messages_out_total %d", st.MessagesOut),
 		fmt.Sprintf("mqbroker_messages_queued %d", st.Queued),
+		fmt.Sprintf("mqbroker_qos0_dropped_total %d", st.DroppedQoS0),
 	}
 	reasons := make([]string, 0, len(st.Refused))
 	for r := range st.Refused {

@@ -49,6 +49,7 @@ func (b *Broker) removeSub(s *session, k string, ops *[]op) bool {
 	}
 	gk := sub.Group + "\x00" + sub.Filter
 	g := b.groups[gk]
+	b.releaseEntriesOf(s, g, ops)
 	g.members = removeItem(g.members, sub)
 	if len(g.members) == 0 {
 		for _, e := range g.queue {
