@@ -82,7 +82,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.shutdownLocked()
 	}
 	if md.MaxDeliveryAttempts > 0 && md.DeadLetterTopic == "" {
-		p.log.Warnf("mqttv5 pub/sub: no deadLetterTopic: a message failing %d times is reported and retried for ever, holding back the acknowledgements after it", md.MaxDeliveryAttempts)
+		p.log.Infof("mqttv5 pub/sub: no deadLetterTopic: a message failing %d times is reported and retried for ever, holding back the acknowledgements after it", md.MaxDeliveryAttempts)
 	}
 
 	subs := newRegistry()

@@ -247,14 +247,18 @@ func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
 		}
 	}()
 	for {
-		h, stream, wait, sub := subs.route(m.pub)
+		select {
+		case <-disp.stopped():
+			return // stopping: no new handler calls; the broker keeps the message
+		default:
+		}
+		h, stream, wait, _ := subs.route(m.pub)
 		if h == nil {
 			if !held {
 				held = true
 				p.stats.Held.Add(1)
 				p.log.Debugf("mqttv5 pub/sub: holding a message on %q until its subscription stream opens", m.pub.Topic)
 			}
-			_ = sub
 			select {
 			case <-wait:
 				continue
