@@ -45,10 +45,10 @@ var testLog = func() logger.Logger {
 // props returns the metadata of a component on url with a client id unique to the test.
 func props(url, replica string, extra ...string) map[string]string {
 	p := map[string]string{
-		"url":            url,
-		"consumerID":     "app",
-		"clientID":       replica,
-		"connectTimeout": "5s",
+		"url":                  url,
+		"consumerID":           "app",
+		"clientID":             replica,
+		"connectTimeout":       "5s",
 		"retryInitialInterval": "20ms",
 		"retryMaxInterval":     "200ms",
 	}

@@ -36,7 +36,7 @@ type Settings struct {
 	URL string `mapstructure:"url"`
 	// Hostname, TCPPort and UseTLS are the names of Azure IoT Operations' components. Using any of
 	// them switches the defaults to AIO's: host aio-broker, port 18883, TLS on.
-	Hostname string `mapstructure:"hostname"`
+	Hostname string  `mapstructure:"hostname"`
 	TCPPort  *uint16 `mapstructure:"tcpPort"`
 	UseTLS   *bool   `mapstructure:"useTls"`
 
@@ -165,8 +165,12 @@ func UsesTLS(u *url.URL) bool { return u.Scheme == "mqtts" }
 
 // Validate checks the settings without any I/O beyond stat-free parsing.
 func (s *Settings) Validate() error {
-	if _, err := s.BrokerURL(); err != nil {
+	u, err := s.BrokerURL()
+	if err != nil {
 		return err
+	}
+	if !UsesTLS(u) && (s.CAFile != "" || s.CACert != "" || s.ClientCert != "" || s.ClientCertFile != "") {
+		return fmt.Errorf("%w: TLS material given but the broker URL is not a TLS one; use mqtts:// (or useTls: true)", ErrSettings)
 	}
 	if s.KeepAlive < time.Second || s.KeepAlive > 65535*time.Second {
 		return fmt.Errorf("%w: keepAlive=%s: want from 1s to 65535s", ErrSettings, s.KeepAlive)
