@@ -1,0 +1,38 @@
+package kvservice
+
+import (
+	"context"
+
+	"github.com/mqdapr/mqdapr/broker"
+)
+
+// Authenticator wraps next (nil: accept every client without an authentication method, as the
+// broker does with no Authenticator) so that each successful CONNECT of a client ID drops the
+// KEYNOTIFY registrations left by that client ID's previous connection (spec §1.7). It stands in
+// for a disconnect hook, which the broker does not offer; see the package documentation.
+func (s *Service) Authenticator(next broker.Authenticator) broker.Authenticator {
+	return &connectHook{next: next, svc: s}
+}
+
+type connectHook struct {
+	next broker.Authenticator
+	svc  *Service
+}
+
+// Authenticate delegates to the wrapped Authenticator and, once a CONNECT (not a re-authentication)
+// has succeeded, calls Engine.ClientDisconnected for its client ID.
+func (h *connectHook) Authenticate(ctx context.Context, req *broker.AuthRequest) (broker.AuthResponse, error) {
+	var resp broker.AuthResponse
+	if h.next != nil {
+		var err error
+		if resp, err = h.next.Authenticate(ctx, req); err != nil {
+			return resp, err
+		}
+	} else if req.Method != "" {
+		return resp, &broker.ReasonError{Code: broker.CodeBadAuthenticationMethod, Reason: "no authentication method is configured"}
+	}
+	if !resp.Continue && !req.Reauth {
+		h.svc.engine.ClientDisconnected(req.ClientID)
+	}
+	return resp, nil
+}
