@@ -215,4 +215,3 @@ func TestReconnectAfterBrokerRestart(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-

@@ -47,6 +47,7 @@ type Stats struct {
 	HandlerErrors atomic.Uint64 // handler calls that failed (each is retried)
 	DeadLettered  atomic.Uint64 // messages moved to the dead-letter topic
 	Exhausted     atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
+	Unsubscribed  atomic.Uint64 // held messages released after their subscription was removed
 	Held          atomic.Int64  // messages waiting for a subscription stream to open
 	InFlight      atomic.Int64  // handler calls running now
 	MaxInFlight   atomic.Int64  // the most handler calls seen running at once

@@ -44,6 +44,10 @@ type Metadata struct {
 	// PublishTimeout bounds a publish (waiting for the connection and the PUBACK) when the caller's
 	// context has no earlier deadline.
 	PublishTimeout time.Duration `mapstructure:"publishTimeout"`
+	// UnsubscribeGrace: when one subscription stream closes while others stay open (the app
+	// unsubscribed), its MQTT subscription is removed after this grace; when every stream closes
+	// (daprd restarting) subscriptions stay in the session and messages wait for the new streams.
+	UnsubscribeGrace time.Duration `mapstructure:"unsubscribeGrace"`
 	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
 	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
 }
@@ -57,6 +61,7 @@ const (
 	DefaultRetryMaxInterval     = 10 * time.Second
 	DefaultPublishTimeout       = 30 * time.Second
 	DefaultShutdownTimeout      = 10 * time.Second
+	DefaultUnsubscribeGrace     = 2 * time.Second
 )
 
 func defaultMetadata() Metadata {
@@ -70,6 +75,7 @@ func defaultMetadata() Metadata {
 		RetryMaxInterval:     DefaultRetryMaxInterval,
 		PublishTimeout:       DefaultPublishTimeout,
 		ShutdownTimeout:      DefaultShutdownTimeout,
+		UnsubscribeGrace:     DefaultUnsubscribeGrace,
 	}
 }
 

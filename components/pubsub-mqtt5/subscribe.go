@@ -33,13 +33,14 @@ type subscription struct {
 // registry holds the subscriptions. Entries outlive their streams: the MQTT subscription stays in
 // the broker session, and messages that arrive while no stream is open are held until one opens.
 type registry struct {
-	mu      sync.Mutex // guards subs and changed
+	mu      sync.Mutex // guards subs, removed and changed
 	subs    map[string]*subscription
+	removed map[string]*subscription // unsubscribed filters: their held messages are released
 	changed chan struct{} // closed and replaced on every change, to wake held messages
 }
 
 func newRegistry() *registry {
-	return &registry{subs: map[string]*subscription{}, changed: make(chan struct{})}
+	return &registry{subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
 }
 
 func (r *registry) notifyLocked() {
@@ -50,7 +51,7 @@ func (r *registry) notifyLocked() {
 // route finds the handler for a message: first by subscription identifier (exact even with
 // overlapping filters), then by topic match. ok is false when no stream is open for it yet; wait
 // is closed when that may have changed.
-func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Context, wait <-chan struct{}, sub *subscription) {
+func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Context, wait <-chan struct{}, gone bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ids []int
@@ -61,7 +62,7 @@ func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Co
 	for _, s := range r.subs {
 		for _, id := range ids {
 			if s.subID == id && s.handler != nil {
-				return s.handler, s.stream, r.changed, s
+				return s.handler, s.stream, r.changed, false
 			}
 		}
 		if topicMatches(s.topic, pub.Topic) && (match == nil || (match.handler == nil && s.handler != nil)) {
@@ -69,9 +70,29 @@ func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Co
 		}
 	}
 	if match != nil && match.handler != nil {
-		return match.handler, match.stream, r.changed, match
+		return match.handler, match.stream, r.changed, false
 	}
-	return nil, nil, r.changed, match
+	if match == nil {
+		for _, s := range r.removed {
+			if topicMatches(s.topic, pub.Topic) {
+				return nil, nil, r.changed, true
+			}
+		}
+	}
+	return nil, nil, r.changed, false
+}
+
+// openStreams counts subscriptions with an open stream.
+func (r *registry) openStreams() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.subs {
+		if s.handler != nil {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *registry) all() []*subscription {
@@ -138,6 +159,7 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	}
 	s.handler, s.stream = handler, ctx
 	subs.subs[filter] = s
+	delete(subs.removed, filter)
 	subs.notifyLocked()
 	subs.mu.Unlock()
 	p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
@@ -154,8 +176,42 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 			subs.notifyLocked()
 		}
 		subs.mu.Unlock()
+		p.unsubscribeIfAbandoned(conn.Manager(), subs, disp, s, md.UnsubscribeGrace)
 	})
 	return nil
+}
+
+// unsubscribeIfAbandoned decides, after a grace, what a closed stream meant. If other streams are
+// open, the app dropped this subscription: it is removed from the session and the messages held
+// for it are released. If no stream is open, daprd is restarting: the subscription stays in the
+// session and messages wait for the new streams.
+func (p *PubSub) unsubscribeIfAbandoned(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-disp.stopped():
+		return
+	}
+	if subs.openStreams() == 0 {
+		return
+	}
+	subs.mu.Lock()
+	cur, ok := subs.subs[s.mqttFilter]
+	if !ok || cur != s || cur.handler != nil {
+		subs.mu.Unlock()
+		return // re-opened meanwhile
+	}
+	delete(subs.subs, s.mqttFilter)
+	subs.removed[s.mqttFilter] = s
+	subs.notifyLocked()
+	subs.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{s.mqttFilter}}); err != nil {
+		p.log.Warnf("mqttv5 pub/sub: unsubscribing %q: %v", s.mqttFilter, err)
+	}
+	p.log.Infof("mqttv5 pub/sub: the app no longer subscribes to %q: removed from the session", s.mqttFilter)
 }
 
 // sendSubscribe sends one SUBSCRIBE and checks the SUBACK. Retain Handling 1: retained messages are
@@ -252,7 +308,11 @@ func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
 			return // stopping: no new handler calls; the broker keeps the message
 		default:
 		}
-		h, stream, wait, _ := subs.route(m.pub)
+		h, stream, wait, gone := subs.route(m.pub)
+		if gone {
+			p.release(disp, md, m)
+			return
+		}
 		if h == nil {
 			if !held {
 				held = true
@@ -338,6 +398,19 @@ func (p *PubSub) moveToDeadLetter(disp *dispatcher, md Metadata, m *inbound, att
 		}
 		backoff = min(backoff*2, md.RetryMaxInterval)
 	}
+}
+
+// release disposes of a message held for a subscription the app removed: to the dead-letter topic
+// when there is one, otherwise acknowledged with a warning and a count (the app asked to stop
+// receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either).
+func (p *PubSub) release(disp *dispatcher, md Metadata, m *inbound) {
+	if md.DeadLetterTopic != "" {
+		p.moveToDeadLetter(disp, md, m, 0, errors.New("subscription removed by the app"))
+		return
+	}
+	p.stats.Unsubscribed.Add(1)
+	p.log.Warnf("mqttv5 pub/sub: a message on %q arrived for a subscription the app removed; acknowledged without delivery", m.pub.Topic)
+	p.ack(m)
 }
 
 // ack acknowledges m on the connection it came from. paho sends acknowledgements in receive
