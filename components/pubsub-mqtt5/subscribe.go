@@ -36,7 +36,7 @@ type registry struct {
 	mu      sync.Mutex // guards subs, removed and changed
 	subs    map[string]*subscription
 	removed map[string]*subscription // unsubscribed filters: their held messages are released
-	changed chan struct{} // closed and replaced on every change, to wake held messages
+	changed chan struct{}            // closed and replaced on every change, to wake held messages
 }
 
 func newRegistry() *registry {
