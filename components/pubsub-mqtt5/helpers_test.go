@@ -27,13 +27,22 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// brokerUnderTest starts the broker the component tests run against.
-type brokerUnderTest interface {
-	URL(tls bool) string
-}
-
 func startBroker(t *testing.T) *testutil.Mosquitto {
 	return testutil.StartMosquitto(t, testutil.MosquittoOptions{})
+}
+
+func startBrokerB(b *testing.B) *testutil.Mosquitto {
+	return testutil.StartMosquitto(b, testutil.MosquittoOptions{})
+}
+
+func newComponentB(b *testing.B, p map[string]string) *PubSub {
+	b.Helper()
+	ps := New(testLog)
+	if err := ps.Init(context.Background(), pubsub.Metadata{Base: metadata.Base{Properties: p}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ps.Close() })
+	return ps
 }
 
 var testLog = func() logger.Logger {

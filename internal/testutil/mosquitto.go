@@ -119,7 +119,12 @@ func (m *Mosquitto) Addr() string { return fmt.Sprintf("127.0.0.1:%d", m.Port) }
 func (m *Mosquitto) Start() {
 	m.t.Helper()
 	m.cmd = exec.Command(MosquittoPath(m.t), "-c", m.conf)
-	m.cmd.Stdout, m.cmd.Stderr = os.Stderr, os.Stderr
+	out, err := os.OpenFile(filepath.Join(m.Dir, "mosquitto.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	defer out.Close()
+	m.cmd.Stdout, m.cmd.Stderr = out, out
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatalf("start mosquitto: %v", err)
 	}
