@@ -10,6 +10,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// boltTx is bbolt's transaction (named for tests).
+type boltTx = bolt.Tx
+
 // formatVersion is the data directory format; a directory with another version is refused.
 const formatVersion = "1"
 

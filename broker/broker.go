@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -376,6 +377,10 @@ func (b *Broker) restore(snap *snapshot) error {
 			b.addSub(s, sub)
 		}
 	}
+	defer func() {
+		b.log.Info("state restored", "sessions", len(b.sessions), "groups", len(b.groups),
+			"messages", b.stats.Queued.Load(), "retained", len(b.retained))
+	}()
 	for owner, list := range snap.entries {
 		sort.Slice(list, func(i, j int) bool { return list[i].seq < list[j].seq })
 		var s *session
@@ -384,7 +389,9 @@ func (b *Broker) restore(snap *snapshot) error {
 		case ownerSession:
 			s = b.sessions[owner[1:]]
 		case ownerGroup:
-			g = b.groups[owner[1:]]
+			if name, filter, ok := strings.Cut(owner[1:], "\x00"); ok {
+				g = b.group(name, filter) // kept messages keep their group even without members
+			}
 		}
 		for _, se := range list {
 			b.seq = max(b.seq, se.seq)
@@ -403,7 +410,7 @@ func (b *Broker) restore(snap *snapshot) error {
 				e.sess = s
 				s.pushQueued(e)
 			case g != nil:
-				e.group = g
+				e.group, e.state, e.pid = g, stQueued, 0
 				g.queue = append(g.queue, e)
 			default:
 				b.stats.Queued.Add(-1) // owner gone: dropped on the next write of that owner

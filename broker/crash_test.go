@@ -84,6 +84,11 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 	require.NoError(t, err)
 	member.subscribe(t, "$share/g/jobs", 2)
 	require.NoError(t, member.Disconnect(&paho.Disconnect{})) // the group has no connected member
+	// A connected non-persistent member that never acknowledges: its in-flight group messages must
+	// survive the crash under the group.
+	worker, err := tryClient(t, addr, "worker", manualAcks())
+	require.NoError(t, err)
+	worker.subscribe(t, "$share/w/work", 2)
 	stop1 := make(chan struct{})
 	go record(sub, stop1)
 
@@ -100,8 +105,11 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
 				topic, qos := "stream/a", byte(1+i%2)
-				if i%3 == 0 {
+				switch i % 4 {
+				case 0:
 					topic = "jobs"
+				case 1:
+					topic = "work"
 				}
 				payload := fmt.Sprintf("%s/p%d/%d", topic, p, i)
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
@@ -129,10 +137,14 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 	require.True(t, sub2.connack.SessionPresent)
 	member2, err := tryClient(t, addr2, "member", withExpiry(3600), resume())
 	require.NoError(t, err)
+	worker2, err := tryClient(t, addr2, "worker2")
+	require.NoError(t, err)
+	worker2.subscribe(t, "$share/w/work", 2)
 	stop2 := make(chan struct{})
 	defer close(stop2)
 	go record(sub2, stop2)
 	go record(member2, stop2)
+	go record(worker2, stop2)
 	missing := func() []string {
 		var out []string
 		acked.Range(func(k, _ any) bool {
@@ -143,8 +155,9 @@ func TestKill9KeepsAcknowledgedMessages(t *testing.T) {
 		})
 		return out
 	}
-	require.Eventually(t, func() bool { return len(missing()) == 0 }, 30*time.Second, 20*time.Millisecond,
-		"acknowledged but never delivered: %v", missing())
+	var lost []string
+	require.Eventually(t, func() bool { lost = missing(); return len(lost) == 0 }, 30*time.Second, 20*time.Millisecond)
+	require.Empty(t, lost, "acknowledged but never delivered")
 }
 
 type atomicCounter struct {

@@ -227,10 +227,7 @@ func (b *Broker) outboundAck(c *conn, pid uint16, typ byte, code byte) {
 	}
 	if done {
 		s.removeInflight(e)
-		b.stats.Queued.Add(-1)
-		if s.persistent {
-			ops = append(ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
-		}
+		b.forget(s, e, &ops)
 		b.pump(s, time.Now(), &ops)
 	}
 	if len(ops) > 0 {

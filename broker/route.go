@@ -150,9 +150,13 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 		e := b.newEntry(m, t.qos, retain, t.sub.SubID, t.grp)
 		e.sess = t.sess
 		t.sess.pushQueued(e)
-		if t.sess.persistent {
+		switch {
+		case t.sess.persistent:
 			*ops = append(*ops, op{kind: opPutEntry, owner: t.sess.ownerKey(), seq: e.seq, val: e.encode()})
-		} else {
+		case t.grp != nil && !b.memory:
+			e.groupKept = true
+			*ops = append(*ops, op{kind: opPutEntry, owner: t.grp.key(), seq: e.seq, val: e.encode()})
+		default:
 			e.committed = true
 		}
 		ents = append(ents, e)
@@ -243,7 +247,11 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 			for g != nil && len(g.queue) > 0 && len(s.inflight) < int(c.recvMax) && g.queue[0].committed {
 				e := g.queue[0]
 				g.queue = g.queue[1:]
-				*ops = append(*ops, op{kind: opDelEntry, owner: g.key(), seq: e.seq})
+				if s.persistent {
+					*ops = append(*ops, op{kind: opDelEntry, owner: g.key(), seq: e.seq})
+				} else {
+					e.groupKept = !b.memory
+				}
 				e.qos = min(e.msg.QoS, sub.QoS)
 				e.subID = sub.SubID
 				e.sess = s
@@ -277,11 +285,19 @@ func (b *Broker) dropUnsendable(s *session, e *entry, now time.Time, ops *[]op) 
 	if !e.msg.expired(now) && s.conn.fits(e, now) {
 		return false
 	}
-	b.stats.Queued.Add(-1)
-	if s.persistent {
-		*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
-	}
+	b.forget(s, e, ops)
 	return true
+}
+
+// forget removes a finished or discarded entry of s from the store and the queued count.
+func (b *Broker) forget(s *session, e *entry, ops *[]op) {
+	b.stats.Queued.Add(-1)
+	switch {
+	case s.persistent:
+		*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
+	case e.groupKept:
+		*ops = append(*ops, op{kind: opDelEntry, owner: e.group.key(), seq: e.seq})
+	}
 }
 
 // sessGroup returns the group of a shared subscription, nil otherwise.
@@ -336,7 +352,7 @@ func (b *Broker) release(s *session, inflight func(*entry) bool, only *group, op
 		e.state, e.pid = stQueued, 0
 		e.qos = e.msg.QoS
 		e.committed = true
-		e.sess = nil
+		e.sess, e.groupKept = nil, false
 		e.group.queue = append(e.group.queue, e)
 		touched[e.group] = true
 		*ops = append(*ops, op{kind: opPutEntry, owner: e.group.key(), seq: e.seq, val: e.encode()})

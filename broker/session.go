@@ -27,6 +27,9 @@ type entry struct {
 	committed bool     // durable (or needs no durability): may be sent
 	group     *group   // set when delivered through a shared subscription
 	sess      *session // the session holding the entry, nil while in a group queue
+	// groupKept: a group entry held by a non-persistent session stays stored under its group's key
+	// until acknowledged, so a crash cannot lose it (durable mode only).
+	groupKept bool
 }
 
 func (e *entry) encode() []byte {

@@ -22,13 +22,7 @@ func (b *Broker) addSub(s *session, sub *subscription) (existed bool) {
 		fs.subs = append(fs.subs, sub)
 		return false
 	}
-	gk := sub.Group + "\x00" + sub.Filter
-	g := b.groups[gk]
-	if g == nil {
-		g = &group{name: sub.Group, filter: sub.Filter}
-		b.groups[gk] = g
-		fs.groups = append(fs.groups, g)
-	}
+	g := b.group(sub.Group, sub.Filter)
 	g.members = append(g.members, sub)
 	return false
 }
@@ -51,16 +45,33 @@ func (b *Broker) removeSub(s *session, k string, ops *[]op) bool {
 	g := b.groups[gk]
 	b.releaseEntriesOf(s, g, ops)
 	g.members = removeItem(g.members, sub)
-	if len(g.members) == 0 {
-		for _, e := range g.queue {
-			*ops = append(*ops, op{kind: opDelEntry, owner: g.key(), seq: e.seq})
-			b.stats.Queued.Add(-1)
-		}
-		delete(b.groups, gk)
-		fs.groups = removeItem(fs.groups, g)
-		b.index.drop(sub.Filter)
-	}
+	b.dropIfIdle(g)
 	return true
+}
+
+// group returns the group name/filter, creating and indexing it if needed. Caller holds b.mu.
+func (b *Broker) group(name, filter string) *group {
+	gk := name + "\x00" + filter
+	g := b.groups[gk]
+	if g == nil {
+		g = &group{name: name, filter: filter}
+		b.groups[gk] = g
+		fs := b.index.get(filter, true)
+		fs.groups = append(fs.groups, g)
+	}
+	return g
+}
+
+// dropIfIdle forgets a group with neither members nor kept messages. A group whose members all left
+// keeps its messages for the next member. Caller holds b.mu.
+func (b *Broker) dropIfIdle(g *group) {
+	if len(g.members) > 0 || len(g.queue) > 0 {
+		return
+	}
+	delete(b.groups, g.name+"\x00"+g.filter)
+	fs := b.index.get(g.filter, false)
+	fs.groups = removeItem(fs.groups, g)
+	b.index.drop(g.filter)
 }
 
 func removeItem[T comparable](list []T, x T) []T {

@@ -152,6 +152,7 @@ func (c *conn) handleUnsubscribe(p *packets.Unsubscribe) error {
 	if s.persistent {
 		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
 	}
+	b.dispatchGroups(time.Now(), &ops) // messages given back by a leaving member
 	cp := packets.NewControlPacket(packets.UNSUBACK)
 	cp.Content = &packets.Unsuback{PacketID: p.PacketID, Reasons: reasons, Properties: &packets.Properties{}}
 	b.store.submit(ops, func(error) { c.enqueue(cp) })

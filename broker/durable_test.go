@@ -1,0 +1,87 @@
+package broker
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+)
+
+// startDurable starts a broker on dir; the caller closes it.
+func startDurable(t *testing.T, dir string) *Broker {
+	t.Helper()
+	o := NewDefaultOptions()
+	o.Addr, o.DataDir = "127.0.0.1:0", dir
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := New(o)
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	return b
+}
+
+// Sessions, subscriptions, queued messages, group queues and retained messages survive a restart on
+// the same data directory [MQTT-4.1.0-1] [MQTT-3.3.1-5].
+func TestDurableRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := startDurable(t, dir)
+	addr := b.Addrs()[0]
+	sub, err := tryClient(t, addr, "sub", withExpiry(3600))
+	require.NoError(t, err)
+	sub.subscribe(t, "q", 1)
+	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+	mem, err := tryClient(t, addr, "member", withExpiry(3600))
+	require.NoError(t, err)
+	mem.subscribe(t, "$share/g/jobs", 1)
+	require.NoError(t, mem.Disconnect(&paho.Disconnect{}))
+	pub, err := tryClient(t, addr, "pub")
+	require.NoError(t, err)
+	for i := range 3 {
+		pub.publish(t, "q", 1, fmt.Sprint("q", i))
+		pub.publish(t, "jobs", 2, fmt.Sprint("j", i))
+	}
+	_, err = pub.Publish(ctxT(t), &paho.Publish{Topic: "r", QoS: 1, Retain: true, Payload: []byte("retained")})
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+
+	b2 := startDurable(t, dir)
+	defer func() { require.NoError(t, b2.Close()) }()
+	addr = b2.Addrs()[0]
+	sub2, err := tryClient(t, addr, "sub", withExpiry(3600), resume())
+	require.NoError(t, err)
+	require.True(t, sub2.connack.SessionPresent)
+	for i := range 3 {
+		require.Equal(t, fmt.Sprint("q", i), string(sub2.next(t).Payload))
+	}
+	mem2, err := tryClient(t, addr, "member", withExpiry(3600), resume())
+	require.NoError(t, err)
+	for i := range 3 {
+		require.Equal(t, fmt.Sprint("j", i), string(mem2.next(t).Payload))
+	}
+	fresh, err := tryClient(t, addr, "fresh")
+	require.NoError(t, err)
+	fresh.subscribe(t, "r", 1)
+	require.Equal(t, "retained", string(fresh.next(t).Payload))
+}
+
+// The data directory carries a format version; another version is refused.
+func TestDataDirFormatVersion(t *testing.T) {
+	dir := t.TempDir()
+	b := startDurable(t, dir)
+	require.NoError(t, b.Close())
+	bb, err := openBolt(dir)
+	require.NoError(t, err)
+	require.NoError(t, bb.db.Update(func(tx *boltTx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte("99")) }))
+	require.NoError(t, bb.close())
+	o := NewDefaultOptions()
+	o.Addr, o.DataDir = "127.0.0.1:0", dir
+	b2, err := New(o)
+	require.NoError(t, err)
+	require.ErrorIs(t, b2.Start(), ErrDataDirVersion)
+	_, err = os.Stat(filepath.Join(dir, "mqbroker.db"))
+	require.NoError(t, err)
+}
