@@ -6,7 +6,18 @@ BIN := bin
 TEST_TIMEOUT ?= 30m
 GOTESTFLAGS ?= -race -count=1
 
-.PHONY: all build test test-unit vet run bench clean
+# Fuzz targets run for a bounded time in every `make test` (go test -fuzz takes one target at a time).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./broker:FuzzReadPacket \
+	./broker:FuzzConnection \
+	./broker/statestore:FuzzHandle \
+	./internal/hlc:FuzzParse \
+	./internal/resp3:FuzzDecodeArray \
+	./internal/resp3:FuzzDecodeResponse \
+	./internal/resp3:FuzzEncodeDecodeArray
+
+.PHONY: all build test fuzz vet run bench clean
 
 all: build
 
@@ -21,6 +32,15 @@ test:
 	./scripts/install-test-deps.sh
 	$(GO) vet ./...
 	$(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) fuzz
+
+## fuzz: every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$fn in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## run: builds everything and runs it on the embedded default (see README).
 run: build
