@@ -256,9 +256,9 @@ func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error))
 	}
 	b.store.submit(ops, func(err error) {
 		if err != nil {
+			// The publisher is told (0x80) and may retry; the entries are still delivered from memory
+			// rather than stalling their sessions.
 			b.log.Error("store commit failed", "err", err)
-			done(0, err)
-			return
 		}
 		b.mu.Lock()
 		var ops2 []op
@@ -272,7 +272,7 @@ func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error))
 			b.store.submit(ops2, nil)
 		}
 		b.mu.Unlock()
-		done(n, nil)
+		done(n, err)
 	})
 	b.mu.Unlock()
 }

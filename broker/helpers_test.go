@@ -126,6 +126,10 @@ func (c *client) publish(t testing.TB, topic string, qos byte, payload string) *
 	return r
 }
 
+func pubMsg(topic, payload string) *paho.Publish {
+	return &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)}
+}
+
 // next returns the next received publish or fails after waitFor.
 func (c *client) next(t testing.TB) *paho.Publish {
 	t.Helper()

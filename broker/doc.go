@@ -1,0 +1,43 @@
+// Design notes
+//
+// Concurrency. One mutex (Broker.mu) guards sessions, subscriptions, groups and retained messages;
+// each connection has a reader goroutine (decode, then handle under the lock) and a writer goroutine
+// fed by a queue. Nothing blocks on I/O under the lock: store writes are submitted to the committer
+// and network writes to the connection's queue.
+//
+// Frames. readPacket reads the fixed header itself and refuses a declared size above MaxPacketSize
+// before allocating the body; paho.golang/packets only decodes bytes already read.
+//
+// Storage. With Options.DataDir the state lives in one bbolt (go.etcd.io/bbolt) file: sessions,
+// per-session and per-group message entries (with packet id and state), QoS 2 inbound packet ids and
+// retained messages, plus a format version. bbolt was chosen over pebble because the workload is
+// small records with frequent deletes, a single writer and a need for simple crash semantics: a bbolt
+// transaction is durable (fsync) when Commit returns, it has no background compaction or WAL tuning,
+// and it adds one small pure-Go dependency. Group commit: every change is submitted as a batch to the
+// committer goroutine, which applies everything pending in one transaction (one fsync for many
+// publishes) and then runs the batches' callbacks in order. A PUBACK/PUBREC, SUBACK and PUBCOMP is
+// sent only from such a callback, so an acknowledged message or subscription is on disk. Messages to
+// subscribers are sent after the commit that stored them; a QoS 2 packet id is durable before the
+// PUBLISH carrying it is written. Without a data directory nothing waits.
+//
+// Shared subscriptions. A group delivers round robin over connected members that have send quota
+// (Receive Maximum); with none available the message waits in the group's queue and goes to the first
+// member that has quota, including one that connects later. When a member's connection breaks, its
+// unsent group messages and its in-flight QoS 1 group messages go back to the group at once and on to
+// another member (MQTT v5 §4.8.2 allows it; the first member may still have processed them: at least
+// once). In-flight QoS 2 messages stay with the member's session, which must complete them (exactly
+// once). A group whose members all left keeps its messages for the next member.
+//
+// Limits. MaxSessionQueue bounds the QoS 1/2 messages a session holds, MaxGroupQueue a group's queue,
+// MaxRetained the retained messages, MaxQoS0Buffered the QoS 0 messages waiting for one connection
+// (beyond it QoS 0 is dropped and counted). A QoS 1/2 publish that would exceed any subscriber's or
+// group's limit is refused as a whole (PUBACK/PUBREC 0x97) before anything is queued, so nothing
+// acknowledged is dropped. A slow subscriber therefore affects only publishers of topics it
+// subscribes to, and only once its own queue is full; other subscribers and topics are unaffected.
+// Memory is bounded by roughly MaxConnections × (ReceiveMaximum + MaxQoS0Buffered) × MaxPacketSize
+// for connections plus the queue limits × MaxPacketSize for stored messages.
+//
+// Later. MQTT 3.1.1 needs a second codec behind readPacket and the CONNACK/ack builders; WebSocket is
+// another net.Listener passed to Serve; topic aliases need a per-connection alias map in
+// handlePublish and the writer (the broker announces Topic Alias Maximum 0 and refuses aliases today).
+package broker
