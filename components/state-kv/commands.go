@@ -1,0 +1,127 @@
+package statekv
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/mqdapr/mqdapr/internal/resp3"
+)
+
+// The command error texts the component acts on (spec §1.5).
+const (
+	msgFencingRequired = "a fencing token is required for this request"
+	msgFencingLower    = "the request fencing token is a lower version than the fencing token protecting the resource"
+)
+
+// condition of a SET (spec §1.4).
+type condition string
+
+const (
+	always condition = ""
+	nx     condition = "NX"
+)
+
+// setResult is the outcome of a SET.
+type setResult struct {
+	applied bool   // +OK; false for :-1 (condition failed)
+	version string // the key's version after the SET (or the stored one when not applied)
+	fenced  string // non-empty: the store refused the fencing token with this text
+}
+
+// storeError turns an `-ERR` reply into an error naming the command and key.
+func storeError(cmd, key string, v resp3.Value) error {
+	return fmt.Errorf("%w: %s %q: %s", ErrStoreError, cmd, key, v.ErrorMessage())
+}
+
+func unexpected(cmd, key string, v resp3.Value) error {
+	return fmt.Errorf("%w: %s %q answered with a %s", ErrUnexpectedResponse, cmd, key, v.Kind)
+}
+
+// isFenceRefusal reports whether an -ERR reply is one of the fencing refusals (spec §1.6).
+func isFenceRefusal(v resp3.Value) bool {
+	if v.Kind != resp3.KindError {
+		return false
+	}
+	m := v.ErrorMessage()
+	return m == msgFencingRequired || m == msgFencingLower
+}
+
+// set sends `SET key value [NX] [PX ms]` with the optional fencing token.
+func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition, ttl time.Duration, fence string) (setResult, error) {
+	args := [][]byte{[]byte("SET"), []byte(key), value}
+	if cond != always {
+		args = append(args, []byte(cond))
+	}
+	if ttl > 0 {
+		args = append(args, []byte("PX"), []byte(strconv.FormatInt(ttl.Milliseconds(), 10)))
+	}
+	rep, err := r.do(ctx, request{args: args, fence: fence, persist: true})
+	if err != nil {
+		return setResult{}, err
+	}
+	switch v := rep.value; {
+	case v.Kind == resp3.KindSimpleString && string(v.Str) == "OK":
+		return setResult{applied: true, version: rep.version}, nil
+	case v.Kind == resp3.KindInteger && v.Int == -1:
+		return setResult{version: rep.version}, nil
+	case isFenceRefusal(v):
+		return setResult{fenced: v.ErrorMessage()}, nil
+	case v.Kind == resp3.KindError:
+		return setResult{}, storeError("SET", key, v)
+	default:
+		return setResult{}, unexpected("SET", key, v)
+	}
+}
+
+// get sends `GET key`; found is false on a miss.
+func (r *rpc) get(ctx context.Context, key string) (value []byte, version string, found bool, err error) {
+	rep, err := r.do(ctx, request{args: [][]byte{[]byte("GET"), []byte(key)}})
+	if err != nil {
+		return nil, "", false, err
+	}
+	switch v := rep.value; v.Kind {
+	case resp3.KindBulkString:
+		if rep.version == "" {
+			return nil, "", false, fmt.Errorf("%w: GET %q hit without a %s version", ErrUnexpectedResponse, key, propTimestamp)
+		}
+		return v.Str, rep.version, true, nil
+	case resp3.KindNullBulk, resp3.KindNull:
+		return nil, "", false, nil
+	case resp3.KindError:
+		return nil, "", false, storeError("GET", key, v)
+	default:
+		return nil, "", false, unexpected("GET", key, v)
+	}
+}
+
+// delResult is the outcome of a DEL or VDEL.
+type delResult struct {
+	n      int64  // 1 deleted, 0 absent, -1 value differs (VDEL)
+	fenced string // non-empty: the store refused the fencing token with this text
+}
+
+// del sends `DEL key`, or `VDEL key value` when value is not nil.
+func (r *rpc) del(ctx context.Context, key string, value []byte, fence string) (delResult, error) {
+	cmd := "DEL"
+	args := [][]byte{[]byte(cmd), []byte(key)}
+	if value != nil {
+		cmd = "VDEL"
+		args = [][]byte{[]byte(cmd), []byte(key), value}
+	}
+	rep, err := r.do(ctx, request{args: args, fence: fence})
+	if err != nil {
+		return delResult{}, err
+	}
+	switch v := rep.value; {
+	case v.Kind == resp3.KindInteger && v.Int >= -1 && v.Int <= 1:
+		return delResult{n: v.Int}, nil
+	case isFenceRefusal(v):
+		return delResult{fenced: v.ErrorMessage()}, nil
+	case v.Kind == resp3.KindError:
+		return delResult{}, storeError(cmd, key, v)
+	default:
+		return delResult{}, unexpected(cmd, key, v)
+	}
+}
