@@ -84,6 +84,7 @@ func TestInitUnreachableBroker(t *testing.T) {
 }
 
 func TestInitBadCredentialsFailsFastWithReason(t *testing.T) {
+	needsMosquitto(t)
 	b := testutil.StartMosquitto(t, testutil.MosquittoOptions{Passwords: map[string]string{"app": "right"}})
 	err := initErr(t, props(b.URL(false), "r1", "username", "app", "password", "wrong", "connectTimeout", "20s"))
 	require.Error(t, err)
@@ -100,6 +101,7 @@ func TestInitBadCredentialsFailsFastWithReason(t *testing.T) {
 }
 
 func TestTLSWithGeneratedCA(t *testing.T) {
+	needsMosquitto(t)
 	tlsFiles := testutil.GenerateTLS(t, "mqdapr")
 	b := testutil.StartMosquitto(t, testutil.MosquittoOptions{TLS: tlsFiles})
 	ps := newComponent(t, props(b.URL(true), "r1", "caFile", tlsFiles.CA))
@@ -158,6 +160,7 @@ func TestSubscribeRejectsBadFilters(t *testing.T) {
 // A message larger than the broker's Maximum Packet Size is refused before sending, naming the
 // limit: the broker would otherwise drop the connection, or a subscriber would silently lose it.
 func TestPublishOverBrokerMaximumPacketSize(t *testing.T) {
+	needsMosquitto(t)
 	b := testutil.StartMosquitto(t, testutil.MosquittoOptions{MaxPacketSize: 2048})
 	ps := newComponent(t, props(b.URL(false), "r1"))
 	topic := uniqueTopic(t)
