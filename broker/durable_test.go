@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
@@ -84,4 +85,25 @@ func TestDataDirFormatVersion(t *testing.T) {
 	require.ErrorIs(t, b2.Start(), ErrDataDirVersion)
 	_, err = os.Stat(filepath.Join(dir, "mqbroker.db"))
 	require.NoError(t, err)
+}
+
+// A persistent session's expiry keeps counting from its disconnection across a restart.
+func TestSessionExpiryAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := startDurable(t, dir)
+	c, err := tryClient(t, b.Addrs()[0], "short", withExpiry(1))
+	require.NoError(t, err)
+	c.subscribe(t, "t", 1)
+	require.NoError(t, c.Disconnect(&paho.Disconnect{}))
+	require.NoError(t, b.Close())
+	b2 := startDurable(t, dir)
+	defer func() { require.NoError(t, b2.Close()) }()
+	require.Eventually(t, func() bool {
+		b2.mu.Lock()
+		defer b2.mu.Unlock()
+		return b2.sessions["short"] == nil
+	}, waitFor, 20*time.Millisecond)
+	r, err := tryClient(t, b2.Addrs()[0], "pub")
+	require.NoError(t, err)
+	require.Equal(t, CodeNoMatchingSubscribers, r.publish(t, "t", 1, "x").ReasonCode)
 }

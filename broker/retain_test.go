@@ -138,3 +138,26 @@ func TestMessageExpiry(t *testing.T) {
 	require.LessOrEqual(t, *m.Properties.MessageExpiry, uint32(99))
 	sub2.none(t, b)
 }
+
+// An in-flight message whose expiry passed while the client was away is still resent on reconnect
+// (it was already sent), with DUP and a remaining interval of 0 [MQTT-4.4.0-1] [MQTT-3.3.2-6].
+func TestExpiredInflightIsResent(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "sub", true, 3600)
+	r.subscribe(t, "t", 1)
+	one := uint32(1)
+	_, err := dialClient(t, b, "pub").Publish(ctxT(t), &paho.Publish{Topic: "t", QoS: 1, Payload: []byte("x"), Properties: &paho.PublishProperties{MessageExpiry: &one}})
+	require.NoError(t, err)
+	p := r.readPublish(t)
+	require.Equal(t, uint32(1), *p.Properties.MessageExpiry)
+	r.nc.Close() // not acknowledged
+	deadline := time.Now().Add(1100 * time.Millisecond)
+	require.Eventually(t, func() bool { return time.Now().After(deadline) }, waitFor, 50*time.Millisecond)
+	r2 := dialRaw(t, b)
+	r2.connect(t, "sub", false, 3600)
+	p2 := r2.readPublish(t)
+	require.True(t, p2.Duplicate)
+	require.Equal(t, p.PacketID, p2.PacketID)
+	require.Equal(t, uint32(0), *p2.Properties.MessageExpiry)
+}

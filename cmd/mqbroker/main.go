@@ -47,7 +47,8 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+// parseConfig reads flags and, with -config, the JSON file; explicit flags override the file.
+func parseConfig(args []string) (config, error) {
 	d := broker.NewDefaultOptions()
 	cfg := config{
 		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxPacketSize: d.MaxPacketSize,
@@ -77,24 +78,32 @@ func run(args []string) error {
 	fs.Func("max-session-expiry", "cap on session expiry interval, seconds", uintFlag(&cfg.MaxSessionExpiry))
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cfg, err
 	}
 	if *configFile != "" {
 		fromFile := cfg
 		raw, err := os.ReadFile(*configFile)
 		if err != nil {
-			return err
+			return cfg, err
 		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&fromFile); err != nil {
-			return fmt.Errorf("config %q: %w", *configFile, err)
+			return cfg, fmt.Errorf("config %q: %w", *configFile, err)
 		}
 		// The flag variables point into cfg: parsing again applies the explicit flags over the file.
 		cfg = fromFile
 		if err := fs.Parse(args); err != nil {
-			return err
+			return cfg, err
 		}
+	}
+	return cfg, nil
+}
+
+func run(args []string) error {
+	cfg, err := parseConfig(args)
+	if err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
