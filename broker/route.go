@@ -273,7 +273,9 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 		return
 	}
 	if deferSend {
-		b.store.submit(nil, func(error) { c.sendAll(pkts) })
+		// Submit what is pending now (in order) and send once it, with the new packet ids, is durable.
+		b.store.submit(*ops, func(error) { c.sendAll(pkts) })
+		*ops = (*ops)[:0:0]
 		return
 	}
 	c.sendAll(pkts)
