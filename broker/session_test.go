@@ -176,3 +176,53 @@ func TestQoS2Dedup(t *testing.T) {
 	require.Equal(t, "once", string(sub.next(t).Payload))
 	sub.none(t, b)
 }
+
+// [MQTT-4.4.0-2] [MQTT-4.3.3-5]: after PUBREC the broker sends PUBREL; if the connection breaks before
+// PUBCOMP, the PUBREL (not the PUBLISH) is resent on reconnect.
+func TestPubrelResentOnReconnect(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "sub", true, 3600)
+	r.subscribe(t, "t", 2)
+	dialClient(t, b, "pub").publish(t, "t", 2, "x")
+	p := r.readPublish(t)
+	rec := packets.NewControlPacket(packets.PUBREC)
+	rec.Content.(*packets.Pubrec).PacketID = p.PacketID
+	r.send(t, rec)
+	rel := r.read(t)
+	require.Equal(t, packets.PUBREL, rel.Type)
+	r.nc.Close()
+	r2 := dialRaw(t, b)
+	r2.connect(t, "sub", false, 3600)
+	rel2 := r2.read(t)
+	require.Equal(t, packets.PUBREL, rel2.Type)
+	require.Equal(t, p.PacketID, rel2.Content.(*packets.Pubrel).PacketID)
+	comp := packets.NewControlPacket(packets.PUBCOMP)
+	comp.Content.(*packets.Pubcomp).PacketID = p.PacketID
+	r2.send(t, comp)
+	r2.send(t, packets.NewControlPacket(packets.PINGREQ))
+	require.Equal(t, packets.PINGRESP, r2.read(t).Type) // nothing else was resent
+}
+
+// [MQTT-3.11.3-1] [MQTT-3.10.4-1]: UNSUBSCRIBE removes the subscription; an unknown filter gets 0x11.
+func TestUnsubscribe(t *testing.T) {
+	b := newBroker(t, nil)
+	c := dialClient(t, b, "c")
+	c.subscribe(t, "t", 1)
+	ua, err := c.Unsubscribe(ctxT(t), &paho.Unsubscribe{Topics: []string{"t", "never"}})
+	require.NoError(t, err)
+	require.Equal(t, []byte{CodeSuccess, CodeNoSubscriptionExisted}, ua.Reasons)
+	require.Equal(t, CodeNoMatchingSubscribers, dialClient(t, b, "pub").publish(t, "t", 1, "x").ReasonCode)
+}
+
+// [MQTT-3.14.2-2]: setting a session expiry on DISCONNECT after 0 on CONNECT is a protocol error.
+func TestDisconnectExpiryAfterZero(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "c", true, 0)
+	d := packets.NewControlPacket(packets.DISCONNECT)
+	ten := uint32(10)
+	d.Content.(*packets.Disconnect).Properties.SessionExpiryInterval = &ten
+	r.send(t, d)
+	r.expectDisconnect(t, CodeProtocolError)
+}

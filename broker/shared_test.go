@@ -107,3 +107,22 @@ func TestSharedNoLocalProtocolError(t *testing.T) {
 	r.send(t, cp)
 	r.expectDisconnect(t, CodeProtocolError)
 }
+
+// A member leaving its group (UNSUBSCRIBE) gives its in-flight group messages back to the group, which
+// sends them to another member.
+func TestSharedUnsubscribeReleasesMessages(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "leaver", true, 0)
+	r.subscribe(t, "$share/g/t", 1)
+	pub := dialClient(t, b, "pub")
+	pub.publish(t, "t", 1, "m")
+	require.Equal(t, "m", string(r.readPublish(t).Payload))
+	stay := dialClient(t, b, "stay")
+	stay.subscribe(t, "$share/g/t", 1)
+	cp := packets.NewControlPacket(packets.UNSUBSCRIBE)
+	cp.Content.(*packets.Unsubscribe).PacketID = 2
+	cp.Content.(*packets.Unsubscribe).Topics = []string{"$share/g/t"}
+	r.send(t, cp)
+	require.Equal(t, "m", string(stay.next(t).Payload))
+}
