@@ -48,8 +48,11 @@ func isFenceRefusal(v resp3.Value) bool {
 	return m == msgFencingRequired || m == msgFencingLower
 }
 
-// set sends `SET key value [NX] [PX ms]` with the optional fencing token.
-func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition, ttl time.Duration, fence string) (setResult, error) {
+// set sends `SET key value [NX] [PX ms]` with the optional fencing token; a fencing refusal is a
+// result (setResult.fenced), other -ERR replies are errors wrapping ErrStoreError.
+// persist asks for aio-persistence (when the persistent metadata allows it); lock keys are not
+// persisted.
+func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition, ttl time.Duration, fence string, persist bool) (setResult, error) {
 	args := [][]byte{[]byte("SET"), []byte(key), value}
 	if cond != always {
 		args = append(args, []byte(cond))
@@ -57,7 +60,7 @@ func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition,
 	if ttl > 0 {
 		args = append(args, []byte("PX"), []byte(strconv.FormatInt(ttl.Milliseconds(), 10)))
 	}
-	rep, err := r.do(ctx, request{args: args, fence: fence, persist: true})
+	rep, err := r.do(ctx, request{args: args, fence: fence, persist: persist})
 	if err != nil {
 		return setResult{}, err
 	}

@@ -56,7 +56,7 @@ func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, val
 	if time.Now().After(l.safeUntil) {
 		return fmt.Errorf("%w: key %q: lockTTL %s minus lockMargin %s elapsed before the write; nothing was written", ErrLeaseExpired, key, md.LockTTL, md.LockMargin)
 	}
-	res, err := r.set(ctx, key, value, always, ttl, l.version)
+	res, err := r.set(ctx, key, value, always, ttl, l.version, true)
 	switch {
 	case err != nil:
 		return err
@@ -128,7 +128,7 @@ func acquire(ctx context.Context, r *rpc, md Metadata, key string) (lease, error
 	backoff := 2 * time.Millisecond
 	for {
 		start := time.Now() // before sending: the store's lease starts later, never earlier
-		res, err := r.set(wait, l.key, l.owner, nx, md.LockTTL, "")
+		res, err := r.set(wait, l.key, l.owner, nx, md.LockTTL, "", false)
 		if err != nil {
 			if ctx.Err() == nil && wait.Err() != nil {
 				return lease{}, fmt.Errorf("%w: key %q for %s: %w", ErrLockTimeout, key, md.RequestTimeout, err)

@@ -59,7 +59,7 @@ func (s *Store) Set(ctx context.Context, req *state.SetRequest) error {
 		return s.casSet(ctx, r, md, req.Key, value, ttl, *req.ETag)
 	}
 	if req.Options.Concurrency == state.FirstWrite {
-		res, err := r.set(ctx, req.Key, value, nx, ttl, "")
+		res, err := r.set(ctx, req.Key, value, nx, ttl, "", true)
 		switch {
 		case err != nil:
 			return err
@@ -77,7 +77,7 @@ func (s *Store) Set(ctx context.Context, req *state.SetRequest) error {
 func lastWriteSet(ctx context.Context, r *rpc, key string, value []byte, ttl time.Duration) error {
 	fence := ""
 	for range fenceRetries + 1 {
-		res, err := r.set(ctx, key, value, always, ttl, fence)
+		res, err := r.set(ctx, key, value, always, ttl, fence, true)
 		if err != nil {
 			return err
 		}

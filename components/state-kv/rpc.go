@@ -151,8 +151,11 @@ func (r *rpc) do(ctx context.Context, req request) (reply, error) {
 	case p := <-ch:
 		return r.decode(p)
 	case <-ctx.Done():
-		return reply{}, fmt.Errorf("%w: %s request got no response within %s (%v); does the broker at %s offer the Azure IoT Operations state store? It needs one (mqdapr's broker with its key-value service, or AIO's)",
-			ErrNoResponse, req.args[0], r.timeout, ctx.Err(), r.conn.URL().Redacted())
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return reply{}, ctx.Err() // the caller gave up
+		}
+		return reply{}, fmt.Errorf("%w: %s %q: the broker at %s acknowledged the request but sent no response in time (%w); does it offer the Azure IoT Operations state store? The component needs one (mqdapr's broker with its key-value service, or AIO's broker)",
+			ErrNoResponse, req.args[0], req.args[1], r.conn.URL().Redacted(), ctx.Err())
 	}
 }
 

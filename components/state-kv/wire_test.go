@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mqdapr/mqdapr/internal/hlc"
+	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
 // fakeStore is a raw MQTT client subscribed to the request topic of a broker without a key-value
@@ -156,10 +157,50 @@ func TestStaleLeaseIsFenced(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, b.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("b"), ETag: etag}))
 
-	res, err := ra.set(t.Context(), "k", []byte("a-late"), always, 0, stale.version)
+	res, err := ra.set(t.Context(), "k", []byte("a-late"), always, 0, stale.version, true)
 	require.NoError(t, err)
 	require.False(t, res.applied)
 	require.Equal(t, msgFencingLower, res.fenced)
 	require.Equal(t, "b", string(get(t, a, "k").Data))
 	require.False(t, time.Now().Before(stale.safeUntil), "the writer itself would not have sent it")
+}
+
+// An ETag write on the wire (spec §2): SET lock NX PX (not persisted), GET, SET with __ft = the
+// lock's version, VDEL lock owner.
+func TestWireETagSequence(t *testing.T) {
+	kb := startBroker(t, false)
+	f := dialFakeStore(t, kb)
+	s := newStore(t, props(kb.url(), "r1"))
+	const etag, lockVersion = "001696374425000:00003:store", "001696374425000:00007:store"
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("new"), ETag: ptr(etag)})
+	}()
+
+	req := f.next(t)
+	lock := "k" + DefaultLockSuffix
+	elems, err := resp3.DecodeArray(req.Payload)
+	require.NoError(t, err)
+	require.Len(t, elems, 6)
+	require.Equal(t, []string{"SET", lock}, []string{string(elems[0]), string(elems[1])})
+	owner := string(elems[2])
+	require.Contains(t, owner, "app-r1-kv/")
+	require.Equal(t, []string{"NX", "PX", "10000"}, []string{string(elems[3]), string(elems[4]), string(elems[5])})
+	require.Empty(t, req.Properties.User.Get("aio-persistence"))
+	f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", lockVersion)
+
+	req = f.next(t)
+	require.Equal(t, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", string(req.Payload))
+	f.answer(t, req, "$3\r\nold\r\n", "__stat", "200", "__ts", etag)
+
+	req = f.next(t)
+	require.Equal(t, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nnew\r\n", string(req.Payload))
+	require.Equal(t, lockVersion, req.Properties.User.Get("__ft"))
+	require.Equal(t, "true", req.Properties.User.Get("aio-persistence"))
+	f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", "001696374425000:00009:store")
+
+	req = f.next(t)
+	require.Equal(t, string(resp3.EncodeArray([]byte("VDEL"), []byte(lock), []byte(owner))), string(req.Payload))
+	f.answer(t, req, ":1\r\n", "__stat", "200")
+	require.NoError(t, <-done)
 }
