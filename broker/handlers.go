@@ -125,26 +125,34 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 		return nil
 	}
 	m := messageFromPublish(p, c.clientID, time.Now())
+	var pre func(*[]op)
+	if p.QoS == 2 {
+		pre = func(ops *[]op) { // caller holds b.mu
+			if s := c.sess; s != nil {
+				s.inbound[p.PacketID] = true // [MQTT-4.3.3-9]
+				if s.persistent {
+					*ops = append(*ops, op{kind: opPutInbound, owner: s.id, seq: uint64(p.PacketID)})
+				}
+			}
+		}
+	}
 	for _, svc := range b.opts.Services {
 		if svc.Match(m.Topic) {
 			b.stats.MessagesIn.Add(1)
 			if err := svc.Handle(c.ctx, c.clientID, m, b); err != nil {
 				done(codeOf(err, CodeUnspecifiedError))
-			} else {
+				return nil
+			}
+			if pre == nil {
 				done(CodeSuccess)
+				return nil
 			}
+			var ops []op
+			b.mu.Lock()
+			pre(&ops)
+			b.store.submit(ops, func(error) { done(CodeSuccess) })
+			b.mu.Unlock()
 			return nil
-		}
-	}
-	var pre func(*[]op)
-	if p.QoS == 2 {
-		pre = func(ops *[]op) {
-			if s := c.sess; s != nil {
-				s.inbound[p.PacketID] = true
-				if s.persistent {
-					*ops = append(*ops, op{kind: opPutInbound, owner: s.id, seq: uint64(p.PacketID)})
-				}
-			}
 		}
 	}
 	b.publish(m, pre, func(n int, err error) {

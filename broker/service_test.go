@@ -37,6 +37,12 @@ func TestService(t *testing.T) {
 	require.Equal(t, "ok:v", string(m.Payload))
 	require.Equal(t, []byte("42"), m.Properties.CorrelationData)
 
+	r, err = c.Publish(ctxT(t), &paho.Publish{Topic: "kv/set", QoS: 2, Payload: []byte("q2"),
+		Properties: &paho.PublishProperties{ResponseTopic: "reply/c"}})
+	require.NoError(t, err)
+	require.Equal(t, CodeSuccess, r.ReasonCode)
+	require.Equal(t, "ok:q2", string(c.next(t).Payload))
+
 	r, _ = c.Publish(ctxT(t), &paho.Publish{Topic: "kv/set", QoS: 1, Payload: []byte("fail")})
 	require.Equal(t, CodeImplementationSpecificError, r.ReasonCode)
 	spy.none(t, b) // consumed by the service, not routed
