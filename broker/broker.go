@@ -38,6 +38,9 @@ type Broker struct {
 	retained map[string]*Message
 	conns    map[*conn]bool
 	seq      uint64
+	// queuedBytes approximates the memory held by queued and in-flight entries (MaxQueuedBytes).
+	queuedBytes int64
+	orphans     []op // stored entries without an owner, found by restore
 }
 
 // New validates opts and returns a broker that is not yet started; it does no I/O.
@@ -86,6 +89,10 @@ func (b *Broker) Start() error {
 		return err
 	}
 	b.store = newCommitter(be)
+	if len(b.orphans) > 0 {
+		b.store.submit(b.orphans, nil)
+		b.orphans = nil
+	}
 	if b.opts.Addr != "" {
 		l, err := net.Listen("tcp", b.opts.Addr)
 		if err != nil {
@@ -400,7 +407,6 @@ func (b *Broker) restore(snap *snapshot) error {
 				return fmt.Errorf("broker: entry %d of %q: %w", se.seq, owner, err)
 			}
 			e.group = b.groups[gk]
-			b.stats.Queued.Add(1)
 			switch {
 			case s != nil && e.state != stQueued:
 				e.sess = s
@@ -413,8 +419,11 @@ func (b *Broker) restore(snap *snapshot) error {
 				e.group, e.state, e.pid = g, stQueued, 0
 				g.queue = append(g.queue, e)
 			default:
-				b.stats.Queued.Add(-1) // owner gone: dropped on the next write of that owner
+				// Owner gone (its session record was never written): delete once the store runs.
+				b.orphans = append(b.orphans, op{kind: opDelEntry, owner: owner, seq: e.seq})
+				continue
 			}
+			b.account(e, 1)
 		}
 	}
 	return nil

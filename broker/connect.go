@@ -144,11 +144,12 @@ func (c *conn) connect(p *packets.Connect) bool {
 	case s.persistent:
 		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
 		if !wasPersistent {
-			for _, e := range s.inflight {
+			for _, e := range append(append([]*entry(nil), s.inflight...), s.queued[s.qhead:]...) {
 				ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
-			}
-			for _, e := range s.queued[s.qhead:] {
-				ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+				if e.groupKept {
+					ops = append(ops, op{kind: opDelEntry, owner: e.group.key(), seq: e.seq})
+					e.groupKept = false
+				}
 			}
 		}
 	case wasPersistent:

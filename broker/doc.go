@@ -29,13 +29,14 @@
 // once). A group whose members all left keeps its messages for the next member.
 //
 // Limits. MaxSessionQueue bounds the QoS 1/2 messages a session holds, MaxGroupQueue a group's queue,
-// MaxRetained the retained messages, MaxQoS0Buffered the QoS 0 messages waiting for one connection
+// MaxQueuedBytes the memory of all queued messages together, MaxRetained the retained messages, MaxQoS0Buffered the QoS 0 messages waiting for one connection
 // (beyond it QoS 0 is dropped and counted). A QoS 1/2 publish that would exceed any subscriber's or
 // group's limit is refused as a whole (PUBACK/PUBREC 0x97) before anything is queued, so nothing
 // acknowledged is dropped. A slow subscriber therefore affects only publishers of topics it
 // subscribes to, and only once its own queue is full; other subscribers and topics are unaffected.
 // Memory is bounded by roughly MaxConnections × (ReceiveMaximum + MaxQoS0Buffered) × MaxPacketSize
-// for connections plus the queue limits × MaxPacketSize for stored messages.
+// for connections, plus MaxQueuedBytes for stored messages, plus MaxRetained × MaxPacketSize.
+// (The number of offline sessions is not limited yet.)
 //
 // Later. MQTT 3.1.1 needs a second codec behind readPacket and the CONNACK/ack builders; WebSocket is
 // another net.Listener passed to Serve; topic aliases need a per-connection alias map in

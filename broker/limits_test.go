@@ -171,3 +171,21 @@ func TestFloodDoesNotStarveOthers(t *testing.T) {
 	r.nc.Close()
 	wg.Wait()
 }
+
+// MaxQueuedBytes bounds the memory of all queued messages: beyond it publishes are refused (0x97).
+func TestQueuedBytesLimit(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.MaxQueuedBytes = 3000 })
+	s := dialClient(t, b, "s", withExpiry(60))
+	s.subscribe(t, "t", 1)
+	require.NoError(t, s.Disconnect(&paho.Disconnect{}))
+	pub := dialClient(t, b, "pub")
+	refused := false
+	for i := 0; i < 10 && !refused; i++ {
+		r, _ := pub.Publish(ctxT(t), &paho.Publish{Topic: "t", QoS: 1, Payload: make([]byte, 500)})
+		refused = r.ReasonCode == CodeQuotaExceeded
+	}
+	require.True(t, refused)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	require.LessOrEqual(t, b.queuedBytes, int64(3000))
+}

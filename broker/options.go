@@ -31,6 +31,9 @@ type Options struct {
 	MaxSessionQueue int
 	// MaxGroupQueue is the number of messages kept for one shared-subscription group.
 	MaxGroupQueue int
+	// MaxQueuedBytes bounds the memory of all queued and in-flight QoS 1/2 messages (approximate,
+	// counted per copy); a publish beyond it is refused with 0x97.
+	MaxQueuedBytes int64
 	// MaxRetained is the number of retained messages kept; a new retained topic beyond it is refused
 	// with 0x97.
 	MaxRetained int
@@ -62,6 +65,7 @@ func NewDefaultOptions() *Options {
 		MaxSessionQueue:  100000,
 		MaxGroupQueue:    100000,
 		MaxRetained:      100000,
+		MaxQueuedBytes:   1 << 30,
 		MaxQoS0Buffered:  10000,
 		ConnectTimeout:   10 * time.Second,
 		MaxSessionExpiry: 7 * 24 * 3600,
@@ -80,6 +84,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: MaxSessionQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxSessionQueue)
 	case o.MaxGroupQueue < 1:
 		return fmt.Errorf("%w: MaxGroupQueue must be >= 1, got %d", ErrInvalidOptions, o.MaxGroupQueue)
+	case o.MaxQueuedBytes < 1:
+		return fmt.Errorf("%w: MaxQueuedBytes must be >= 1, got %d", ErrInvalidOptions, o.MaxQueuedBytes)
 	case o.MaxRetained < 0:
 		return fmt.Errorf("%w: MaxRetained must be >= 0, got %d", ErrInvalidOptions, o.MaxRetained)
 	case o.MaxQoS0Buffered < 1:

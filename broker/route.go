@@ -93,6 +93,10 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 		}
 	})
 	// Check every limit first: refuse rather than acknowledge and drop.
+	if m.QoS > 0 && b.queuedBytes+int64(len(targets))*entrySize(m) > b.opts.MaxQueuedBytes {
+		b.stats.refuse(CodeQuotaExceeded)
+		return 0, nil, ErrQuotaExceeded
+	}
 	extra := map[*session]int{}
 	for _, t := range targets {
 		if t.qos == 0 {
@@ -166,8 +170,20 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 
 func (b *Broker) newEntry(m *Message, qos byte, retain bool, subID int, g *group) *entry {
 	b.seq++
-	b.stats.Queued.Add(1)
-	return &entry{seq: b.seq, msg: m, qos: qos, retain: retain, subID: subID, group: g, committed: b.memory}
+	e := &entry{seq: b.seq, msg: m, qos: qos, retain: retain, subID: subID, group: g, committed: b.memory}
+	b.account(e, 1)
+	return e
+}
+
+// entrySize approximates the memory an entry holds (its message is shared but counted per entry).
+func entrySize(m *Message) int64 {
+	return int64(len(m.Topic)+len(m.Payload)+len(m.ContentType)+len(m.ResponseTopic)+len(m.CorrelationData)) + 128
+}
+
+// account adds (delta 1) or removes (-1) an entry from the queued counters. Caller holds b.mu.
+func (b *Broker) account(e *entry, delta int64) {
+	b.stats.Queued.Add(delta)
+	b.queuedBytes += delta * entrySize(e.msg)
 }
 
 // pickMember chooses the next connected member of g round robin, preferring members with send
@@ -256,11 +272,11 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 				e.subID = sub.SubID
 				e.sess = s
 				if e.msg.expired(now) || !c.fits(e, now) {
-					b.stats.Queued.Add(-1)
+					b.forget(s, e, ops)
 					continue
 				}
 				if e.qos == 0 {
-					b.stats.Queued.Add(-1)
+					b.forget(s, e, ops)
 					p := e.msg.toPublish(0, false, e.subID, now)
 					pkts = append(pkts, p.ToControlPacket())
 					continue
@@ -293,7 +309,7 @@ func (b *Broker) dropUnsendable(s *session, e *entry, now time.Time, ops *[]op) 
 
 // forget removes a finished or discarded entry of s from the store and the queued count.
 func (b *Broker) forget(s *session, e *entry, ops *[]op) {
-	b.stats.Queued.Add(-1)
+	b.account(e, -1)
 	switch {
 	case s.persistent:
 		*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})

@@ -87,7 +87,12 @@ func removeItem[T comparable](list []T, x T) []T {
 // dropped. Caller holds b.mu and removes s from b.sessions.
 func (b *Broker) endSession(s *session, ops *[]op) {
 	b.releaseGroupEntries(s, true, ops)
-	b.stats.Queued.Add(-int64(s.queueLen()))
+	for _, e := range s.inflight {
+		b.account(e, -1)
+	}
+	for _, e := range s.queued[s.qhead:] {
+		b.account(e, -1)
+	}
 	for k := range s.subs {
 		b.removeSub(s, k, ops)
 	}
