@@ -42,7 +42,10 @@ func startBroker(t *testing.T, withKV bool) *kvBroker {
 	return startBrokerWith(t, withKV, nil)
 }
 
-func startBrokerWith(t *testing.T, withKV bool, mutate func(*statestore.Options)) *kvBroker {
+// startBrokerB is startBroker for benchmarks.
+func startBrokerB(b *testing.B) *kvBroker { return startBrokerWith(b, true, nil) }
+
+func startBrokerWith(t testing.TB, withKV bool, mutate func(*statestore.Options)) *kvBroker {
 	t.Helper()
 	o := broker.NewDefaultOptions()
 	o.Addr = "127.0.0.1:0"

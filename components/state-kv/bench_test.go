@@ -1,0 +1,65 @@
+package statekv
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dapr/components-contrib/metadata"
+	"github.com/dapr/components-contrib/state"
+)
+
+// Round trips through the embedded broker on loopback (one component, requests from parallel
+// goroutines): go test -run '^$' -bench . ./components/state-kv/
+func BenchmarkOps(b *testing.B) {
+	kb := startBrokerB(b)
+	s := New(testLog)
+	if err := s.Init(b.Context(), state.Metadata{Base: metadata.Base{Properties: props(kb.url(), "bench")}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	value := make([]byte, 64)
+	var n atomic.Int64
+
+	b.Run("Set", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := "k" + strconv.FormatInt(n.Add(1)%1000, 10)
+				if err := s.Set(b.Context(), &state.SetRequest{Key: k, Value: value}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("Get", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				k := "k" + strconv.FormatInt(n.Add(1)%1000, 10)
+				if _, err := s.Get(b.Context(), &state.GetRequest{Key: k}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("SetETagUncontended", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			k := "e" + strconv.FormatInt(n.Add(1), 10)
+			if err := s.Set(b.Context(), &state.SetRequest{Key: k, Value: value}); err != nil {
+				b.Error(err)
+				return
+			}
+			for pb.Next() {
+				res, err := s.Get(b.Context(), &state.GetRequest{Key: k})
+				if err == nil {
+					err = s.Set(b.Context(), &state.SetRequest{Key: k, Value: value, ETag: res.ETag})
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
