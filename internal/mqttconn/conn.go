@@ -260,6 +260,9 @@ func (c *Conn) Connected() bool { return c.connected.Load() }
 // MaxPacketSize is the broker's Maximum Packet Size from the last CONNACK, 0 when it gave none.
 func (c *Conn) MaxPacketSize() uint32 { return c.maxPacketSize.Load() }
 
+// Connects counts successful connections (the first one and every reconnection).
+func (c *Conn) Connects() uint64 { return c.connects.Load() }
+
 // Reauthentications counts successful in-connection re-authentications.
 func (c *Conn) Reauthentications() uint64 { return c.reauths.Load() }
 
