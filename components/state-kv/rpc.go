@@ -90,11 +90,15 @@ func (r *rpc) onPublish(pr paho.PublishReceived) (bool, error) {
 // subscribe subscribes to the response topic; called after every (re)connection.
 func (r *rpc) subscribe(ctx context.Context, cm *autopaho.ConnectionManager) error {
 	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: r.respTopic, QoS: 1}}})
+	if sa != nil && (len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80) { // paho also returns an error then
+		reason := "none"
+		if len(sa.Reasons) > 0 {
+			reason = mqttconn.ReasonString(sa.Reasons[0])
+		}
+		return fmt.Errorf("%w: the broker refused the subscription to the response topic %q (reason %s); authorise Subscribe on clients/<clientId>/services/statestore/#", ErrRequestFailed, r.respTopic, reason)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: subscribing to the response topic %q: %w", ErrRequestFailed, r.respTopic, err)
-	}
-	if len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
-		return fmt.Errorf("%w: the broker refused the subscription to the response topic %q (reason %v); authorise Subscribe on clients/<clientId>/services/statestore/#", ErrRequestFailed, r.respTopic, sa.Reasons)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ type subscriber struct {
 
 	once    sync.Once
 	ready   chan struct{} // closed after the first successful subscription
+	first   chan error    // capacity 1: the outcome of the first attempt, for Init
 	mu      sync.Mutex    // guards last, stopped and wg.Add
 	last    error
 	stopped bool
@@ -29,7 +30,7 @@ type subscriber struct {
 
 func newSubscriber(r *rpc, log logger.Logger) *subscriber {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &subscriber{r: r, log: log, ctx: ctx, cancel: cancel, ready: make(chan struct{})}
+	return &subscriber{r: r, log: log, ctx: ctx, cancel: cancel, ready: make(chan struct{}), first: make(chan error, 1)}
 }
 
 // connected is autopaho's OnConnectionUp: it must not block, so the subscription runs on a goroutine.
@@ -45,7 +46,12 @@ func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 		defer cancel()
-		if err := s.r.subscribe(ctx, cm); err != nil {
+		err := s.r.subscribe(ctx, cm)
+		select {
+		case s.first <- err: // only the first outcome stays; Init reads it
+		default:
+		}
+		if err != nil {
 			s.mu.Lock()
 			s.last = err
 			s.mu.Unlock()
@@ -56,13 +62,16 @@ func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
 	}()
 }
 
-// wait blocks until the first subscription succeeded, ctx ends or timeout passes.
+// wait blocks until the first subscription attempt ended (returning its error), ctx ends or
+// timeout passes.
 func (s *subscriber) wait(ctx context.Context, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-s.ready:
 		return nil
+	case err := <-s.first:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
