@@ -204,3 +204,24 @@ func TestWireETagSequence(t *testing.T) {
 	f.answer(t, req, ":1\r\n", "__stat", "200")
 	require.NoError(t, <-done)
 }
+
+// A writer that dies holding a key's lock (acquired, never released) delays other ETag writers by
+// at most lockTTL; the key keeps its value meanwhile and the next ETag write succeeds.
+func TestCrashedLockHolderExpires(t *testing.T) {
+	kb := startBroker(t, true)
+	short := props(kb.url(), "a", "lockTTL", "1s", "lockMargin", "500ms")
+	a := newStore(t, short)
+	set(t, a, "k", "v0")
+	etag := get(t, a, "k").ETag
+	ra, md, err := a.state()
+	require.NoError(t, err)
+	_, err = acquire(t.Context(), ra, md, "k") // the "crashed" writer: no release
+	require.NoError(t, err)
+
+	b := newStore(t, props(kb.url(), "b", "requestTimeout", "5s"))
+	require.Equal(t, "v0", string(get(t, b, "k").Data))
+	start := time.Now()
+	require.NoError(t, b.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("v1"), ETag: etag}))
+	require.Less(t, time.Since(start), 3*time.Second)
+	require.Equal(t, "v1", string(get(t, b, "k").Data))
+}
