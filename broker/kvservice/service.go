@@ -38,7 +38,8 @@ type Service struct {
 	wake    chan struct{}   // capacity 1: the next deadline may have moved earlier
 	ctx     context.Context // cancelled by Close; bounds the expiry goroutine and its publishes
 	cancel  context.CancelFunc
-	started atomic.Bool
+	mu      sync.Mutex // guards started and the wg.Add of Start against Close
+	started bool
 	closed  atomic.Bool
 	wg      sync.WaitGroup // the expiry goroutine
 }
@@ -123,12 +124,15 @@ func (s *Service) poke() {
 // Engine.NextDeadline and publishes the DELETE notifications through pub (normally the started
 // *broker.Broker). It returns ErrAlreadyStarted on a second call and ErrClosed after Close.
 func (s *Service) Start(pub broker.Publisher) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if !s.started.CompareAndSwap(false, true) {
+	if s.started {
 		return ErrAlreadyStarted
 	}
+	s.started = true
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -168,7 +172,9 @@ func (s *Service) expire(pub broker.Publisher) {
 // Close stops the expiry goroutine and waits for it; later requests are refused with 0x80. It does
 // not close the Engine. Idempotent.
 func (s *Service) Close() error {
+	s.mu.Lock()
 	s.closed.Store(true)
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return nil
