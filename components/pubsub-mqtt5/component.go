@@ -88,6 +88,9 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 
 	subs := newRegistry()
 	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
+	// The receive path works from this snapshot and never takes p.mu: Close holds p.mu while it
+	// waits for running handlers.
+	l := &live{md: md, subs: subs, disp: disp}
 	p.md, p.subs, p.disp, p.closed = md, subs, disp, false
 	p.props = cloneMap(meta.Properties)
 
@@ -97,7 +100,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		ReceiveMaximum: md.ReceiveMaximum,
 		ManualAcks:     true,
 		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
-			p.onPublish(disp, subs, pr)
+			p.onPublish(l, pr)
 			return true, nil
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
@@ -111,7 +114,16 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		return err
 	}
 	p.conn = conn
+	l.conn.Store(conn)
 	return nil
+}
+
+// live is what the receive path of one Init needs, fixed for its lifetime.
+type live struct {
+	md   Metadata
+	conn atomic.Pointer[mqttconn.Conn] // nil until the first connection is up
+	subs *registry
+	disp *dispatcher
 }
 
 // Features advertises message TTL (MQTT message expiry) and wildcard subscriptions.

@@ -276,19 +276,16 @@ func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, dis
 }
 
 // onPublish runs on paho's receive goroutine: it only hands the message over.
-func (p *PubSub) onPublish(disp *dispatcher, subs *registry, pr paho.PublishReceived) {
+func (p *PubSub) onPublish(l *live, pr paho.PublishReceived) {
 	p.stats.Received.Add(1)
 	m := &inbound{pub: pr.Packet, client: pr.Client}
-	disp.enqueue(m, func(m *inbound) { p.process(disp, subs, m) })
+	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
 }
 
 // process delivers m to the app until a handler call succeeds, then acknowledges it. It returns
 // without acknowledging when the component stops: the broker redelivers the message later.
-func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
-	_, _, _, md, err := p.state()
-	if err != nil {
-		return
-	}
+func (p *PubSub) process(l *live, m *inbound) {
+	disp, subs, md := l.disp, l.subs, l.md
 	msg := &pubsub.NewMessage{Data: m.pub.Payload, Topic: m.pub.Topic, Metadata: receivedMetadata(m.pub)}
 	if m.pub.Properties != nil && m.pub.Properties.ContentType != "" {
 		ct := m.pub.Properties.ContentType
@@ -310,7 +307,7 @@ func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
 		}
 		h, stream, wait, gone := subs.route(m.pub)
 		if gone {
-			p.release(disp, md, m)
+			p.release(l, m)
 			return
 		}
 		if h == nil {
@@ -355,7 +352,7 @@ func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
 		p.stats.HandlerErrors.Add(1)
 		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
 			if md.DeadLetterTopic != "" {
-				if p.moveToDeadLetter(disp, md, m, attempts, err) {
+				if p.moveToDeadLetter(l, m, attempts, err) {
 					return
 				}
 			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
@@ -374,18 +371,18 @@ func (p *PubSub) process(disp *dispatcher, subs *registry, m *inbound) {
 
 // moveToDeadLetter publishes m to the dead-letter topic (retrying with backoff until the broker
 // acknowledges it) and only then acknowledges m. It reports false when the component stopped first.
-func (p *PubSub) moveToDeadLetter(disp *dispatcher, md Metadata, m *inbound, attempts int, cause error) bool {
-	c, _, _, _, err := p.state()
-	if err != nil {
-		return false
-	}
+func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error) bool {
+	disp, md := l.disp, l.md
 	backoff := md.RetryInitialInterval
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
-		stop := context.AfterFunc(disp.hard, cancel)
-		err := p.deadLetter(ctx, c, md, m.pub, attempts, cause)
-		stop()
-		cancel()
+		err := errors.New("not connected yet")
+		if c := l.conn.Load(); c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
+			stop := context.AfterFunc(disp.hard, cancel)
+			err = p.deadLetter(ctx, c, md, m.pub, attempts, cause)
+			stop()
+			cancel()
+		}
 		if err == nil {
 			p.stats.DeadLettered.Add(1)
 			p.log.Warnf("mqttv5 pub/sub: message on %q moved to dead-letter topic %q after %d attempts (last error: %v)", m.pub.Topic, md.DeadLetterTopic, attempts, cause)
@@ -403,9 +400,9 @@ func (p *PubSub) moveToDeadLetter(disp *dispatcher, md Metadata, m *inbound, att
 // release disposes of a message held for a subscription the app removed: to the dead-letter topic
 // when there is one, otherwise acknowledged with a warning and a count (the app asked to stop
 // receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either).
-func (p *PubSub) release(disp *dispatcher, md Metadata, m *inbound) {
-	if md.DeadLetterTopic != "" {
-		p.moveToDeadLetter(disp, md, m, 0, errors.New("subscription removed by the app"))
+func (p *PubSub) release(l *live, m *inbound) {
+	if l.md.DeadLetterTopic != "" {
+		p.moveToDeadLetter(l, m, 0, errors.New("subscription removed by the app"))
 		return
 	}
 	p.stats.Unsubscribed.Add(1)

@@ -38,6 +38,9 @@ type Options struct {
 	Logger           Logger
 }
 
+// AckFlushInterval is how often paho sends the acknowledgements handed to it (in receive order).
+const AckFlushInterval = 10 * time.Millisecond
+
 // ErrConnect is wrapped by the errors of a first connection that did not succeed.
 var ErrConnect = errors.New("cannot connect to the MQTT broker")
 
@@ -54,6 +57,7 @@ type Conn struct {
 	wg     sync.WaitGroup
 
 	connected     atomic.Bool
+	closing       atomic.Bool
 	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
 	connects      atomic.Uint64
 	reauths       atomic.Uint64
@@ -139,6 +143,9 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		},
 		OnConnectionDown: func() bool {
 			c.connected.Store(false)
+			if c.closing.Load() {
+				return false
+			}
 			c.log.Warnf("mqtt: connection to %s lost; reconnecting with backoff", u.Redacted())
 			if o.OnConnectionDown != nil {
 				o.OnConnectionDown()
@@ -163,7 +170,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		ClientConfig: paho.ClientConfig{
 			ClientID:                   clientID,
 			EnableManualAcknowledgment: o.ManualAcks,
-			SendAcksInterval:           10 * time.Millisecond,
+			SendAcksInterval:           AckFlushInterval,
 		},
 	}
 	if o.OnPublishReceived != nil {
@@ -272,6 +279,15 @@ func (c *Conn) Close(ctx context.Context) error {
 	if c == nil || c.cm == nil {
 		return nil
 	}
+	c.closing.Store(true)
+	// paho sends manual acknowledgements from a ticker: give it a few ticks to flush those handed
+	// over just before Close, or their messages would be redelivered to the next session.
+	t := time.NewTimer(3 * AckFlushInterval)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
 	err := c.cm.Disconnect(ctx)
 	c.cancel()
 	select {
