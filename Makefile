@@ -27,9 +27,11 @@ build:
 vet:
 	$(GO) vet ./...
 
-## test: installs missing test dependencies (Mosquitto) and runs every test.
+## test: installs missing test dependencies (Mosquitto, daprd) and runs every test.
 test:
 	./scripts/install-test-deps.sh
+	@# The end-to-end tests need daprd: reuse one that fits, or build it once (~15 min cold).
+	./scripts/daprd.sh >/dev/null
 	$(GO) vet ./...
 	$(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./...
 	# The pub/sub component's tests again, against the embedded broker instead of Mosquitto.

@@ -1,0 +1,282 @@
+// Package e2e runs mqdapr's real processes (the embedded broker, both pluggable components, a real
+// daprd and an app) on free loopback ports and temporary folders, and checks the whole chain.
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqdapr/mqdapr/internal/testutil"
+)
+
+// bins are the project's binaries, built once for the package by TestMain.
+var bins struct {
+	dir, daprd string
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "mqdapr-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bins.dir = dir
+	root, _ := filepath.Abs("../..")
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/mqbroker", "./cmd/pubsub-mqtt5", "./cmd/state-kv")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	if out, err := exec.Command(filepath.Join(root, "scripts", "daprd.sh")).Output(); err == nil {
+		bins.daprd = strings.TrimSpace(string(out))
+	} else if os.Getenv("CI") != "" {
+		fmt.Fprintln(os.Stderr, "scripts/daprd.sh could not provide daprd:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func needDaprd(t *testing.T) {
+	if bins.daprd == "" {
+		t.Skip("no daprd: run scripts/daprd.sh (make test does) to enable the end-to-end tests")
+	}
+}
+
+// proc is a child process with its output in a log file, prefixed in test failures.
+type proc struct {
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+func start(t *testing.T, name, logDir string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill(syscall.SIGKILL)
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+			if len(lines) > 40 {
+				lines = lines[len(lines)-40:]
+			}
+			t.Logf("--- last lines of %s ---\n%s", name, strings.Join(lines, "\n"))
+		}
+	})
+	return p
+}
+
+// kill sends sig and waits for the process to end.
+func (p *proc) kill(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) exited() <-chan struct{} { return p.done }
+
+// stack is one broker with the components and daprd instances around it.
+type stack struct {
+	t        *testing.T
+	dir      string
+	mqttPort int
+	broker   *proc
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	needDaprd(t)
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t)}
+	s.startBroker()
+	return s
+}
+
+func (s *stack) mqttURL() string { return fmt.Sprintf("mqtt://127.0.0.1:%d", s.mqttPort) }
+
+func (s *stack) startBroker() {
+	addr := fmt.Sprintf("127.0.0.1:%d", s.mqttPort)
+	s.broker = start(s.t, "broker", s.dir, nil, filepath.Join(bins.dir, "mqbroker"),
+		"-addr", addr, "-data-dir", filepath.Join(s.dir, "broker-data"))
+	testutil.WaitListening(s.t, addr, 10*time.Second, s.broker.exited())
+}
+
+// replica is what runs beside one app replica: its components (one socket folder) and daprd.
+type replica struct {
+	s                  *stack
+	name, sockets, res string
+	httpPort, grpcPort int
+	pubsub, state      *proc
+	daprd              *proc
+	hasState           bool
+}
+
+// newReplica writes the Component YAMLs for a replica; start its processes with startComponents
+// and startDaprd.
+func (s *stack) newReplica(name string, pubsubMeta map[string]string) *replica {
+	r := &replica{s: s, name: name}
+	// Unix socket paths are limited to 108 bytes: keep the folder short.
+	sockets, err := os.MkdirTemp("", "mqd-")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { os.RemoveAll(sockets) })
+	r.sockets = sockets
+	r.res = filepath.Join(s.dir, name+"-resources")
+	if err := os.MkdirAll(r.res, 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	md := map[string]string{"url": s.mqttURL(), "clientID": name, "connectTimeout": "10s"}
+	for k, v := range pubsubMeta {
+		md[k] = v
+	}
+	writeComponent(s.t, filepath.Join(r.res, "pubsub.yaml"), "mqtt", "pubsub.mqttv5", md)
+	return r
+}
+
+// withState adds the state store component to the replica.
+func (r *replica) withState() *replica {
+	writeComponent(r.s.t, filepath.Join(r.res, "state.yaml"), "kv", "state.mqttkv",
+		map[string]string{"url": r.s.mqttURL(), "clientID": r.name, "connectTimeout": "10s"})
+	r.hasState = true
+	return r
+}
+
+func writeComponent(t *testing.T, path, name, typ string, md map[string]string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: %s\nspec:\n  type: %s\n  version: v1\n  metadata:\n", name, typ)
+	for k, v := range md {
+		fmt.Fprintf(&b, "    - name: %s\n      value: %q\n", k, v)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (r *replica) socketEnv() []string {
+	return []string{"DAPR_COMPONENT_SOCKETS_FOLDER=" + r.sockets, "DAPR_COMPONENTS_SOCKETS_FOLDER=" + r.sockets}
+}
+
+// startComponents starts both component processes and waits for their sockets.
+func (r *replica) startComponents() {
+	t := r.s.t
+	r.pubsub = start(t, r.name+"-pubsub", r.s.dir, r.socketEnv(), filepath.Join(bins.dir, "pubsub-mqtt5"))
+	waitFile(t, filepath.Join(r.sockets, "mqttv5.sock"), 20*time.Second)
+	if r.hasState {
+		r.state = start(t, r.name+"-state", r.s.dir, r.socketEnv(), filepath.Join(bins.dir, "state-kv"))
+		waitFile(t, filepath.Join(r.sockets, "mqttkv.sock"), 20*time.Second)
+	}
+}
+
+// startDaprd starts daprd for the replica (appPort 0: no app) and waits until it is healthy.
+func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
+	t := r.s.t
+	r.httpPort, r.grpcPort = testutil.FreePort(t), testutil.FreePort(t)
+	args := []string{
+		"--app-id", appID, "--resources-path", r.res,
+		"--dapr-http-port", fmt.Sprint(r.httpPort), "--dapr-grpc-port", fmt.Sprint(r.grpcPort),
+		"--dapr-internal-grpc-port", fmt.Sprint(testutil.FreePort(t)),
+		"--metrics-port", fmt.Sprint(testutil.FreePort(t)),
+		"--dapr-listen-addresses", "127.0.0.1", "--log-level", "info",
+	}
+	if appPort > 0 {
+		args = append(args, "--app-port", fmt.Sprint(appPort), "--app-protocol", appProtocol)
+	}
+	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bins.daprd, args...)
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", r.httpPort), 60*time.Second, r.daprd.exited())
+}
+
+func (r *replica) daprURL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", r.httpPort, path)
+}
+
+func waitFile(t *testing.T, path string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within %s", path, timeout)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
+
+func waitHTTP(t *testing.T, url string, timeout time.Duration, exited <-chan struct{}) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("process exited before %s answered", url)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy within %s (last error %v)", url, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// logContains reports whether a process log has a line containing s.
+func logContains(path, s string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), s) {
+			return true
+		}
+	}
+	return false
+}
