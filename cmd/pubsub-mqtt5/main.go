@@ -5,41 +5,18 @@
 package main
 
 import (
-	"os"
-	"sync"
-
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkpubsub "github.com/dapr-sandbox/components-go-sdk/pubsub/v1"
-	"github.com/dapr/kit/logger"
 
 	pubsubmqtt5 "github.com/mqdapr/mqdapr/components/pubsub-mqtt5"
+	"github.com/mqdapr/mqdapr/internal/pluggable"
 )
 
 func main() {
-	log := logger.NewLogger("mqttv5-pubsub")
-	if lvl := os.Getenv("MQDAPR_LOG_LEVEL"); lvl != "" {
-		log.SetOutputLevel(logger.LogLevel(lvl))
-	}
-
-	// The SDK keeps one instance per Component name; remember them to close them on shutdown.
-	var mu sync.Mutex
-	var instances []*pubsubmqtt5.PubSub
+	log := pluggable.NewLogger("mqttv5-pubsub")
+	var instances pluggable.Instances
 	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {
-		p := pubsubmqtt5.New(log)
-		mu.Lock()
-		instances = append(instances, p)
-		mu.Unlock()
-		return p
+		return pluggable.Track(&instances, pubsubmqtt5.New(log))
 	}))
-	err := dapr.Run()
-
-	mu.Lock()
-	for _, p := range instances {
-		_ = p.Close()
-	}
-	mu.Unlock()
-	if err != nil {
-		log.Errorf("component server stopped: %v", err)
-		os.Exit(1)
-	}
+	pluggable.Finish(log, &instances, dapr.Run())
 }

@@ -5,41 +5,18 @@
 package main
 
 import (
-	"os"
-	"sync"
-
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkstate "github.com/dapr-sandbox/components-go-sdk/state/v1"
-	"github.com/dapr/kit/logger"
 
 	statekv "github.com/mqdapr/mqdapr/components/state-kv"
+	"github.com/mqdapr/mqdapr/internal/pluggable"
 )
 
 func main() {
-	log := logger.NewLogger("mqttkv-state")
-	if lvl := os.Getenv("MQDAPR_LOG_LEVEL"); lvl != "" {
-		log.SetOutputLevel(logger.LogLevel(lvl))
-	}
-
-	// The SDK keeps one instance per Component name; remember them to close them on shutdown.
-	var mu sync.Mutex
-	var instances []*statekv.Pluggable
+	log := pluggable.NewLogger("mqttkv-state")
+	var instances pluggable.Instances
 	dapr.Register(statekv.ComponentName, dapr.WithStateStore(func() sdkstate.Store {
-		s := statekv.NewPluggable(log)
-		mu.Lock()
-		instances = append(instances, s)
-		mu.Unlock()
-		return s
+		return pluggable.Track(&instances, statekv.NewPluggable(log))
 	}))
-	err := dapr.Run()
-
-	mu.Lock()
-	for _, s := range instances {
-		_ = s.Close()
-	}
-	mu.Unlock()
-	if err != nil {
-		log.Errorf("component server stopped: %v", err)
-		os.Exit(1)
-	}
+	pluggable.Finish(log, &instances, dapr.Run())
 }
