@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -82,4 +84,32 @@ func TestComponentKilledAndRestartedWithDaprd(t *testing.T) {
 	r.startComponents()
 	r.startDaprd("connector", app.port, "http")
 	waitDelivered(t, app, map[string]bool{`{"seq":1}`: true}, 60*time.Second)
+}
+
+// SIGTERM to the component and daprd (what Ctrl-C in `make run` sends) leaves no stale socket and
+// loses nothing: messages published while they are down are delivered after they come back.
+func TestSIGTERMLeavesNoStaleSocketAndLosesNothing(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t, rawSub("e2e-term", nil))
+	r := s.newReplica("r1", nil)
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	publishRaw(t, r, "e2e-term", `{"seq":1}`)
+	waitDelivered(t, app, map[string]bool{`{"seq":1}`: true}, 30*time.Second)
+
+	r.daprd.kill(syscall.SIGTERM)
+	r.pubsub.kill(syscall.SIGTERM)
+	_, err := os.Stat(filepath.Join(r.sockets, "mqttv5.sock"))
+	require.True(t, os.IsNotExist(err), "socket removed on SIGTERM (stat: %v)", err)
+
+	// While the app's side is down, a device keeps publishing through another daprd.
+	other := s.newReplica("publisher", nil)
+	other.startComponents()
+	other.startDaprd("device-gateway", 0, "")
+	publishRaw(t, other, "e2e-term", `{"seq":2}`)
+	publishRaw(t, other, "e2e-term", `{"seq":3}`)
+
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	waitDelivered(t, app, map[string]bool{`{"seq":2}`: true, `{"seq":3}`: true}, 60*time.Second)
 }
