@@ -186,7 +186,13 @@ func (b *Broker) startConn(nc net.Conn) bool {
 }
 
 // Stats returns a snapshot of the counters.
-func (b *Broker) Stats() Stats { return b.stats.snapshot() }
+func (b *Broker) Stats() Stats {
+	st := b.stats.snapshot()
+	if b.store != nil {
+		st.StoreCommits = b.store.commits.Load()
+	}
+	return st
+}
 
 // Close disconnects every client (DISCONNECT 0x8B), commits what is pending and closes the store.
 // It waits for all the broker's goroutines and is idempotent.

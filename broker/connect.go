@@ -131,6 +131,14 @@ func (c *conn) connect(p *packets.Connect) bool {
 		delete(b.sessions, clientID)
 		s = nil
 	}
+	if s == nil && len(b.sessions) >= b.opts.MaxSessions {
+		b.mu.Unlock()
+		if len(ops) > 0 {
+			b.store.submit(ops, nil)
+		}
+		c.connack(CodeQuotaExceeded, false, nil) // bounded memory: no new session
+		return false
+	}
 	if s == nil {
 		s = newSession(clientID)
 		b.sessions[clientID] = s

@@ -120,3 +120,15 @@ func TestMaxConnections(t *testing.T) {
 		require.ErrorContains(t, err, "quota")
 	}
 }
+
+// MaxSessions bounds the sessions kept for offline clients: a CONNECT needing a new one gets 0x97.
+func TestMaxSessions(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.MaxSessions, o.MaxConnections = 1, 1 })
+	kept := dialClient(t, b, "kept", withExpiry(60))
+	require.NoError(t, kept.Disconnect(&paho.Disconnect{}))
+	require.Eventually(t, func() bool { return b.Stats().Connections == 0 }, waitFor, 5*time.Millisecond)
+	c, err := tryClient(t, b.Addrs()[0], "new")
+	require.NoError(t, err)
+	require.Equal(t, CodeQuotaExceeded, c.connack.ReasonCode)
+	dialClient(t, b, "kept", withExpiry(60), resume()) // its own session is still reachable
+}

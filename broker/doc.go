@@ -35,8 +35,8 @@
 // acknowledged is dropped. A slow subscriber therefore affects only publishers of topics it
 // subscribes to, and only once its own queue is full; other subscribers and topics are unaffected.
 // Memory is bounded by roughly MaxConnections × (ReceiveMaximum + MaxQoS0Buffered) × MaxPacketSize
-// for connections, plus MaxQueuedBytes for stored messages, plus MaxRetained × MaxPacketSize.
-// (The number of offline sessions is not limited yet.)
+// for connections, plus MaxQueuedBytes for stored messages, plus MaxRetained × MaxPacketSize, plus
+// MaxSessions small session records.
 //
 // Later. MQTT 3.1.1 needs a second codec behind readPacket and the CONNACK/ack builders; WebSocket is
 // another net.Listener passed to Serve; topic aliases need a per-connection alias map in

@@ -22,6 +22,9 @@ type Options struct {
 	CommitInterval time.Duration
 	// MaxConnections is the number of simultaneous client connections; further CONNECTs get 0x97.
 	MaxConnections int
+	// MaxSessions is the number of sessions (connected or kept for offline clients); a CONNECT that
+	// would create one more gets 0x97.
+	MaxSessions int
 	// MaxPacketSize is the largest packet accepted from a client, checked before allocation (bytes).
 	MaxPacketSize uint32
 	// ReceiveMaximum is the number of unacknowledged QoS 1/2 publishes a client may send (CONNACK).
@@ -60,6 +63,7 @@ func NewDefaultOptions() *Options {
 		TLSAddr:          "127.0.0.1:8883",
 		CommitInterval:   0,
 		MaxConnections:   10000,
+		MaxSessions:      100000,
 		MaxPacketSize:    1 << 20,
 		ReceiveMaximum:   1024,
 		MaxSessionQueue:  100000,
@@ -76,6 +80,8 @@ func (o *Options) validate() error {
 	switch {
 	case o.MaxConnections < 1:
 		return fmt.Errorf("%w: MaxConnections must be >= 1, got %d", ErrInvalidOptions, o.MaxConnections)
+	case o.MaxSessions < o.MaxConnections:
+		return fmt.Errorf("%w: MaxSessions must be >= MaxConnections (%d), got %d", ErrInvalidOptions, o.MaxConnections, o.MaxSessions)
 	case o.MaxPacketSize < 128 || o.MaxPacketSize > 268435460:
 		return fmt.Errorf("%w: MaxPacketSize must be in [128, 268435460], got %d", ErrInvalidOptions, o.MaxPacketSize)
 	case o.ReceiveMaximum < 1:

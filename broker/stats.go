@@ -30,6 +30,9 @@ type Stats struct {
 	MessagesOut      int64
 	Queued           int64
 	DroppedQoS0      int64
+	// StoreCommits counts store transactions (one fsync each with a data directory): group commit
+	// makes it much smaller than the number of stored messages.
+	StoreCommits int64
 	// Refused counts refusals and disconnections by MQTT reason code name.
 	Refused map[string]int64
 }
@@ -78,6 +81,7 @@ func (st Stats) WriteText(w io.Writer) error {
 		fmt.Sprintf("mqbroker_messages_out_total %d", st.MessagesOut),
 		fmt.Sprintf("mqbroker_messages_queued %d", st.Queued),
 		fmt.Sprintf("mqbroker_qos0_dropped_total %d", st.DroppedQoS0),
+		fmt.Sprintf("mqbroker_store_commits_total %d", st.StoreCommits),
 	}
 	reasons := make([]string, 0, len(st.Refused))
 	for r := range st.Refused {

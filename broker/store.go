@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 )
 
 // Key spaces of the store. An entry belongs to an owner: a session (ownerSession + client ID) or a
@@ -75,7 +76,8 @@ type batch struct {
 // committer applies submitted batches in order, many per backend transaction (group commit), and
 // then calls each batch's done, in order, from its own goroutine.
 type committer struct {
-	be backend
+	be      backend
+	commits atomic.Int64 // backend transactions applied (fsyncs with bbolt)
 
 	mu      sync.Mutex // guards pending and closed
 	pending []batch
@@ -131,6 +133,7 @@ func (c *committer) run() {
 		var err error
 		if len(all) > 0 {
 			err = c.be.apply(all)
+			c.commits.Add(1)
 		}
 		for _, b := range batches {
 			if b.done != nil {

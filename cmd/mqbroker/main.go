@@ -32,6 +32,8 @@ type config struct {
 	DataDir          string `json:"data_dir"`
 	MetricsAddr      string `json:"metrics_addr"`
 	MaxConnections   int    `json:"max_connections"`
+	MaxSessions      int    `json:"max_sessions"`
+	MaxQueuedBytes   int64  `json:"max_queued_bytes"`
 	MaxPacketSize    uint32 `json:"max_packet_size"`
 	ReceiveMaximum   uint16 `json:"receive_maximum"`
 	MaxSessionQueue  int    `json:"max_session_queue"`
@@ -41,7 +43,7 @@ type config struct {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "mqbroker:", err)
 		os.Exit(1)
 	}
@@ -51,7 +53,8 @@ func main() {
 func parseConfig(args []string) (config, error) {
 	d := broker.NewDefaultOptions()
 	cfg := config{
-		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxPacketSize: d.MaxPacketSize,
+		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxSessions: d.MaxSessions,
+		MaxQueuedBytes: d.MaxQueuedBytes, MaxPacketSize: d.MaxPacketSize,
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, LogLevel: "info",
 	}
@@ -64,8 +67,10 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
-	fs.Func("max-packet-size", "maximum packet size in bytes", uintFlag(&cfg.MaxPacketSize))
-	fs.Func("receive-maximum", "unacknowledged QoS 1/2 publishes accepted per client", func(s string) error {
+	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "maximum sessions, connected or kept for offline clients")
+	fs.Int64Var(&cfg.MaxQueuedBytes, "max-queued-bytes", cfg.MaxQueuedBytes, "memory bound for all queued messages, bytes")
+	fs.Func("max-packet-size", fmt.Sprintf("maximum packet size in bytes (default %d)", d.MaxPacketSize), uintFlag(&cfg.MaxPacketSize))
+	fs.Func("receive-maximum", fmt.Sprintf("unacknowledged QoS 1/2 publishes accepted per client (default %d)", d.ReceiveMaximum), func(s string) error {
 		var v uint32
 		if err := uintFlag(&v)(s); err != nil || v > 65535 {
 			return fmt.Errorf("want 1..65535, got %q", s)
@@ -75,7 +80,7 @@ func parseConfig(args []string) (config, error) {
 	})
 	fs.IntVar(&cfg.MaxSessionQueue, "max-session-queue", cfg.MaxSessionQueue, "QoS 1/2 messages kept per session")
 	fs.IntVar(&cfg.MaxGroupQueue, "max-group-queue", cfg.MaxGroupQueue, "messages kept per shared-subscription group")
-	fs.Func("max-session-expiry", "cap on session expiry interval, seconds", uintFlag(&cfg.MaxSessionExpiry))
+	fs.Func("max-session-expiry", fmt.Sprintf("cap on session expiry interval, seconds (default %d)", d.MaxSessionExpiry), uintFlag(&cfg.MaxSessionExpiry))
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -114,6 +119,7 @@ func run(args []string) error {
 	o := broker.NewDefaultOptions()
 	o.Addr, o.TLSAddr, o.DataDir, o.Logger = cfg.Addr, cfg.TLSAddr, cfg.DataDir, log
 	o.MaxConnections, o.MaxPacketSize, o.ReceiveMaximum = cfg.MaxConnections, cfg.MaxPacketSize, cfg.ReceiveMaximum
+	o.MaxSessions, o.MaxQueuedBytes = cfg.MaxSessions, cfg.MaxQueuedBytes
 	o.MaxSessionQueue, o.MaxGroupQueue, o.MaxSessionExpiry = cfg.MaxSessionQueue, cfg.MaxGroupQueue, cfg.MaxSessionExpiry
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
