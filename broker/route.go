@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -24,47 +25,84 @@ type filterSubs struct {
 	groups []*group
 }
 
-// index finds the subscriptions matching a topic: exact filters by map, wildcard filters by scan.
+// index finds the subscriptions matching a topic: a trie of filter levels, so a publish visits only
+// the branches its topic can match ('+' and '#' children besides the literal level).
 type index struct {
-	exact map[string]*filterSubs
-	wild  map[string]*filterSubs
+	root *node
 }
 
-func newIndex() *index {
-	return &index{exact: map[string]*filterSubs{}, wild: map[string]*filterSubs{}}
+type node struct {
+	parent   *node
+	level    string
+	children map[string]*node
+	fs       *filterSubs // subscriptions and groups whose filter ends here
 }
+
+func newIndex() *index { return &index{root: &node{children: map[string]*node{}}} }
 
 func (ix *index) get(filter string, create bool) *filterSubs {
-	m := ix.exact
-	if hasWildcard(filter) {
-		m = ix.wild
-	}
-	fs := m[filter]
-	if fs == nil && create {
-		fs = &filterSubs{}
-		m[filter] = fs
-	}
-	return fs
-}
-
-func (ix *index) drop(filter string) {
-	m := ix.exact
-	if hasWildcard(filter) {
-		m = ix.wild
-	}
-	if fs := m[filter]; fs != nil && len(fs.subs) == 0 && len(fs.groups) == 0 {
-		delete(m, filter)
-	}
-}
-
-func (ix *index) match(topic string, fn func(*filterSubs)) {
-	if fs := ix.exact[topic]; fs != nil {
-		fn(fs)
-	}
-	for f, fs := range ix.wild {
-		if matchTopic(f, topic) {
-			fn(fs)
+	n := ix.root
+	for _, l := range strings.Split(filter, "/") {
+		c := n.children[l]
+		if c == nil {
+			if !create {
+				return nil
+			}
+			c = &node{parent: n, level: l, children: map[string]*node{}}
+			n.children[l] = c
 		}
+		n = c
+	}
+	if n.fs == nil && create {
+		n.fs = &filterSubs{}
+	}
+	return n.fs
+}
+
+// drop forgets filter's node when nothing subscribes to it any more, pruning empty branches.
+func (ix *index) drop(filter string) {
+	n := ix.root
+	for _, l := range strings.Split(filter, "/") {
+		if n = n.children[l]; n == nil {
+			return
+		}
+	}
+	if n.fs != nil && (len(n.fs.subs) > 0 || len(n.fs.groups) > 0) {
+		return
+	}
+	n.fs = nil
+	for n.parent != nil && n.fs == nil && len(n.children) == 0 {
+		delete(n.parent.children, n.level)
+		n = n.parent
+	}
+}
+
+// match calls fn for every filter matching topic. Topics starting with '$' are not matched by a
+// wildcard in the first level [MQTT-4.7.2-1].
+func (ix *index) match(topic string, fn func(*filterSubs)) {
+	ix.root.match(strings.Split(topic, "/"), 0, strings.HasPrefix(topic, "$"), fn)
+}
+
+func (n *node) match(levels []string, i int, dollar bool, fn func(*filterSubs)) {
+	wild := !(i == 0 && dollar)
+	if wild {
+		if c := n.children["#"]; c != nil && c.fs != nil {
+			fn(c.fs) // '#' matches this level and below, and the parent level [MQTT-4.7.1-2]
+		}
+	}
+	if i == len(levels) {
+		if n.fs != nil {
+			fn(n.fs)
+		}
+		return
+	}
+	if wild {
+		if c := n.children["+"]; c != nil {
+			c.match(levels, i+1, dollar, fn)
+		}
+	}
+	if c := n.children[levels[i]]; c != nil {
+		c.match(levels, i+1, dollar, fn)
 	}
 }
 

@@ -1,6 +1,9 @@
 package broker
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatchTopic(t *testing.T) {
 	cases := []struct {
@@ -43,5 +46,60 @@ func TestValidFilters(t *testing.T) {
 	}
 	if _, _, ok, valid := parseShared("$share/g"); !ok || valid {
 		t.Error("shared filter without filter accepted") // [MQTT-4.8.2-2]
+	}
+}
+
+// The trie index agrees with matchTopic on random filters and topics, and prunes what is dropped.
+func TestIndexMatchesLikeMatchTopic(t *testing.T) {
+	levels := []string{"a", "b", "$x", "", "+", "#"}
+	rnd := uint64(42)
+	next := func(n int) int { rnd = rnd*6364136223846793005 + 1442695040888963407; return int(rnd>>33) % n }
+	gen := func(wild bool) string {
+		var parts []string
+		for i, k := 0, 1+next(4); i < k; i++ {
+			l := levels[next(len(levels))]
+			if !wild && (l == "+" || l == "#") {
+				l = "c"
+			}
+			parts = append(parts, l)
+			if l == "#" {
+				break
+			}
+		}
+		return strings.Join(parts, "/")
+	}
+	ix := newIndex()
+	var filters []string
+	for range 200 {
+		f := gen(true)
+		if !validTopicFilter(f) {
+			continue
+		}
+		if ix.get(f, false) == nil {
+			filters = append(filters, f)
+		}
+		fs := ix.get(f, true)
+		fs.subs = append(fs.subs, &subscription{Filter: f})
+	}
+	matches := 0
+	for range 2000 {
+		topic := gen(false)
+		got := map[string]bool{}
+		ix.match(topic, func(fs *filterSubs) { got[fs.subs[0].Filter] = true; matches++ })
+		for _, f := range filters {
+			if got[f] != matchTopic(f, topic) {
+				t.Fatalf("filter %q topic %q: index %v, matchTopic %v", f, topic, got[f], matchTopic(f, topic))
+			}
+		}
+	}
+	if matches < 500 {
+		t.Fatalf("only %d matches: the generator does not exercise the index", matches)
+	}
+	for _, f := range filters {
+		ix.get(f, false).subs = nil
+		ix.drop(f)
+	}
+	if len(ix.root.children) != 0 {
+		t.Fatalf("index not pruned: %d children left", len(ix.root.children))
 	}
 }
