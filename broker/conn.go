@@ -58,11 +58,21 @@ func newConn(b *Broker, nc net.Conn) *conn {
 	}
 }
 
-// enqueue adds packets to the write queue; it reports false when the connection is closing.
+// enqueue adds packets to the write queue; it reports false when the connection is closing. A
+// client that stops reading while it keeps sending (e.g. PINGREQ) cannot grow the queue without
+// bound: beyond writeQueueLimit the connection is closed.
 func (c *conn) enqueue(cps ...*packets.ControlPacket) bool {
 	c.wmu.Lock()
 	if c.closing {
 		c.wmu.Unlock()
+		return false
+	}
+	if len(c.wq)+len(cps) > c.writeQueueLimit() {
+		c.closing = true
+		c.wmu.Unlock()
+		c.b.stats.refuse(CodeQuotaExceeded)
+		c.log.Warn("closing connection: client does not read its packets")
+		c.nc.Close()
 		return false
 	}
 	c.wq = append(c.wq, cps...)
@@ -72,6 +82,12 @@ func (c *conn) enqueue(cps ...*packets.ControlPacket) bool {
 	default:
 	}
 	return true
+}
+
+// writeQueueLimit bounds the packets waiting for the writer: every in-flight message the client
+// allows, every acknowledgement it may be owed, the QoS 0 buffer, and slack for control packets.
+func (c *conn) writeQueueLimit() int {
+	return int(c.recvMax) + int(c.b.opts.ReceiveMaximum) + c.b.opts.MaxQoS0Buffered + 1024
 }
 
 func (c *conn) sendAll(cps []*packets.ControlPacket) { c.enqueue(cps...) }

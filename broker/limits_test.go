@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
@@ -188,4 +189,28 @@ func TestQueuedBytesLimit(t *testing.T) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	require.LessOrEqual(t, b.queuedBytes, int64(3000))
+}
+
+// A client that sends without reading (here PINGREQ) is closed once its replies exceed the write
+// queue bound, so it cannot grow the broker's memory; others are unaffected.
+func TestClientNotReadingIsClosed(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.MaxQoS0Buffered = 1 })
+	r := dialRaw(t, b)
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.CleanStart, c.KeepAlive = "deaf", true, 30
+	one := uint16(1)
+	c.Properties.ReceiveMaximum = &one
+	r.send(t, cp)
+	ping := make([]byte, 0, 2*4096)
+	for range 4096 {
+		ping = append(ping, 0xC0, 0x00)
+	}
+	for i := 0; i < 1000; i++ { // up to 4M PINGREQs, never reading a PINGRESP
+		if _, err := r.nc.Write(ping); err != nil {
+			break
+		}
+	}
+	require.Eventually(t, func() bool { return b.Stats().Refused["quota_exceeded"] == 1 }, waitFor, 10*time.Millisecond)
+	dialClient(t, b, "other").publish(t, "x", 1, "fine")
 }
