@@ -16,13 +16,14 @@ type boltTx = bolt.Tx
 // formatVersion is the data directory format; a directory with another version is refused.
 const formatVersion = "1"
 
-var (
-	bucketMeta     = []byte("meta")
-	bucketSessions = []byte("sessions")
-	bucketEntries  = []byte("entries")
-	bucketRetained = []byte("retained")
-	bucketInbound  = []byte("inbound")
-	keyFormat      = []byte("format")
+// Bucket names and the format key of the bbolt file.
+const (
+	bucketMeta     = "meta"
+	bucketSessions = "sessions"
+	bucketEntries  = "entries"
+	bucketRetained = "retained"
+	bucketInbound  = "inbound"
+	keyFormat      = "format"
 )
 
 // boltBackend stores the durable state in one bbolt file. Each apply is one read-write transaction,
@@ -41,15 +42,15 @@ func openBolt(dir string) (*boltBackend, error) {
 		return nil, fmt.Errorf("broker: open store in %q: %w", dir, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketSessions, bucketEntries, bucketRetained, bucketInbound} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+		for _, name := range []string{bucketMeta, bucketSessions, bucketEntries, bucketRetained, bucketInbound} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(keyFormat); {
+		meta := tx.Bucket([]byte(bucketMeta))
+		switch v := meta.Get([]byte(keyFormat)); {
 		case v == nil:
-			return meta.Put(keyFormat, []byte(formatVersion))
+			return meta.Put([]byte(keyFormat), []byte(formatVersion))
 		case string(v) != formatVersion:
 			return fmt.Errorf("%w: %q in %q, this broker reads %q", ErrDataDirVersion, v, dir, formatVersion)
 		}
@@ -70,13 +71,13 @@ func (s *boltBackend) load() (*snapshot, error) {
 		inbound:  map[string]map[uint16]bool{},
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		if err := tx.Bucket([]byte(bucketSessions)).ForEach(func(k, v []byte) error {
 			snap.sessions[string(k)] = append([]byte(nil), v...)
 			return nil
 		}); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketEntries).ForEach(func(k, v []byte) error {
+		if err := tx.Bucket([]byte(bucketEntries)).ForEach(func(k, v []byte) error {
 			if len(k) < 9 {
 				return errCorrupt
 			}
@@ -87,13 +88,13 @@ func (s *boltBackend) load() (*snapshot, error) {
 		}); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketRetained).ForEach(func(k, v []byte) error {
+		if err := tx.Bucket([]byte(bucketRetained)).ForEach(func(k, v []byte) error {
 			snap.retained[string(k)] = append([]byte(nil), v...)
 			return nil
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketInbound).ForEach(func(k, _ []byte) error {
+		return tx.Bucket([]byte(bucketInbound)).ForEach(func(k, _ []byte) error {
 			if len(k) < 3 {
 				return errCorrupt
 			}
@@ -125,8 +126,8 @@ func deletePrefix(b *bolt.Bucket, prefix []byte) error {
 
 func (s *boltBackend) apply(ops []op) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		sessions, entries := tx.Bucket(bucketSessions), tx.Bucket(bucketEntries)
-		retained, inbound := tx.Bucket(bucketRetained), tx.Bucket(bucketInbound)
+		sessions, entries := tx.Bucket([]byte(bucketSessions)), tx.Bucket([]byte(bucketEntries))
+		retained, inbound := tx.Bucket([]byte(bucketRetained)), tx.Bucket([]byte(bucketInbound))
 		for _, o := range ops {
 			var err error
 			switch o.kind {

@@ -76,7 +76,7 @@ func TestDataDirFormatVersion(t *testing.T) {
 	require.NoError(t, b.Close())
 	bb, err := openBolt(dir)
 	require.NoError(t, err)
-	require.NoError(t, bb.db.Update(func(tx *boltTx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte("99")) }))
+	require.NoError(t, bb.db.Update(func(tx *boltTx) error { return tx.Bucket([]byte(bucketMeta)).Put([]byte(keyFormat), []byte("99")) }))
 	require.NoError(t, bb.close())
 	o := NewDefaultOptions()
 	o.Addr, o.DataDir = "127.0.0.1:0", dir

@@ -83,4 +83,9 @@ var (
 	ErrInvalidOptions = errors.New("broker: invalid options")
 	// ErrDataDirVersion is returned by New when the data directory was written by an unknown format version.
 	ErrDataDirVersion = errors.New("broker: unsupported data directory format version")
+
+	// errCorrupt is returned when a stored record cannot be decoded (Start fails with it).
+	errCorrupt = errors.New("broker: corrupt stored record")
+	// errClientDisconnect ends the read loop after a DISCONNECT from the client (nothing is sent back).
+	errClientDisconnect = errors.New("client disconnected")
 )

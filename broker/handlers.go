@@ -9,9 +9,6 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 )
 
-// errClientDisconnect ends the read loop after a DISCONNECT from the client (nothing is sent back).
-var errClientDisconnect = errors.New("client disconnected")
-
 // handle processes one packet after CONNECT. An error closes the connection with its reason code.
 func (c *conn) handle(cp *packets.ControlPacket) error {
 	switch p := cp.Content.(type) {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"encoding/binary"
-	"errors"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -108,8 +107,6 @@ func appendString(b []byte, v string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(v)))
 	return append(b, v...)
 }
-
-var errCorrupt = errors.New("broker: corrupt stored record")
 
 type decoder struct {
 	b   []byte

@@ -37,22 +37,53 @@ type Stats struct {
 	Refused map[string]int64
 }
 
-var codeNames = map[byte]string{
-	CodeUnspecifiedError: "unspecified_error", CodeMalformedPacket: "malformed_packet",
-	CodeProtocolError: "protocol_error", CodeUnsupportedProtocolVersion: "unsupported_protocol_version",
-	CodeClientIdentifierNotValid: "client_id_not_valid", CodeBadUserNameOrPassword: "bad_username_or_password",
-	CodeNotAuthorized: "not_authorized", CodeBadAuthenticationMethod: "bad_authentication_method",
-	CodeKeepAliveTimeout: "keep_alive_timeout", CodeSessionTakenOver: "session_taken_over",
-	CodeTopicFilterInvalid: "topic_filter_invalid", CodeTopicNameInvalid: "topic_name_invalid",
-	CodeReceiveMaximumExceeded: "receive_maximum_exceeded", CodeTopicAliasInvalid: "topic_alias_invalid",
-	CodePacketTooLarge: "packet_too_large", CodeQuotaExceeded: "quota_exceeded",
-	CodeSharedSubNotSupported: "shared_subscription_invalid", CodeMaximumConnectTime: "connect_timeout",
-	CodeServerBusy: "server_busy", CodeImplementationSpecificError: "implementation_specific_error",
-}
-
+// codeName is the counter label of a reason code.
 func codeName(c byte) string {
-	if n, ok := codeNames[c]; ok {
-		return n
+	switch c {
+	case CodeUnspecifiedError:
+		return "unspecified_error"
+	case CodeMalformedPacket:
+		return "malformed_packet"
+	case CodeProtocolError:
+		return "protocol_error"
+	case CodeImplementationSpecificError:
+		return "implementation_specific_error"
+	case CodeUnsupportedProtocolVersion:
+		return "unsupported_protocol_version"
+	case CodeClientIdentifierNotValid:
+		return "client_id_not_valid"
+	case CodeBadUserNameOrPassword:
+		return "bad_username_or_password"
+	case CodeNotAuthorized:
+		return "not_authorized"
+	case CodeServerUnavailable:
+		return "server_unavailable"
+	case CodeServerBusy:
+		return "server_busy"
+	case CodeBadAuthenticationMethod:
+		return "bad_authentication_method"
+	case CodeKeepAliveTimeout:
+		return "keep_alive_timeout"
+	case CodeSessionTakenOver:
+		return "session_taken_over"
+	case CodeTopicFilterInvalid:
+		return "topic_filter_invalid"
+	case CodeTopicNameInvalid:
+		return "topic_name_invalid"
+	case CodePacketIDNotFound:
+		return "packet_id_not_found"
+	case CodeReceiveMaximumExceeded:
+		return "receive_maximum_exceeded"
+	case CodeTopicAliasInvalid:
+		return "topic_alias_invalid"
+	case CodePacketTooLarge:
+		return "packet_too_large"
+	case CodeQuotaExceeded:
+		return "quota_exceeded"
+	case CodePayloadFormatInvalid:
+		return "payload_format_invalid"
+	case CodeMaximumConnectTime:
+		return "connect_timeout"
 	}
 	return fmt.Sprintf("0x%02x", c)
 }
