@@ -1,0 +1,165 @@
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mqdapr/mqdapr/app/kv"
+)
+
+// Finder looks for a row in a lake file (lake.Lake implements it).
+type Finder interface {
+	Find(rel string, match func(line []byte) bool) (bool, error)
+}
+
+// Options configure a Deduper.
+type Options struct {
+	Store   kv.Store
+	Rows    Finder
+	Replica string // this replica's name, unique among replicas and stable across restarts
+	// ClaimTTL is how long a pending claim of another replica is respected before it is taken
+	// over; an owner writes only within ClaimTTL/2 of its claim. Default 2 minutes.
+	ClaimTTL time.Duration
+	// DoneTTL is how long a done record is kept: redeliveries later than that write a second
+	// row. 0 keeps it for ever. Default 7 days.
+	DoneTTL time.Duration
+	Now     func() time.Time // default time.Now
+}
+
+// Deduper claims message identities. Safe for concurrent use.
+type Deduper struct {
+	opts  Options
+	locks keyLocks
+}
+
+// New returns a Deduper; it does no I/O.
+func New(opts Options) *Deduper {
+	if opts.ClaimTTL <= 0 {
+		opts.ClaimTTL = 2 * time.Minute
+	}
+	if opts.DoneTTL < 0 {
+		opts.DoneTTL = 0
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Deduper{opts: opts, locks: keyLocks{held: map[string]chan struct{}{}}}
+}
+
+// Claim is the right to write one row. Exactly one of Duplicate or the write path applies.
+type Claim struct {
+	d     *Deduper
+	key   string
+	file  string
+	start time.Time
+	// Duplicate is true when the row already exists (record done, or found in the previous
+	// owner's file and the record completed): the caller must not write and must ack.
+	Duplicate bool
+	// Reconciled is true when Duplicate was established by scanning a file after a pending claim.
+	Reconciled bool
+	release    func()
+}
+
+const maxAttempts = 5
+
+// Claim acquires key for writing a row to file (lake-relative). match recognises the row of this
+// message in a lake file. The caller must call Release (after Commit, or on failure). Errors:
+// ErrClaimedElsewhere, ErrContention, ErrBadRecord, kv.ErrStore, ctx errors; all retriable.
+func (d *Deduper) Claim(ctx context.Context, key, file string, match func(line []byte) bool) (*Claim, error) {
+	release, err := d.locks.lock(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.claim(ctx, key, file, match)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	c.release = release
+	return c, nil
+}
+
+func (d *Deduper) claim(ctx context.Context, key, file string, match func(line []byte) bool) (*Claim, error) {
+	me := d.opts.Replica
+	for range maxAttempts {
+		start := d.opts.Now()
+		mine := Record{State: StatePending, Owner: me, File: file, At: start}
+		err := d.opts.Store.Create(ctx, key, mine.encode())
+		if err == nil {
+			return &Claim{d: d, key: key, file: file, start: start}, nil
+		}
+		if !errors.Is(err, kv.ErrExists) {
+			return nil, err
+		}
+		val, etag, found, err := d.opts.Store.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue // expired or deleted in between: create again
+		}
+		rec, err := decodeRecord(key, val)
+		if err != nil {
+			return nil, err
+		}
+		if rec.State == StateDone {
+			return &Claim{d: d, key: key, Duplicate: true}, nil
+		}
+		if rec.Owner != me && d.opts.Now().Sub(rec.At) < d.opts.ClaimTTL {
+			return nil, fmt.Errorf("%w: %s by %s since %s", ErrClaimedElsewhere, key, rec.Owner, rec.At.Format(time.RFC3339Nano))
+		}
+		// Our own earlier attempt (crash or failure after the claim), or a stale foreign claim:
+		// take it over, then look for the row where the previous owner would have written it.
+		start = d.opts.Now()
+		mine.At = start
+		if err := d.opts.Store.Replace(ctx, key, mine.encode(), etag, 0); errors.Is(err, kv.ErrConflict) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		found, err = d.opts.Rows.Find(rec.File, match)
+		if err != nil {
+			return nil, fmt.Errorf("dedup: reconciling %s in %s: %w", key, rec.File, err)
+		}
+		c := &Claim{d: d, key: key, file: file, start: start}
+		if found {
+			if err := d.markDone(ctx, key, Record{State: StateDone, Owner: rec.Owner, File: rec.File, At: rec.At}); err != nil {
+				return nil, err
+			}
+			c.Duplicate, c.Reconciled = true, true
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: %s after %d attempts", ErrContention, key, maxAttempts)
+}
+
+// Check returns ErrLeaseExpired when the claim is older than ClaimTTL/2: writing now could race a
+// replica that takes the claim over. Call it right before the lake write.
+func (c *Claim) Check() error {
+	if age := c.d.opts.Now().Sub(c.start); age >= c.d.opts.ClaimTTL/2 {
+		return fmt.Errorf("%w: %s claimed %s ago", ErrLeaseExpired, c.key, age)
+	}
+	return nil
+}
+
+// Commit marks the record done, after the row is durable in the claim's file. On error the
+// record stays pending: a redelivery finds the row by scanning and completes it.
+func (c *Claim) Commit(ctx context.Context) error {
+	return c.d.markDone(ctx, c.key, Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start})
+}
+
+// Release frees the in-process lock on the key. Idempotent.
+func (c *Claim) Release() {
+	if c.release != nil {
+		c.release()
+	}
+}
+
+func (d *Deduper) markDone(ctx context.Context, key string, rec Record) error {
+	if err := d.opts.Store.Put(ctx, key, rec.encode(), d.opts.DoneTTL); err != nil {
+		return fmt.Errorf("dedup: marking %s done: %w", key, err)
+	}
+	return nil
+}

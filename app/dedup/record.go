@@ -1,0 +1,40 @@
+package dedup
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Record states.
+const (
+	StatePending = "pending" // claimed: the owner may be writing the row to File
+	StateDone    = "done"    // the row is durable in File
+)
+
+// Record is the value of a dedup key "dedup/<device>/<id>".
+type Record struct {
+	State string    `json:"state"`
+	Owner string    `json:"owner"` // replica name
+	File  string    `json:"file"`  // lake-relative path of the owner's partition file
+	At    time.Time `json:"at"`    // when the claim was made, owner's clock
+}
+
+func (r Record) encode() []byte {
+	b, _ := json.Marshal(r) // a struct of strings and a time: cannot fail
+	return b
+}
+
+func decodeRecord(key string, b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: %s: %w", ErrBadRecord, key, err)
+	}
+	if r.State != StatePending && r.State != StateDone {
+		return r, fmt.Errorf("%w: %s: state %q; want pending or done", ErrBadRecord, key, r.State)
+	}
+	return r, nil
+}
+
+// Key returns the dedup key of a message: its device and its identity within the device.
+func Key(device, id string) string { return "dedup/" + device + "/" + id }

@@ -1,0 +1,85 @@
+package kv
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// StateClient is the part of the Dapr SDK client that Dapr uses.
+type StateClient interface {
+	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
+	SaveStateWithETag(ctx context.Context, storeName, key string, data []byte, etag string, meta map[string]string, so ...dapr.StateOption) error
+}
+
+// Dapr is a Store over a Dapr state store reached through daprd.
+type Dapr struct {
+	client StateClient
+	store  string
+}
+
+// NewDapr returns a Store over the state store named store.
+func NewDapr(client StateClient, store string) *Dapr { return &Dapr{client: client, store: store} }
+
+// Get implements Store.
+func (d *Dapr) Get(ctx context.Context, key string) ([]byte, string, bool, error) {
+	item, err := d.client.GetState(ctx, d.store, key, nil)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("%w: get %q: %w", ErrStore, key, err)
+	}
+	if item == nil || (item.Etag == "" && len(item.Value) == 0) {
+		return nil, "", false, nil
+	}
+	return item.Value, item.Etag, true, nil
+}
+
+// Create implements Store with first-write concurrency and no ETag (state.mqttkv: SET NX).
+func (d *Dapr) Create(ctx context.Context, key string, value []byte) error {
+	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", nil,
+		dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
+	return d.mapErr("create", key, err, ErrExists)
+}
+
+// Replace implements Store with first-write concurrency and the ETag.
+func (d *Dapr) Replace(ctx context.Context, key string, value []byte, etag string, ttl time.Duration) error {
+	err := d.client.SaveStateWithETag(ctx, d.store, key, value, etag, ttlMeta(ttl),
+		dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
+	return d.mapErr("replace", key, err, ErrConflict)
+}
+
+// Put implements Store (last write wins).
+func (d *Dapr) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", ttlMeta(ttl),
+		dapr.WithConcurrency(dapr.StateConcurrencyLastWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
+	return d.mapErr("put", key, err, nil)
+}
+
+// mapErr turns daprd's ETag mismatch (gRPC Aborted; FailedPrecondition from some versions) into
+// conflict, everything else into ErrStore.
+func (d *Dapr) mapErr(op, key string, err, conflict error) error {
+	if err == nil {
+		return nil
+	}
+	if conflict != nil {
+		if c := status.Code(err); c == codes.Aborted || c == codes.FailedPrecondition {
+			return fmt.Errorf("%w: %s %q: %w", conflict, op, key, err)
+		}
+	}
+	return fmt.Errorf("%w: %s %q: %w", ErrStore, op, key, err)
+}
+
+func ttlMeta(ttl time.Duration) map[string]string {
+	if ttl <= 0 {
+		return nil
+	}
+	secs := int64(ttl / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return map[string]string{"ttlInSeconds": strconv.FormatInt(secs, 10)}
+}
