@@ -340,6 +340,9 @@ func (b *Broker) expire(now time.Time) {
 		if !s.willAt.IsZero() && !now.Before(s.willAt) {
 			wills = append(wills, s.will.msg) // [MQTT-3.1.3-9]
 			s.will, s.willAt = nil, time.Time{}
+			if s.persistent {
+				ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
+			}
 		}
 		if s.expiry != 0xFFFFFFFF && !s.offlineAt.IsZero() && now.Sub(s.offlineAt) >= time.Duration(s.expiry)*time.Second {
 			if s.will != nil && !s.willAt.IsZero() {
@@ -380,6 +383,14 @@ func (b *Broker) restore(snap *snapshot) error {
 		s.offlineAt = time.Now()
 		if rec.OfflineAt != 0 {
 			s.offlineAt = time.Unix(0, rec.OfflineAt)
+		}
+		if rec.Will != nil {
+			d := &decoder{b: rec.Will}
+			if m := d.message(); d.err == nil {
+				// Its connection ended with the restart (or earlier): the will is due after its delay.
+				s.will = &will{msg: m, delay: rec.WillDelay}
+				s.willAt = s.offlineAt.Add(min(rec.WillDelay, time.Duration(s.expiry)*time.Second))
+			}
 		}
 		for pid := range snap.inbound[id] {
 			s.inbound[pid] = true

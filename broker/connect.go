@@ -146,6 +146,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 		present = true // [MQTT-3.2.2-3]
 	}
 	wasPersistent := s.persistent
+	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
 	s.persistent = expiry > 0 && !b.memory
 	switch {
@@ -163,7 +164,6 @@ func (c *conn) connect(p *packets.Connect) bool {
 	case wasPersistent:
 		ops = append(ops, op{kind: opDelSession, owner: s.id})
 	}
-	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.conn, s.offlineAt = c, time.Time{}
 	c.sess = s
 	b.stats.Connections.Add(1)

@@ -107,3 +107,19 @@ func TestSessionExpiryAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, CodeNoMatchingSubscribers, r.publish(t, "t", 1, "x").ReasonCode)
 }
+
+// A delayed will not yet published when the broker stops is published after a restart
+// [MQTT-3.1.3-9]: the will is part of the stored session.
+func TestWillSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := startDurable(t, dir)
+	_, err := tryClient(t, b.Addrs()[0], "mortal", withExpiry(60), withWill("will/mortal", "bye", 1))
+	require.NoError(t, err)
+	require.NoError(t, b.Close()) // the connection ends without DISCONNECT: the will is pending
+	b2 := startDurable(t, dir)
+	defer func() { require.NoError(t, b2.Close()) }()
+	w, err := tryClient(t, b2.Addrs()[0], "watcher")
+	require.NoError(t, err)
+	w.subscribe(t, "will/#", 1)
+	require.Equal(t, "bye", string(w.next(t).Payload))
+}

@@ -151,6 +151,10 @@ type sessionRecord struct {
 	OfflineAt int64           `json:"offline_at,omitempty"`
 	Subs      []*subscription `json:"subs"`
 	NextPID   uint16          `json:"next_pid"`
+	// Will is the will message not yet published (encoded like a stored message), so a crash or
+	// restart does not lose it; WillDelay is its delay.
+	Will      []byte        `json:"will,omitempty"`
+	WillDelay time.Duration `json:"will_delay,omitempty"`
 }
 
 func (s *session) record() []byte {
@@ -160,6 +164,9 @@ func (s *session) record() []byte {
 	}
 	for _, sub := range s.subs {
 		r.Subs = append(r.Subs, sub)
+	}
+	if s.will != nil {
+		r.Will, r.WillDelay = s.will.msg.appendTo(nil), s.will.delay
 	}
 	b, _ := json.Marshal(r)
 	return b
