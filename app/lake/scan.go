@@ -12,7 +12,8 @@ import (
 // Find reports whether the file rel (of any replica, when the lake folder is shared) holds a
 // complete row (newline-terminated) for which match returns true. A missing file holds no row. It
 // reads the file as it is now: rows appended while it runs may or may not be seen, so callers must
-// make sure nobody writes the row they look for at the same time. match must not keep line.
+// make sure nobody writes the row they look for at the same time. A found row is fsynced before
+// Find returns true. match must not keep line.
 func (l *Lake) Find(rel string, match func(line []byte) bool) (bool, error) {
 	abs, err := l.abs(rel)
 	if err != nil {
@@ -32,6 +33,11 @@ func (l *Lake) Find(rel string, match func(line []byte) bool) (bool, error) {
 		switch {
 		case err == nil:
 			if match(line[:len(line)-1]) {
+				// The row may be there from a write whose fsync failed or never ran (crash):
+				// make it durable before anyone relies on it.
+				if err := l.sync(f); err != nil {
+					return false, fmt.Errorf("%w: syncing %s after finding the row: %w", ErrWrite, rel, err)
+				}
 				return true, nil
 			}
 		case errors.Is(err, bufio.ErrBufferFull):
