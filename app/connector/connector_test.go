@@ -328,6 +328,9 @@ func TestSDKBinding(t *testing.T) {
 	if cfg.Topic != "config/assets/+" || cfg.Metadata["rawPayload"] != "true" || cfg.Metadata["sharedSubscriptionGroup"] != "" {
 		t.Fatalf("config subscription %+v", cfg)
 	}
+	if g, ok := cfg.Metadata["sharedSubscriptionGroup"]; !ok || g != "" {
+		t.Fatalf("config subscription %+v", cfg)
+	}
 	retry, err := f.c.TopicEventHandler(context.Background(), &common.TopicEvent{
 		Topic: "devices/+/telemetry", PubsubName: "mqtt", RawData: reading("1", "2026-11-27T07:00:00Z", "1"),
 		Metadata: map[string]string{"mqtt-topic": "devices/dev-1/telemetry"},

@@ -31,7 +31,8 @@ func Subscriptions(pubsub, sharedGroup string, o Options) []*common.Subscription
 	}
 	return []*common.Subscription{
 		{PubsubName: pubsub, Topic: o.TelemetryFilter, Metadata: tel, DisableTopicValidation: true},
-		{PubsubName: pubsub, Topic: o.ConfigFilter, Metadata: map[string]string{mdRawPayload: "true"}},
+		// An explicit empty group overrides a component-level sharedSubscriptionGroup.
+		{PubsubName: pubsub, Topic: o.ConfigFilter, Metadata: map[string]string{mdRawPayload: "true", mdSharedGroup: ""}},
 	}
 }
 
