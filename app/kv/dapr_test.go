@@ -1,0 +1,78 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	dapr "github.com/dapr/go-sdk/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+type fakeClient struct {
+	item  *dapr.StateItem
+	err   error
+	saved struct {
+		etag string
+		meta map[string]string
+		opts dapr.StateOptions
+	}
+}
+
+func (f *fakeClient) GetState(context.Context, string, string, map[string]string) (*dapr.StateItem, error) {
+	return f.item, f.err
+}
+
+func (f *fakeClient) SaveStateWithETag(_ context.Context, _, _ string, _ []byte, etag string, meta map[string]string, so ...dapr.StateOption) error {
+	f.saved.etag, f.saved.meta = etag, meta
+	f.saved.opts = dapr.StateOptions{}
+	for _, o := range so {
+		o(&f.saved.opts)
+	}
+	return f.err
+}
+
+func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeClient{}
+	d := NewDapr(f, "kv")
+
+	f.item = &dapr.StateItem{Key: "k"}
+	if _, _, found, err := d.Get(ctx, "k"); found || err != nil {
+		t.Fatalf("absent key: found %v err %v", found, err)
+	}
+	f.item = &dapr.StateItem{Key: "k", Value: []byte("v"), Etag: "7"}
+	if v, etag, found, err := d.Get(ctx, "k"); !found || err != nil || string(v) != "v" || etag != "7" {
+		t.Fatalf("Get = %q %q %v %v", v, etag, found, err)
+	}
+
+	if err := d.Create(ctx, "k", nil); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.etag != "" {
+		t.Fatalf("Create: %v %+v", err, f.saved)
+	}
+	if err := d.Put(ctx, "k", nil, 90*time.Second); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyLastWrite || f.saved.meta["ttlInSeconds"] != "90" {
+		t.Fatalf("Put: %v %+v", err, f.saved)
+	}
+	if err := d.Replace(ctx, "k", nil, "7", 0); err != nil || f.saved.etag != "7" || f.saved.meta != nil {
+		t.Fatalf("Replace: %v %+v", err, f.saved)
+	}
+
+	f.err = status.Error(codes.Aborted, "etag mismatch")
+	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create conflict: %v", err)
+	}
+	if err := d.Replace(ctx, "k", nil, "7", 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Replace conflict: %v", err)
+	}
+	if err := d.Put(ctx, "k", nil, 0); !errors.Is(err, ErrStore) {
+		t.Fatalf("Put: %v; want ErrStore", err)
+	}
+	f.err = status.Error(codes.Unavailable, "daprd away")
+	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {
+		t.Fatalf("Create unavailable: %v; want ErrStore", err)
+	}
+	if _, _, _, err := d.Get(ctx, "k"); !errors.Is(err, ErrStore) {
+		t.Fatalf("Get unavailable: %v", err)
+	}
+}
