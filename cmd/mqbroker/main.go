@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mqdapr/mqdapr/broker"
+	"github.com/mqdapr/mqdapr/broker/statestore"
 )
 
 // config is the file format (JSON); every field matches a flag.
@@ -40,6 +41,12 @@ type config struct {
 	MaxGroupQueue    int    `json:"max_group_queue"`
 	MaxSessionExpiry uint32 `json:"max_session_expiry"`
 	LogLevel         string `json:"log_level"`
+	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
+	KV           bool   `json:"kv"`
+	KVPersistAll bool   `json:"kv_persist_all"`
+	KVNodeID     string `json:"kv_node_id"`
+	KVMaxKeys    int    `json:"kv_max_keys"`
+	KVMaxValue   int    `json:"kv_max_value_bytes"`
 }
 
 func main() {
@@ -52,11 +59,13 @@ func main() {
 // parseConfig reads flags and, with -config, the JSON file; explicit flags override the file.
 func parseConfig(args []string) (config, error) {
 	d := broker.NewDefaultOptions()
+	kvd := statestore.NewDefaultOptions()
 	cfg := config{
 		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxSessions: d.MaxSessions,
 		MaxQueuedBytes: d.MaxQueuedBytes, MaxPacketSize: d.MaxPacketSize,
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, LogLevel: "info",
+		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
 	configFile := fs.String("config", "", "JSON config file; flags given explicitly override it")
@@ -82,6 +91,11 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&cfg.MaxGroupQueue, "max-group-queue", cfg.MaxGroupQueue, "messages kept per shared-subscription group")
 	fs.Func("max-session-expiry", fmt.Sprintf("cap on session expiry interval, seconds (default %d)", d.MaxSessionExpiry), uintFlag(&cfg.MaxSessionExpiry))
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
+	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
+	fs.StringVar(&cfg.KVNodeID, "kv-node-id", cfg.KVNodeID, "node id in key versions (no ':')")
+	fs.IntVar(&cfg.KVMaxKeys, "kv-max-keys", cfg.KVMaxKeys, "maximum number of keys (0: no limit)")
+	fs.IntVar(&cfg.KVMaxValue, "kv-max-value-bytes", cfg.KVMaxValue, "maximum value size in bytes (0: no limit)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -128,12 +142,27 @@ func run(args []string) error {
 		}
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	kv, err := openKV(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer kv.close()
+	if kv != nil && kv.svc != nil {
+		o.Services = append(o.Services, kv.svc)
+		o.Authenticator = kv.svc.Authenticator(o.Authenticator)
+	}
 	b, err := broker.New(o)
 	if err != nil {
 		return err
 	}
 	if err := b.Start(); err != nil {
 		return err
+	}
+	if kv != nil && kv.svc != nil {
+		if err := kv.svc.Start(b); err != nil {
+			_ = b.Close()
+			return err
+		}
 	}
 	// The bound addresses, one line, for scripts and tests that use port 0.
 	fmt.Printf("listening %v\n", b.Addrs())
