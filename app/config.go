@@ -52,7 +52,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.sharedGroup, "shared-group", env("SHARED_GROUP", "connector"), "shared subscription group of telemetry; empty: not shared (env SHARED_GROUP)")
 	fs.StringVar(&c.lakeDir, "lake", env("LAKE_DIR", "lake"), "data lake folder (env LAKE_DIR)")
 	fs.StringVar(&c.replica, "replica", env("REPLICA", host), "replica name, unique and stable: part of file names and dedup owners (env REPLICA; default host name)")
-	fs.DurationVar(&c.claimTTL, "claim-ttl", 2*time.Minute, "how long another replica's pending dedup claim is respected before take-over")
+	fs.DurationVar(&c.claimTTL, "claim-ttl", 20*time.Second, "how long another replica's pending dedup claim is respected before take-over")
 	fs.DurationVar(&c.dedupTTL, "dedup-ttl", 7*24*time.Hour, "how long dedup records are kept; 0 for ever")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight deliveries may take at shutdown")
 	level := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")

@@ -14,7 +14,7 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.appPort != "7000" || c.pubsub != "ps" || c.replica != "r-env" || c.lakeDir != "/tmp/l" ||
-		c.logLevel != slog.LevelDebug || c.claimTTL != 2*time.Minute || c.telemetryTopic != "devices/+/telemetry" {
+		c.logLevel != slog.LevelDebug || c.claimTTL != 20*time.Second || c.telemetryTopic != "devices/+/telemetry" {
 		t.Fatalf("config %+v", c)
 	}
 	for _, bad := range [][]string{

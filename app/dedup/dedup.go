@@ -20,7 +20,9 @@ type Options struct {
 	Rows    Finder
 	Replica string // this replica's name, unique among replicas and stable across restarts
 	// ClaimTTL is how long a pending claim of another replica is respected before it is taken
-	// over; an owner writes only within ClaimTTL/2 of its claim. Default 2 minutes.
+	// over; an owner writes only within ClaimTTL/2 of its claim. Default 20 s: it must be shorter
+	// than the pub/sub's total retry time (pubsub.mqttv5 defaults: 10 attempts ≈ 33 s), else a
+	// message whose owner crashed is dead-lettered by the component before it can be taken over.
 	ClaimTTL time.Duration
 	// DoneTTL is how long a done record is kept: redeliveries later than that write a second
 	// row. 0 keeps it for ever. Default 7 days.
@@ -37,7 +39,7 @@ type Deduper struct {
 // New returns a Deduper; it does no I/O.
 func New(opts Options) *Deduper {
 	if opts.ClaimTTL <= 0 {
-		opts.ClaimTTL = 2 * time.Minute
+		opts.ClaimTTL = 20 * time.Second
 	}
 	if opts.DoneTTL < 0 {
 		opts.DoneTTL = 0
