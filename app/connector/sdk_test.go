@@ -1,0 +1,88 @@
+package connector
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	daprgrpc "github.com/dapr/go-sdk/service/grpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/mqdapr/mqdapr/app/kv"
+)
+
+// TestThroughTheSDKService calls the app the way daprd does (AppCallback over gRPC): the
+// subscriptions it lists, and deliveries on concrete topics of both wildcard filters.
+func TestThroughTheSDKService(t *testing.T) {
+	f := newFixture(t, "r1", kv.NewMem(), t.TempDir(), nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := daprgrpc.NewServiceWithListener(lis)
+	if err := Register(svc, f.c, "mqtt", "connector"); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- svc.Start() }()
+	t.Cleanup(func() { _ = svc.GracefulStop(); <-served })
+
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	app := runtimev1pb.NewAppCallbackClient(conn)
+	ctx := context.Background()
+
+	list, err := app.ListTopicSubscriptions(ctx, &emptypb.Empty{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := map[string]map[string]string{}
+	for _, s := range list.GetSubscriptions() {
+		if s.GetPubsubName() != "mqtt" {
+			t.Fatalf("subscription %v", s)
+		}
+		topics[s.GetTopic()] = s.GetMetadata()
+	}
+	if len(topics) != 2 || topics["devices/+/telemetry"]["sharedSubscriptionGroup"] != "connector" || topics["config/assets/+"]["rawPayload"] != "true" {
+		t.Fatalf("subscriptions %v", topics)
+	}
+
+	deliver := func(topic string, data []byte, md ...string) runtimev1pb.TopicEventResponse_TopicEventResponseStatus {
+		t.Helper()
+		mctx := metadata.AppendToOutgoingContext(ctx, md...)
+		res, err := app.OnTopicEvent(mctx, &runtimev1pb.TopicEventRequest{
+			Id: "random-per-delivery", PubsubName: "mqtt", Topic: topic, Data: data,
+			DataContentType: "application/octet-stream", SpecVersion: "1.0", Type: "com.dapr.event.sent", Source: "x",
+		})
+		if err != nil { // daprd treats an error as a failed delivery: redelivered
+			return runtimev1pb.TopicEventResponse_RETRY
+		}
+		return res.GetStatus()
+	}
+	if s := deliver("config/assets/press-7", []byte(assetCfg)); s != runtimev1pb.TopicEventResponse_SUCCESS {
+		t.Fatalf("config: %v", s)
+	}
+	tel := reading("1", "2026-11-27T07:00:00Z", "1")
+	for range 2 {
+		if s := deliver("devices/dev-1/telemetry", tel, "metadata.mqtt-topic", "devices/dev-1/telemetry"); s != runtimev1pb.TopicEventResponse_SUCCESS {
+			t.Fatalf("telemetry: %v", s)
+		}
+	}
+	if s := deliver("elsewhere/x", tel); s != runtimev1pb.TopicEventResponse_RETRY {
+		t.Fatalf("unroutable: %v; want RETRY", s)
+	}
+	rows := f.rows(t)
+	if len(rows) != 1 || rows[0].AssetID != "press-7" {
+		t.Fatalf("rows %+v", rows)
+	}
+	if d := f.c.Counters().Duplicates.Load(); d != 1 {
+		t.Fatalf("duplicates %d; want 1", d)
+	}
+}
