@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Message is one delivery from the pub/sub, as daprd hands it to the app with rawPayload.
@@ -69,6 +70,9 @@ func (c *Connector) HandleTelemetry(ctx context.Context, m Message) error {
 
 func (c *Connector) handleTelemetry(ctx context.Context, m Message) error {
 	_, topicDevice := matchTopic(c.opts.TelemetryFilter, m.Topic)
+	if strings.ContainsAny(topicDevice, "+#") { // handed the filter, not the topic: no check
+		topicDevice = ""
+	}
 	r, err := c.opts.Validator.Parse(m.Data, topicDevice, m.Metadata[MessageIDProperty])
 	if err != nil {
 		return c.reject(ctx, m, err)

@@ -7,6 +7,8 @@ import (
 
 	dapr "github.com/dapr/go-sdk/client"
 	"github.com/dapr/go-sdk/service/common"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Subscription metadata keys understood by daprd and pubsub.mqttv5.
@@ -47,7 +49,9 @@ func Register(svc common.Service, c *Connector, pubsub, sharedGroup string) erro
 }
 
 // TopicEventHandler adapts Handle to the SDK: an error asks daprd to retry (the component then
-// redelivers); success acks.
+// redelivers); success acks. The error goes back as gRPC Unavailable with the message only: a
+// wrapped gRPC status from a daprd call (say Unimplemented) would otherwise become the answer's
+// code, and daprd drops (acks) a message whose handler answered Unimplemented.
 func (c *Connector) TopicEventHandler(ctx context.Context, e *common.TopicEvent) (retry bool, err error) {
 	m := Message{Topic: e.Topic, Data: e.RawData, Metadata: e.Metadata}
 	if t := e.Metadata[mdMQTTTopic]; t != "" {
@@ -59,7 +63,7 @@ func (c *Connector) TopicEventHandler(ctx context.Context, e *common.TopicEvent)
 		}
 	}
 	if err := c.Handle(ctx, m); err != nil {
-		return true, err
+		return true, status.Error(codes.Unavailable, err.Error())
 	}
 	return false, nil
 }

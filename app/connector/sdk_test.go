@@ -6,10 +6,13 @@ import (
 	"testing"
 
 	runtimev1pb "github.com/dapr/dapr/pkg/proto/runtime/v1"
+	"github.com/dapr/go-sdk/service/common"
 	daprgrpc "github.com/dapr/go-sdk/service/grpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/mqdapr/mqdapr/app/kv"
@@ -77,6 +80,12 @@ func TestThroughTheSDKService(t *testing.T) {
 	}
 	if s := deliver("elsewhere/x", tel); s != runtimev1pb.TopicEventResponse_RETRY {
 		t.Fatalf("unroutable: %v; want RETRY", s)
+	}
+	// An error wrapping a daprd Unimplemented status must not reach daprd as Unimplemented
+	// (daprd would drop the message).
+	_, err = f.c.TopicEventHandler(ctx, &common.TopicEvent{Topic: "elsewhere/x"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("handler error code %v; want Unavailable", status.Code(err))
 	}
 	rows := f.rows(t)
 	if len(rows) != 1 || rows[0].AssetID != "press-7" {
