@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 all: build
 
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./app
 
 vet:
 	$(GO) vet ./...
@@ -48,7 +48,8 @@ fuzz:
 
 ## run: builds everything and runs it on the embedded default (see README).
 run: build
-	./scripts/run.sh
+	./scripts/daprd.sh >/dev/null
+	./$(BIN)/mqdapr-run
 
 ## bench: Go benchmarks (figures, never assertions).
 bench:

@@ -87,6 +87,9 @@ func (s *Supervisor) Logf(format string, args ...any) {
 func (s *Supervisor) start(ctx context.Context, sp Spec) error {
 	cmd := exec.Command(sp.Path, sp.Args...)
 	cmd.Env = append(os.Environ(), sp.Env...)
+	// Own process group: Ctrl-C in the terminal reaches only the supervisor, which stops the
+	// processes in order (daprd before the components, the broker last).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,192 @@
+// Command mqdapr-run is `make run`: the embedded broker (with its key-value store), both pluggable
+// components, a real daprd, the sample connector app and the demo device publisher on this machine,
+// with prefixed logs and a live progress line. It restarts daprd whenever a component restarts
+// and stops everything cleanly on Ctrl-C, leaving no stale socket.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mqdapr/mqdapr/internal/devstack"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "mqdapr-run:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("mqdapr-run", flag.ContinueOnError)
+	binDir := fs.String("bin", "bin", "folder of the project's binaries (make build)")
+	runDir := fs.String("dir", ".run", "folder for the broker's data, the data lake, sockets and component files")
+	mqttAddr := fs.String("mqtt", "127.0.0.1:1883", "broker listen address")
+	rate := fs.Float64("rate", 5, "demo telemetry messages per second")
+	devices := fs.Int("devices", 6, "demo devices")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	root, _ := os.Getwd()
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(root, p)
+	}
+	bin, dir := abs(*binDir), abs(*runDir)
+	daprd, err := exec.Command(filepath.Join(root, "scripts", "daprd.sh")).Output()
+	if err != nil {
+		return fmt.Errorf("scripts/daprd.sh: %w", err)
+	}
+	sockets, err := os.MkdirTemp("", "mqdapr-sock-") // unix socket paths must stay short
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(sockets)
+	lake, resources := filepath.Join(dir, "lake"), filepath.Join(dir, "resources")
+	for _, d := range []string{lake, resources, filepath.Join(dir, "data")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	mqttURL := "mqtt://" + *mqttAddr
+	if err := writeResources(resources, mqttURL); err != nil {
+		return err
+	}
+	ports := freePorts(5)
+	daprHTTP, daprGRPC, appPort, healthPort, metricsPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	sockEnv := []string{"DAPR_COMPONENT_SOCKETS_FOLDER=" + sockets, "DAPR_COMPONENTS_SOCKETS_FOLDER=" + sockets}
+	psSock, kvSock := filepath.Join(sockets, "mqttv5.sock"), filepath.Join(sockets, "mqttkv.sock")
+	healthURL := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
+
+	specs := []devstack.Spec{
+		{Name: "broker", Path: filepath.Join(bin, "mqbroker"), Args: []string{"-addr", *mqttAddr, "-data-dir", filepath.Join(dir, "data")},
+			Ready: devstack.WaitTCP(*mqttAddr)},
+		{Name: "pubsub", Path: filepath.Join(bin, "pubsub-mqtt5"), Env: sockEnv, RestartsDaprd: true,
+			Ready: devstack.WaitSocket(psSock, true), Healthy: devstack.PingSocket(psSock, true), Cleanup: func() { os.Remove(psSock) }},
+		{Name: "state", Path: filepath.Join(bin, "state-kv"), Env: sockEnv, RestartsDaprd: true,
+			Ready: devstack.WaitSocket(kvSock, false), Healthy: devstack.PingSocket(kvSock, false), Cleanup: func() { os.Remove(kvSock) }},
+		{Name: "app", Path: filepath.Join(bin, "app"), Args: []string{
+			"-app-port", fmt.Sprint(appPort), "-dapr-grpc-port", fmt.Sprint(daprGRPC),
+			"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0",
+		}, Ready: devstack.WaitHTTP(healthURL + "/healthz")},
+		{Name: "daprd", Path: strings.TrimSpace(string(daprd)), Env: sockEnv, IsDaprd: true, Args: []string{
+			"--app-id", "connector", "--resources-path", resources, "--app-port", fmt.Sprint(appPort), "--app-protocol", "grpc",
+			"--dapr-http-port", fmt.Sprint(daprHTTP), "--dapr-grpc-port", fmt.Sprint(daprGRPC),
+			"--dapr-internal-grpc-port", fmt.Sprint(freePorts(1)[0]), "--metrics-port", fmt.Sprint(metricsPort),
+			"--dapr-listen-addresses", "127.0.0.1", "--log-level", "warn",
+		}, Ready: devstack.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", daprHTTP)),
+			Healthy: devstack.CheckHTTP(fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", daprHTTP))},
+		{Name: "devices", Path: filepath.Join(bin, "devicesim"), Args: []string{
+			"-broker", mqttURL, "-rate", fmt.Sprint(*rate), "-devices", fmt.Sprint(*devices), "-count", "0", "-invalid-every", "50",
+		}},
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	sup := &devstack.Supervisor{Out: os.Stdout}
+	go progress(ctx, sup, healthURL, lake)
+	sup.Logf("starting: broker mqtt://%s, data %s, lake %s (Ctrl-C stops everything)", *mqttAddr, filepath.Join(dir, "data"), lake)
+	err = sup.Run(ctx, specs)
+	sup.Logf("stopped; data kept in %s", dir)
+	return err
+}
+
+// progress prints the app's counters every few seconds.
+func progress(ctx context.Context, sup *devstack.Supervisor, healthURL, lake string) {
+	t := time.NewTicker(3 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		resp, err := http.Get(healthURL + "/metrics")
+		if err != nil {
+			continue
+		}
+		var parts []string
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+				name := strings.TrimSuffix(strings.TrimPrefix(f[0], "mqdapr_connector_"), "_total")
+				parts = append(parts, name+"="+f[1])
+			}
+		}
+		resp.Body.Close()
+		sort.Strings(parts)
+		sup.Logf("progress: %s | lake: %s", strings.Join(parts, " "), lake)
+	}
+}
+
+func writeResources(dir, mqttURL string) error {
+	files := map[string]string{
+		"pubsub.yaml": fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: mqtt
+spec:
+  type: pubsub.mqttv5
+  version: v1
+  metadata:
+    - name: url
+      value: %q
+    - name: clientID
+      value: replica-0
+    - name: deadLetterTopic
+      value: connector/dead-letter
+`, mqttURL),
+		"state.yaml": fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: kv
+spec:
+  type: state.mqttkv
+  version: v1
+  metadata:
+    - name: url
+      value: %q
+    - name: clientID
+      value: replica-0
+`, mqttURL),
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func freePorts(n int) []int {
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
