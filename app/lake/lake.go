@@ -22,6 +22,9 @@ type Options struct {
 	Replica string
 	// Sync is called for every group commit; nil means (*os.File).Sync.
 	Sync SyncFunc
+	// MaxOpen bounds the open partition files; beyond it the least recently used idle file is
+	// synced and closed (it is reopened on its next row). Default 64.
+	MaxOpen int
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -33,8 +36,11 @@ type Lake struct {
 	replica string
 	sync    SyncFunc
 
-	mu     sync.Mutex // guards files and closed
+	maxOpen int
+
+	mu     sync.Mutex // guards files, tick and closed, and every partFile's users and lastUse
 	files  map[string]*partFile
+	tick   uint64 // logical clock of file use, for LRU eviction
 	closed bool
 }
 
@@ -53,7 +59,10 @@ func New(opts Options) (*Lake, error) {
 	if s == nil {
 		s = (*os.File).Sync
 	}
-	return &Lake{root: opts.Root, replica: opts.Replica, sync: s, files: map[string]*partFile{}}, nil
+	if opts.MaxOpen <= 0 {
+		opts.MaxOpen = 64
+	}
+	return &Lake{root: opts.Root, replica: opts.Replica, sync: s, maxOpen: opts.MaxOpen, files: map[string]*partFile{}}, nil
 }
 
 // Replica returns the replica name of this writer.
@@ -89,6 +98,9 @@ func (l *Lake) Write(rel string, row []byte) error {
 		return err
 	}
 	err = pf.append(row)
+	l.mu.Lock()
+	pf.users--
+	l.mu.Unlock()
 	if err != nil {
 		l.drop(rel, pf)
 	}
@@ -124,15 +136,44 @@ func (l *Lake) file(rel string) (*partFile, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
+	l.tick++
 	if pf, ok := l.files[rel]; ok {
+		pf.users++
+		pf.lastUse = l.tick
 		return pf, nil
+	}
+	if len(l.files) >= l.maxOpen {
+		l.evictLocked()
 	}
 	pf, err := openPartFile(abs, l.sync)
 	if err != nil {
 		return nil, err
 	}
+	pf.users, pf.lastUse = 1, l.tick
 	l.files[rel] = pf
 	return pf, nil
+}
+
+// evictLocked closes the least recently used file that no Write is using (none if all are busy).
+func (l *Lake) evictLocked() {
+	var victim string
+	var oldest *partFile
+	for rel, pf := range l.files {
+		if pf.users == 0 && (oldest == nil || pf.lastUse < oldest.lastUse) {
+			victim, oldest = rel, pf
+		}
+	}
+	if oldest != nil {
+		delete(l.files, victim)
+		_ = oldest.close() // idle: every row in it was synced by the Write that appended it
+	}
+}
+
+// OpenFiles returns the number of open partition files.
+func (l *Lake) OpenFiles() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.files)
 }
 
 // drop forgets pf after a failure so that the next Write reopens (and repairs) the file.

@@ -194,3 +194,28 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestIdleFilesAreClosedBeyondMaxOpen(t *testing.T) {
+	l, err := New(Options{Root: t.TempDir(), Replica: "r1", MaxOpen: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 5 {
+		rel, _ := l.Partition(time.Date(2026, 11, 1+i, 0, 0, 0, 0, time.UTC), "a")
+		if err := l.Write(rel, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if n := l.OpenFiles(); n > 2 {
+			t.Fatalf("%d open files; want at most 2", n)
+		}
+	}
+	rel, _ := l.Partition(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), "a")
+	if err := l.Write(rel, []byte(`{"again":1}`)); err != nil {
+		t.Fatalf("reopening an evicted file: %v", err)
+	}
+	data, _ := os.ReadFile(filepath.Join(l.root, rel))
+	if string(data) != "{}\n{\"again\":1}\n" {
+		t.Fatalf("file %q", data)
+	}
+}

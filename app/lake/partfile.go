@@ -14,6 +14,9 @@ import (
 type partFile struct {
 	sync SyncFunc
 
+	users   int    // Writes holding this file; guarded by Lake.mu
+	lastUse uint64 // Lake.tick at the last use; guarded by Lake.mu
+
 	mu      sync.Mutex // guards every field below
 	cond    *sync.Cond // signalled when synced, syncing or err change
 	f       *os.File
