@@ -28,12 +28,13 @@ func main() {
 	fs.BoolVar(&cfg.publishConfig, "publish-config", true, "publish the retained asset configuration first")
 	fs.BoolVar(&cfg.messageID, "message-id", false, "identify messages by a message-id user property instead of seq in the payload")
 	fs.Int64Var(&cfg.invalidEvery, "invalid-every", 0, "make every n-th message invalid (dead-letter demo); 0: never")
-	fs.Int64Var(&cfg.seqStart, "seq-start", -1, "first sequence number; -1: the current Unix time in ms, so that a later run never reuses a number (while each device stays under 1000 msg/s)")
+	fs.Int64Var(&cfg.seqStart, "seq-start", -1, "first sequence number; -1: the current Unix time in µs, so that a later run never reuses a number (while each device stays under 1,000,000 msg/s)")
 	seed := fs.Uint64("seed", 1, "random seed of the simulated values")
 	_ = fs.Parse(os.Args[1:])
 	cfg.seed = *seed
 	if cfg.seqStart < 0 {
-		cfg.seqStart = time.Now().UnixMilli()
+		cfg.seqStart = time.Now().UnixMicro() // < 2^53 until the year 2255
+
 	}
 	if cfg.devices < 1 || cfg.assets < 1 || cfg.count < 0 || cfg.rate < 0 {
 		fmt.Fprintln(os.Stderr, "devicesim: -devices and -assets must be ≥ 1, -count and -rate ≥ 0")
