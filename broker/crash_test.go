@@ -20,7 +20,8 @@ import (
 // startBrokerProcess runs the mqbroker binary on dataDir and returns its address.
 func startBrokerProcess(t *testing.T, bin, dataDir string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn")
+	// -kv=false: this test is about the broker's own durability, not the key-value service.
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-data-dir", dataDir, "-log-level", "warn", "-kv=false")
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr

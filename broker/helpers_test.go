@@ -130,6 +130,17 @@ func pubMsg(topic, payload string) *paho.Publish {
 	return &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)}
 }
 
+// waitOffline waits until the broker has seen client id's connection end.
+func waitOffline(t testing.TB, b *Broker, id string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		s := b.sessions[id]
+		return s == nil || s.conn == nil
+	}, waitFor, 2*time.Millisecond)
+}
+
 // next returns the next received publish or fails after waitFor.
 func (c *client) next(t testing.TB) *paho.Publish {
 	t.Helper()

@@ -19,6 +19,7 @@ func TestSessionQueueLimitRefusesPublish(t *testing.T) {
 	slow := dialClient(t, b, "slow", withExpiry(60))
 	slow.subscribe(t, "busy", 1)
 	require.NoError(t, slow.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "slow")
 	other := dialClient(t, b, "other")
 	other.subscribe(t, "calm", 1)
 	pub := dialClient(t, b, "pub")
@@ -44,6 +45,7 @@ func TestGroupQueueLimit(t *testing.T) {
 	m := dialClient(t, b, "m", withExpiry(60))
 	m.subscribe(t, "$share/g/t", 1)
 	require.NoError(t, m.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "m")
 	pub := dialClient(t, b, "pub")
 	pub.publish(t, "t", 1, "0")
 	pub.publish(t, "t", 1, "1")
@@ -179,6 +181,7 @@ func TestQueuedBytesLimit(t *testing.T) {
 	s := dialClient(t, b, "s", withExpiry(60))
 	s.subscribe(t, "t", 1)
 	require.NoError(t, s.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "s")
 	pub := dialClient(t, b, "pub")
 	refused := false
 	for i := 0; i < 10 && !refused; i++ {

@@ -34,6 +34,7 @@ func TestStatsText(t *testing.T) {
 	sub := dialClient(t, b, "sub", withExpiry(60))
 	sub.subscribe(t, "t", 1)
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "sub")
 	pub := dialClient(t, b, "pub")
 	pub.publish(t, "t", 1, "a")
 	_, _ = pub.Publish(ctxT(t), pubMsg("t", "b"))

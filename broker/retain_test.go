@@ -123,6 +123,7 @@ func TestMessageExpiry(t *testing.T) {
 	sub := dialClient(t, b, "sub", withExpiry(60))
 	sub.subscribe(t, "t", 1)
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "sub")
 	pub := dialClient(t, b, "pub")
 	short, long := uint32(1), uint32(100)
 	_, err := pub.Publish(ctxT(t), &paho.Publish{Topic: "t", QoS: 1, Payload: []byte("short"), Properties: &paho.PublishProperties{MessageExpiry: &short}})

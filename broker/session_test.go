@@ -78,6 +78,7 @@ func TestPersistentSessionAndExpiry(t *testing.T) {
 	sub := dialClient(t, b, "sub", withExpiry(1))
 	sub.subscribe(t, "t", 1)
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "sub")
 	pub := dialClient(t, b, "pub")
 	pub.publish(t, "t", 1, "kept")
 
@@ -101,6 +102,7 @@ func TestCleanStartDiscardsSession(t *testing.T) {
 	sub := dialClient(t, b, "sub", withExpiry(60))
 	sub.subscribe(t, "t", 1)
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "sub")
 	sub2 := dialClient(t, b, "sub", withExpiry(60))
 	require.False(t, sub2.connack.SessionPresent)
 	r := dialClient(t, b, "pub").publish(t, "t", 1, "x")

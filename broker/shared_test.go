@@ -48,6 +48,7 @@ func TestSharedGroupQueuesWhileNoMemberConnected(t *testing.T) {
 	m1 := dialClient(t, b, "m1", withExpiry(60))
 	m1.subscribe(t, "$share/g/t", 1)
 	require.NoError(t, m1.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "m1")
 	pub := dialClient(t, b, "pub")
 	for i := range 5 {
 		r := pub.publish(t, "t", 1, fmt.Sprint(i))
