@@ -14,11 +14,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	dapr "github.com/dapr/go-sdk/client"
+	"github.com/dapr/go-sdk/service/common"
 	daprgrpc "github.com/dapr/go-sdk/service/grpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -45,72 +47,97 @@ func main() {
 	}
 }
 
-// run serves until ctx ends, then shuts down gracefully: no new deliveries, in-flight handlers
-// finish (their rows fsynced and acked) within shutdownTimeout, files closed.
+// run serves until ctx ends, then shuts down gracefully.
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
-	lk, err := lake.New(lake.Options{Root: cfg.lakeDir, Replica: cfg.replica})
+	a, err := start(cfg, log)
 	if err != nil {
 		return err
 	}
+	return a.serve(ctx)
+}
+
+// app is the wired connector with its listeners open.
+type app struct {
+	cfg      config
+	log      *slog.Logger
+	lake     *lake.Lake
+	client   dapr.Client
+	c        *connector.Connector
+	svc      common.Service
+	lis      net.Listener // gRPC app port
+	hsrv     *http.Server
+	hlis     net.Listener // health
+	stopping atomic.Bool
+}
+
+// start wires everything and opens the app and health listeners; it does not serve yet. On error
+// everything opened so far is closed.
+func start(cfg config, log *slog.Logger) (a *app, err error) {
+	a = &app{cfg: cfg, log: log}
 	defer func() {
-		if err := lk.Close(); err != nil {
-			log.Error("closing the lake", "err", err)
+		if err != nil {
+			a.close()
 		}
 	}()
-
+	if a.lake, err = lake.New(lake.Options{Root: cfg.lakeDir, Replica: cfg.replica}); err != nil {
+		return nil, err
+	}
 	// A lazy connection: the app may start before daprd; calls fail (and messages are
 	// redelivered) until daprd answers.
 	conn, err := grpc.NewClient(net.JoinHostPort("127.0.0.1", cfg.daprGRPCPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return fmt.Errorf("dapr gRPC client: %w", err)
+		return nil, fmt.Errorf("dapr gRPC client: %w", err)
 	}
-	client := dapr.NewClientWithConnection(conn)
-	defer client.Close()
+	a.client = dapr.NewClientWithConnection(conn)
 
-	store := kv.NewDapr(client, cfg.stateStore)
-	c, err := connector.New(connector.Options{
+	store := kv.NewDapr(a.client, cfg.stateStore)
+	a.c, err = connector.New(connector.Options{
 		TelemetryFilter: cfg.telemetryTopic,
 		ConfigFilter:    cfg.configTopic,
 		DeadLetterTopic: cfg.deadLetterTopic,
 		Store:           store,
-		Lake:            lk,
-		Dedup:           dedup.New(dedup.Options{Store: store, Rows: lk, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
-		DeadLet:         connector.DaprPublisher{Client: client, PubSub: cfg.pubsub},
+		Lake:            a.lake,
+		Dedup:           dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
+		DeadLet:         connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
 		Log:             log,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	lis, err := net.Listen("tcp", net.JoinHostPort(cfg.appHost, cfg.appPort))
-	if err != nil {
-		return fmt.Errorf("app port: %w", err)
+	if a.lis, err = net.Listen("tcp", net.JoinHostPort(cfg.appHost, cfg.appPort)); err != nil {
+		return nil, fmt.Errorf("app port: %w", err)
 	}
-	svc := daprgrpc.NewServiceWithListener(lis)
-	if err := connector.Register(svc, c, cfg.pubsub, cfg.sharedGroup); err != nil {
-		return err
+	a.svc = daprgrpc.NewServiceWithListener(a.lis)
+	if err := connector.Register(a.svc, a.c, cfg.pubsub, cfg.sharedGroup); err != nil {
+		return nil, err
 	}
-
-	var stopping atomic.Bool
-	hsrv := &http.Server{
-		Addr:              cfg.healthAddr,
+	a.hsrv = &http.Server{
 		ReadHeaderTimeout: 5 * time.Second,
 		Handler: health.Handler(func() error {
-			if stopping.Load() {
+			if a.stopping.Load() {
 				return errors.New("shutting down")
 			}
 			return nil
-		}, c.Counters().Snapshot),
+		}, a.c.Counters().Snapshot),
 	}
-	hlis, err := net.Listen("tcp", cfg.healthAddr)
-	if err != nil {
-		return fmt.Errorf("health address: %w", err)
+	if a.hlis, err = net.Listen("tcp", cfg.healthAddr); err != nil {
+		return nil, fmt.Errorf("health address: %w", err)
 	}
+	return a, nil
+}
 
+// serve serves until ctx ends or a server fails, then shuts down gracefully: /healthz turns 503,
+// no new deliveries are taken, in-flight handlers finish (rows fsynced, acked) within
+// shutdownTimeout, then the lake files are synced and closed.
+func (a *app) serve(ctx context.Context) error {
+	cfg := a.cfg
 	errc := make(chan error, 2)
-	go func() { errc <- svc.Start() }()
-	go func() { errc <- hsrv.Serve(hlis) }()
-	log.Info("connector started", "appAddr", lis.Addr().String(), "health", hlis.Addr().String(),
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- a.svc.Start() }()
+	go func() { defer wg.Done(); errc <- a.hsrv.Serve(a.hlis) }()
+	a.log.Info("connector started", "appAddr", a.lis.Addr().String(), "health", a.hlis.Addr().String(),
 		"daprGRPCPort", cfg.daprGRPCPort, "pubsub", cfg.pubsub, "stateStore", cfg.stateStore,
 		"telemetry", cfg.telemetryTopic, "sharedGroup", cfg.sharedGroup, "config", cfg.configTopic,
 		"deadLetter", cfg.deadLetterTopic, "lake", cfg.lakeDir, "replica", cfg.replica)
@@ -118,24 +145,47 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		a.log.Info("shutting down")
 	case runErr = <-errc:
-		log.Error("server failed; shutting down", "err", runErr)
+		a.log.Error("server failed; shutting down", "err", runErr)
 	}
-	stopping.Store(true)
+	a.stopping.Store(true)
 
 	done := make(chan struct{})
-	go func() { _ = svc.GracefulStop(); close(done) }()
+	go func() { _ = a.svc.GracefulStop(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(cfg.shutdownTimeout):
-		log.Warn("in-flight deliveries did not finish in time; stopping (they are redelivered)", "timeout", cfg.shutdownTimeout)
-		_ = svc.Stop()
+		a.log.Warn("in-flight deliveries did not finish in time; stopping (they are redelivered)", "timeout", cfg.shutdownTimeout)
+		_ = a.svc.Stop()
 		<-done
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = hsrv.Shutdown(sctx)
-	log.Info("connector stopped", "counters", c.Counters().Snapshot())
+	_ = a.hsrv.Shutdown(sctx)
+	wg.Wait()
+	a.close()
+	a.log.Info("connector stopped", "counters", a.c.Counters().Snapshot())
+	if errors.Is(runErr, http.ErrServerClosed) {
+		runErr = nil
+	}
 	return runErr
+}
+
+// close releases what start opened (listeners only when serve did not run).
+func (a *app) close() {
+	if a.lake != nil {
+		if err := a.lake.Close(); err != nil {
+			a.log.Error("closing the lake", "err", err)
+		}
+	}
+	if a.client != nil {
+		a.client.Close()
+	}
+	if a.hlis != nil {
+		_ = a.hlis.Close()
+	}
+	if a.lis != nil {
+		_ = a.lis.Close()
+	}
 }
