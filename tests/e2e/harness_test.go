@@ -36,7 +36,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.dir = dir
 	root, _ := filepath.Abs("../..")
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/mqbroker", "./cmd/pubsub-mqtt5", "./cmd/state-kv")
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/mqbroker", "./cmd/pubsub-mqtt5", "./cmd/state-kv", "./cmd/devicesim", "./app")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
@@ -207,7 +207,12 @@ func (r *replica) startComponents() {
 // startDaprd starts daprd for the replica (appPort 0: no app) and waits until it is healthy.
 func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
 	t := r.s.t
-	r.httpPort, r.grpcPort = testutil.FreePort(t), testutil.FreePort(t)
+	if r.httpPort == 0 {
+		r.httpPort = testutil.FreePort(t)
+	}
+	if r.grpcPort == 0 { // an app may have been told the port already
+		r.grpcPort = testutil.FreePort(t)
+	}
 	args := []string{
 		"--app-id", appID, "--resources-path", r.res,
 		"--dapr-http-port", fmt.Sprint(r.httpPort), "--dapr-grpc-port", fmt.Sprint(r.grpcPort),
