@@ -20,7 +20,7 @@ import (
 
 // bins are the project's binaries, built once for the package by TestMain.
 var bins struct {
-	dir, daprd string
+	dir, daprd, root string
 }
 
 func TestMain(m *testing.M) {
@@ -36,7 +36,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.dir = dir
 	root, _ := filepath.Abs("../..")
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/mqbroker", "./cmd/pubsub-mqtt5", "./cmd/state-kv", "./cmd/devicesim", "./app")
+	bins.root = root
+	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/mqbroker", "./cmd/pubsub-mqtt5", "./cmd/state-kv", "./cmd/devicesim", "./cmd/mqdapr-run", "./app")
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
