@@ -214,7 +214,14 @@ func TestReconnectAfterBrokerRestart(t *testing.T) {
 	assert.True(t, errors.Is(err, ErrPublishFailed), err)
 	b.Start()
 	publish(t, ps, topic, "after-restart") // waits for the reconnect
-	assert.Equal(t, "after-restart", string(c.next(t, 30*time.Second).Data))
+	// The failed publish may still arrive: if the PUBLISH left before the connection dropped,
+	// paho resends it from the session after the reconnect. The error said so ("may still have
+	// reached the broker"): at least once, never silently lost.
+	m := c.next(t, 30*time.Second)
+	if string(m.Data) == "lost?" {
+		m = c.next(t, 30*time.Second)
+	}
+	assert.Equal(t, "after-restart", string(m.Data))
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
