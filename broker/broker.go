@@ -171,6 +171,14 @@ func (b *Broker) startConn(nc net.Conn) bool {
 		nc.Close()
 		return false
 	}
+	if len(b.conns) >= 2*b.opts.MaxConnections {
+		// Connections that have not sent CONNECT yet are bounded too (twice the limit, so clients
+		// that are being replaced or refused can still get a CONNACK).
+		b.mu.Unlock()
+		b.stats.refuse(CodeServerBusy)
+		nc.Close()
+		return true
+	}
 	c := newConn(b, nc)
 	b.conns[c] = true
 	b.wg.Add(1)

@@ -109,16 +109,24 @@ func TestNoConnectTimeout(t *testing.T) {
 	dialClient(t, b, "ok")
 }
 
-// MaxConnections: a connection beyond the limit gets CONNACK 0x97 quota exceeded.
+// MaxConnections: a connection beyond the limit gets CONNACK 0x97 quota exceeded; sockets beyond
+// twice the limit (not yet connected) are closed at once.
 func TestMaxConnections(t *testing.T) {
 	b := newBroker(t, func(o *Options) { o.MaxConnections = 1 })
 	dialClient(t, b, "one")
 	c, err := tryClient(t, b.Addrs()[0], "two")
-	if err == nil {
-		require.Equal(t, CodeQuotaExceeded, c.connack.ReasonCode)
-	} else {
-		require.ErrorContains(t, err, "quota")
-	}
+	require.NoError(t, err)
+	require.Equal(t, CodeQuotaExceeded, c.connack.ReasonCode)
+	idle := dialRaw(t, b) // counts as the second socket
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns) == 2
+	}, waitFor, 2*time.Millisecond)
+	extra := dialRaw(t, b)
+	require.Nil(t, extra.read(t)) // closed without a reply
+	require.Equal(t, int64(1), b.Stats().Refused["server_busy"])
+	_ = idle
 }
 
 // MaxSessions bounds the sessions kept for offline clients: a CONNECT needing a new one gets 0x97.
