@@ -82,8 +82,11 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			return nil
 		}
 		if p.QoS == 2 && s.inbound[p.PacketID] {
+			// Duplicate: acknowledge, do not route again [MQTT-4.3.3-9]; the PUBREC follows the commit
+			// of the first copy, which may still be pending.
+			pid := p.PacketID
+			b.store.submit(nil, func(error) { c.ack(2, pid, CodeSuccess) })
 			b.mu.Unlock()
-			c.ack(2, p.PacketID, CodeSuccess) // duplicate: acknowledge, do not route again [MQTT-4.3.3-9]
 			return nil
 		}
 		if c.inPids[p.PacketID] {
