@@ -307,7 +307,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 					e.groupKept = !b.memory
 				}
 				e.qos = min(e.msg.QoS, sub.QoS)
-				e.subID = sub.SubID
+				e.subID, e.retain = sub.SubID, e.msg.Retain && sub.RAP
 				e.sess = s
 				if e.msg.expired(now) || !c.fits(e, now) {
 					b.forget(s, e, ops)
