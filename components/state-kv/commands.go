@@ -21,6 +21,7 @@ type condition string
 const (
 	always condition = ""
 	nx     condition = "NX"
+	nex    condition = "NEX" // absent, or equal to the value being set
 )
 
 // setResult is the outcome of a SET.

@@ -38,6 +38,8 @@ type Store struct {
 	rpc    *rpc
 	subs   *subscriber
 	closed bool
+
+	hooks testHooks // test seams, set before Init; zero in production
 }
 
 // New returns an uninitialised store. It does no I/O.

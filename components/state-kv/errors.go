@@ -30,10 +30,12 @@ var (
 	// ErrUnexpectedResponse is returned when a response is not one the protocol defines for the
 	// command sent.
 	ErrUnexpectedResponse = errors.New("mqttkv state: unexpected response from the key-value store")
-	// ErrLockTimeout is returned by an ETag write when the key's lease lock stayed taken by another
-	// writer until requestTimeout. Retriable.
+	// ErrLockTimeout is returned by a write that needs the key's lease lock (an ETag write, a delete,
+	// a write without an ETag to a fenced key) when the lock stayed taken by another writer until
+	// requestTimeout. Nothing was written. Retriable.
 	ErrLockTimeout = errors.New("mqttkv state: the key is locked by another ETag write")
-	// ErrLeaseExpired is returned by an ETag write that could not finish within the safe part of
-	// its lease lock (lockTTL minus lockMargin); nothing was written. Retriable.
+	// ErrLeaseExpired is returned by a write under the key's lease lock that could not finish within
+	// the safe part of the lease (lockTTL minus lockMargin), or whose token a writer holding a newer
+	// lease overtook; its final write was not applied. Retriable.
 	ErrLeaseExpired = errors.New("mqttkv state: ETag write took longer than its lease lock allows")
 )

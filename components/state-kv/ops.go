@@ -14,10 +14,6 @@ import (
 // mdTTL is the per-request metadata key of a TTL in seconds (-1: no expiry).
 const mdTTL = "ttlInSeconds"
 
-// fenceRetries bounds how often a write without an ETag re-reads the key's version after the
-// store refused its fencing token (a fenced write slipped in between; spec §2).
-const fenceRetries = 3
-
 // Get reads a key. A missing key is a response with no data and no ETag. The ETag is the key's
 // version (`__ts`).
 func (s *Store) Get(ctx context.Context, req *state.GetRequest) (*state.GetResponse, error) {
@@ -68,35 +64,29 @@ func (s *Store) Set(ctx context.Context, req *state.SetRequest) error {
 		}
 		return nil
 	}
-	return lastWriteSet(ctx, r, req.Key, value, ttl)
+	return s.lastWriteSet(ctx, r, md, req.Key, value, ttl)
 }
 
-// lastWriteSet sets without condition. A key fenced by an earlier ETag write needs a token at least
-// as high as its own: the key's current version is one (spec §2), so on a fencing refusal it reads
-// the version and retries with it.
-func lastWriteSet(ctx context.Context, r *rpc, key string, value []byte, ttl time.Duration) error {
-	fence := ""
-	for range fenceRetries + 1 {
-		res, err := r.set(ctx, key, value, always, ttl, fence, true)
-		if err != nil {
-			return err
-		}
-		if res.applied {
-			return nil
-		}
-		if res.fenced == "" {
-			return fmt.Errorf("%w: unconditional SET %q was not applied", ErrUnexpectedResponse, key)
-		}
-		if _, fence, _, err = r.get(ctx, key); err != nil {
-			return err
-		}
-		// A miss means the key (and its token) is gone: retry with no token.
+// lastWriteSet sets without condition. It sends the plain SET first (one round trip, the case of
+// keys never written with an ETag); if the key is fenced (an ETag write or a locked write has been
+// there) the store refuses it and the write goes through the key's lease lock (lockedSet), so that
+// it cannot land between an ETag writer's read and write (DESIGN.md).
+func (s *Store) lastWriteSet(ctx context.Context, r *rpc, md Metadata, key string, value []byte, ttl time.Duration) error {
+	res, err := r.set(ctx, key, value, always, ttl, "", true)
+	switch {
+	case err != nil:
+		return err
+	case res.applied:
+		return nil
+	case res.fenced == "":
+		return fmt.Errorf("%w: unconditional SET %q was not applied", ErrUnexpectedResponse, key)
 	}
-	return fmt.Errorf("%w: SET %q: fenced writes kept overtaking this write %d times; retry", ErrStoreError, key, fenceRetries+1)
+	return s.lockedSet(ctx, r, md, key, value, ttl)
 }
 
 // Delete removes a key. With a non-empty ETag it deletes only the version the ETag names (else an
 // ETag mismatch error, also when the key is absent); without one, deleting an absent key succeeds.
+// A delete without an ETag takes the key's lease lock (ErrLockTimeout, ErrLeaseExpired possible).
 func (s *Store) Delete(ctx context.Context, req *state.DeleteRequest) error {
 	r, md, err := s.state()
 	if err != nil {
@@ -108,21 +98,7 @@ func (s *Store) Delete(ctx context.Context, req *state.DeleteRequest) error {
 	if req.HasETag() {
 		return s.casDelete(ctx, r, md, req.Key, *req.ETag)
 	}
-	fence := ""
-	for range fenceRetries + 1 {
-		res, err := r.del(ctx, req.Key, nil, fence)
-		if err != nil {
-			return err
-		}
-		if res.fenced == "" {
-			return nil
-		}
-		var found bool
-		if _, fence, found, err = r.get(ctx, req.Key); err != nil || !found {
-			return err
-		}
-	}
-	return fmt.Errorf("%w: DEL %q: fenced writes kept overtaking this delete %d times; retry", ErrStoreError, req.Key, fenceRetries+1)
+	return s.lockedDelete(ctx, r, md, req.Key)
 }
 
 // checkKey refuses empty keys and keys that would collide with a lock key.

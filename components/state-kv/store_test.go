@@ -132,8 +132,8 @@ func TestETag(t *testing.T) {
 	requireETagErr(t, s.Set(t.Context(), &state.SetRequest{Key: "absent", Value: []byte("v"), ETag: &missing}), state.ETagMismatch)
 	require.Equal(t, "v2", string(get(t, s, "e").Data))
 
-	// The key is now fenced: writes and deletes without an ETag still work (they present the
-	// key's version as token).
+	// The key is now fenced: writes and deletes without an ETag still work (they take the key's
+	// lock and present its version as token).
 	set(t, s, "e", "v4")
 	etag4 := *get(t, s, "e").ETag
 	requireETagErr(t, s.Delete(t.Context(), &state.DeleteRequest{Key: "e", ETag: &etag2}), state.ETagMismatch)

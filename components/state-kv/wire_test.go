@@ -113,9 +113,9 @@ func TestWireRequest(t *testing.T) {
 	require.ErrorIs(t, <-done, ErrUnexpectedResponse)
 
 	// An unknown -ERR text is passed on.
-	go func() { done <- s.Delete(t.Context(), &state.DeleteRequest{Key: "lock"}) }()
+	go func() { done <- s.Set(t.Context(), &state.SetRequest{Key: "lock", Value: []byte("x")}) }()
 	req = f.next(t)
-	require.Equal(t, "*2\r\n$3\r\nDEL\r\n$4\r\nlock\r\n", string(req.Payload))
+	require.Equal(t, "*3\r\n$3\r\nSET\r\n$4\r\nlock\r\n$1\r\nx\r\n", string(req.Payload))
 	f.answer(t, req, "-ERR not authorized\r\n", "__stat", "200")
 	err = <-done
 	require.ErrorIs(t, err, ErrStoreError)
@@ -165,9 +165,16 @@ func TestStaleLeaseIsFenced(t *testing.T) {
 	require.False(t, time.Now().Before(stale.safeUntil), "the writer itself would not have sent it")
 }
 
-// An ETag write on the wire (spec §2): SET lock NX PX (not persisted), GET, SET with __ft = the
-// lock's version, VDEL lock owner.
+// An ETag write on the wire (spec §2): SET lock NX PX (not persisted), VDEL key owner (is the key
+// fenced?), GET, on an unfenced key SET key <value read> NEX with __ft = the lock's version, SET with
+// __ft = the lock's version, VDEL lock owner.
 func TestWireETagSequence(t *testing.T) {
+	for _, fenced := range []bool{true, false} {
+		t.Run(map[bool]string{true: "fenced", false: "unfenced"}[fenced], func(t *testing.T) { wireETagSequence(t, fenced) })
+	}
+}
+
+func wireETagSequence(t *testing.T, fenced bool) {
 	kb := startBroker(t, false)
 	f := dialFakeStore(t, kb)
 	s := newStore(t, props(kb.url(), "r1"))
@@ -189,9 +196,27 @@ func TestWireETagSequence(t *testing.T) {
 	require.Empty(t, req.Properties.User.Get("aio-persistence"))
 	f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", lockVersion)
 
+	// The fencing probe: VDEL with the unique owner as value and no token.
+	req = f.next(t)
+	require.Equal(t, string(resp3.EncodeArray([]byte("VDEL"), []byte("k"), []byte(owner))), string(req.Payload))
+	require.Empty(t, req.Properties.User.Get("__ft"))
+	if fenced {
+		f.answer(t, req, "-ERR "+msgFencingRequired+"\r\n", "__stat", "200")
+	} else {
+		f.answer(t, req, ":-1\r\n", "__stat", "200", "__ts", etag)
+	}
+
 	req = f.next(t)
 	require.Equal(t, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", string(req.Payload))
 	f.answer(t, req, "$3\r\nold\r\n", "__stat", "200", "__ts", etag)
+
+	if !fenced {
+		// First ETag write on an unfenced key: fence it with the value read, NEX.
+		req = f.next(t)
+		require.Equal(t, string(resp3.EncodeArray([]byte("SET"), []byte("k"), []byte("old"), []byte("NEX"))), string(req.Payload))
+		require.Equal(t, lockVersion, req.Properties.User.Get("__ft"))
+		f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", "001696374425000:00008:store")
+	}
 
 	req = f.next(t)
 	require.Equal(t, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nnew\r\n", string(req.Payload))
