@@ -88,7 +88,7 @@ func (b *Broker) Start() error {
 		_ = be.close()
 		return err
 	}
-	b.store = newCommitter(be)
+	b.store = newCommitter(be, b.opts.CommitInterval)
 	if len(b.orphans) > 0 {
 		b.store.submit(b.orphans, nil)
 		b.orphans = nil

@@ -18,6 +18,7 @@ func startDurable(t *testing.T, dir string) *Broker {
 	t.Helper()
 	o := NewDefaultOptions()
 	o.Addr, o.DataDir = "127.0.0.1:0", dir
+	o.CommitInterval = 2 * time.Millisecond // exercises the batching delay
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	b, err := New(o)
 	require.NoError(t, err)

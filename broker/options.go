@@ -17,8 +17,9 @@ type Options struct {
 	TLSConfig *tls.Config
 	// DataDir holds the durable store; empty runs in memory.
 	DataDir string
-	// CommitInterval bounds how long a write may wait for the next group commit (fsync); 0 commits
-	// as soon as the previous commit ends (batching whatever arrived meanwhile).
+	// CommitInterval is the minimum time between two store transactions (fsyncs): a larger value
+	// batches more writes per fsync and adds up to that much latency; 0 commits as soon as the previous
+	// commit ends (batching whatever arrived meanwhile).
 	CommitInterval time.Duration
 	// MaxConnections is the number of simultaneous client connections; further CONNECTs get 0x97.
 	MaxConnections int
@@ -98,8 +99,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: MaxQoS0Buffered must be >= 1, got %d", ErrInvalidOptions, o.MaxQoS0Buffered)
 	case o.ConnectTimeout <= 0:
 		return fmt.Errorf("%w: ConnectTimeout must be > 0, got %s", ErrInvalidOptions, o.ConnectTimeout)
-	case o.CommitInterval < 0:
-		return fmt.Errorf("%w: CommitInterval must be >= 0, got %s", ErrInvalidOptions, o.CommitInterval)
+	case o.CommitInterval < 0 || o.CommitInterval > time.Second:
+		return fmt.Errorf("%w: CommitInterval must be in [0, 1s], got %s", ErrInvalidOptions, o.CommitInterval)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Key spaces of the store. An entry belongs to an owner: a session (ownerSession + client ID) or a
@@ -76,8 +77,9 @@ type batch struct {
 // committer applies submitted batches in order, many per backend transaction (group commit), and
 // then calls each batch's done, in order, from its own goroutine.
 type committer struct {
-	be      backend
-	commits atomic.Int64 // backend transactions applied (fsyncs with bbolt)
+	be       backend
+	interval time.Duration // minimum time between two transactions (more batching), 0 for none
+	commits  atomic.Int64  // backend transactions applied (fsyncs with bbolt)
 
 	mu      sync.Mutex // guards pending and closed
 	pending []batch
@@ -86,8 +88,8 @@ type committer struct {
 	stopped chan struct{}
 }
 
-func newCommitter(be backend) *committer {
-	c := &committer{be: be, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+func newCommitter(be backend, interval time.Duration) *committer {
+	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -114,7 +116,12 @@ func (c *committer) submit(ops []op, done func(error)) {
 func (c *committer) run() {
 	defer close(c.stopped)
 	var all []op
+	var last time.Time
 	for {
+		if c.interval > 0 {
+			// Let more writes join the next transaction; bounded by the interval.
+			time.Sleep(time.Until(last.Add(c.interval)))
+		}
 		c.mu.Lock()
 		batches, closed := c.pending, c.closed
 		c.pending = nil
@@ -134,6 +141,7 @@ func (c *committer) run() {
 		if len(all) > 0 {
 			err = c.be.apply(all)
 			c.commits.Add(1)
+			last = time.Now()
 		}
 		for _, b := range batches {
 			if b.done != nil {

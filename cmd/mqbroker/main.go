@@ -40,6 +40,7 @@ type config struct {
 	MaxSessionQueue  int    `json:"max_session_queue"`
 	MaxGroupQueue    int    `json:"max_group_queue"`
 	MaxSessionExpiry uint32 `json:"max_session_expiry"`
+	CommitIntervalMS int    `json:"commit_interval_ms"`
 	LogLevel         string `json:"log_level"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
 	KV           bool   `json:"kv"`
@@ -90,6 +91,7 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&cfg.MaxSessionQueue, "max-session-queue", cfg.MaxSessionQueue, "QoS 1/2 messages kept per session")
 	fs.IntVar(&cfg.MaxGroupQueue, "max-group-queue", cfg.MaxGroupQueue, "messages kept per shared-subscription group")
 	fs.Func("max-session-expiry", fmt.Sprintf("cap on session expiry interval, seconds (default %d)", d.MaxSessionExpiry), uintFlag(&cfg.MaxSessionExpiry))
+	fs.IntVar(&cfg.CommitIntervalMS, "commit-interval-ms", 0, "minimum ms between two fsyncs of the data directory (more batching, more latency)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
@@ -134,6 +136,7 @@ func run(args []string) error {
 	o.Addr, o.TLSAddr, o.DataDir, o.Logger = cfg.Addr, cfg.TLSAddr, cfg.DataDir, log
 	o.MaxConnections, o.MaxPacketSize, o.ReceiveMaximum = cfg.MaxConnections, cfg.MaxPacketSize, cfg.ReceiveMaximum
 	o.MaxSessions, o.MaxQueuedBytes = cfg.MaxSessions, cfg.MaxQueuedBytes
+	o.CommitInterval = time.Duration(cfg.CommitIntervalMS) * time.Millisecond
 	o.MaxSessionQueue, o.MaxGroupQueue, o.MaxSessionExpiry = cfg.MaxSessionQueue, cfg.MaxGroupQueue, cfg.MaxSessionExpiry
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
