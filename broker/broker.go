@@ -236,7 +236,7 @@ func (b *Broker) Publish(ctx context.Context, msg *Message) error {
 		return fmt.Errorf("%w: %q", ErrInvalidTopic, msg.Topic)
 	}
 	if msg.QoS > 2 {
-		return fmt.Errorf("%w: QoS %d, want 0, 1 or 2", ErrInvalidOptions, msg.QoS)
+		return fmt.Errorf("%w: %d, want 0, 1 or 2", ErrInvalidQoS, msg.QoS)
 	}
 	m := *msg
 	m.stamp(time.Now())

@@ -79,6 +79,8 @@ var (
 	ErrQuotaExceeded = errors.New("broker: queue limit reached")
 	// ErrInvalidTopic is returned by Publish for a topic name that is not a valid MQTT topic name.
 	ErrInvalidTopic = errors.New("broker: invalid topic name")
+	// ErrInvalidQoS is returned by Publish for a QoS other than 0, 1 or 2.
+	ErrInvalidQoS = errors.New("broker: invalid QoS")
 	// ErrInvalidOptions is returned by New when Options fail validation; the message names the field.
 	ErrInvalidOptions = errors.New("broker: invalid options")
 	// ErrDataDirVersion is returned by New when the data directory was written by an unknown format version.

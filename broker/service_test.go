@@ -47,3 +47,11 @@ func TestService(t *testing.T) {
 	require.Equal(t, CodeImplementationSpecificError, r.ReasonCode)
 	spy.none(t, b) // consumed by the service, not routed
 }
+
+// Publish (the services' Publisher) checks what it is given.
+func TestPublishValidates(t *testing.T) {
+	b := newBroker(t, nil)
+	require.ErrorIs(t, b.Publish(ctxT(t), &Message{Topic: "a/+"}), ErrInvalidTopic)
+	require.ErrorIs(t, b.Publish(ctxT(t), &Message{Topic: "a", QoS: 3}), ErrInvalidQoS)
+	require.NoError(t, b.Publish(ctxT(t), &Message{Topic: "a", QoS: 1}))
+}
