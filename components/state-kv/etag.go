@@ -13,10 +13,12 @@ import (
 	"github.com/mqdapr/mqdapr/internal/hlc"
 )
 
-// ETag writes: a lease lock on `<key><lockSuffix>` serialises the writers of one key, and the
-// lock's version, presented as the key's fencing token, makes the store refuse a write from a
-// writer whose lease has since passed to someone else who already wrote. DESIGN.md gives the
-// algorithm and its assumptions.
+// Writes under a lease lock: a lock on `<key><lockSuffix>` serialises the ETag writers of one key
+// with each other and with the writes without an ETag that need it (deletes, writes to a fenced
+// key), and the lock's version, presented as the key's fencing token, makes the store refuse a
+// write from a writer whose lease has since passed to someone else who already wrote, and refuse
+// lock-free writes once an ETag writer has fenced the key. DESIGN.md gives the algorithm, the
+// argument and its assumptions.
 
 // lease is a held lock.
 type lease struct {
