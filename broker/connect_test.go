@@ -117,6 +117,11 @@ func TestMaxConnections(t *testing.T) {
 	c, err := tryClient(t, b.Addrs()[0], "two")
 	require.NoError(t, err)
 	require.Equal(t, CodeQuotaExceeded, c.connack.ReasonCode)
+	require.Eventually(t, func() bool { // the refused one is gone
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns) == 1
+	}, waitFor, 2*time.Millisecond)
 	idle := dialRaw(t, b) // counts as the second socket
 	require.Eventually(t, func() bool {
 		b.mu.Lock()

@@ -93,7 +93,13 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			b.mu.Unlock()
 			return nil // a retransmission of one being processed: its acknowledgement follows
 		}
-		if len(c.inPids) >= int(b.opts.ReceiveMaximum) {
+		limit := int(b.opts.ReceiveMaximum)
+		if p.Duplicate {
+			// Retransmissions after a reconnect get slack (paho.golang v0.23.0 can resend more than
+			// Receive Maximum after a restart); a client still flooding beyond it is disconnected.
+			limit *= 2
+		}
+		if len(c.inPids) >= limit {
 			b.mu.Unlock()
 			return reasonf(CodeReceiveMaximumExceeded, "more than %d unacknowledged publishes", b.opts.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
