@@ -38,7 +38,7 @@ func newTestApp(t *testing.T, subs ...map[string]any) *testApp {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(a.subs)
 	})
-	mux.HandleFunc("POST /in", a.deliver)
+	mux.HandleFunc("POST /", a.deliver) // any route: programmatic (/in) or declarative subscriptions
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })

@@ -113,3 +113,25 @@ func TestSIGTERMLeavesNoStaleSocketAndLosesNothing(t *testing.T) {
 	r.startDaprd("connector", app.port, "http")
 	waitDelivered(t, app, map[string]bool{`{"seq":2}`: true, `{"seq":3}`: true}, 60*time.Second)
 }
+
+// The declarative subscription in deploy/subscription.yaml works as written: raw device JSON on a
+// wildcard topic through a shared subscription.
+func TestDeclarativeSubscriptionFile(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t) // no programmatic subscriptions
+	r := s.newReplica("r1", nil)
+	sub, err := os.ReadFile(filepath.Join(bins.root, "deploy", "subscription.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(r.res, "subscription.yaml"), sub, 0o644))
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	s.devices(t, "devsim", "-count", "5", "-devices", "1", "-seq-start", "1")
+	for range 5 {
+		select {
+		case p := <-app.delivered:
+			assert.Contains(t, p, `"deviceId":"dev-001"`)
+		case <-time.After(30 * time.Second):
+			t.Fatal("telemetry not delivered through the declarative subscription")
+		}
+	}
+}
