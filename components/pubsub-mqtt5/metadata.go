@@ -2,7 +2,6 @@ package pubsubmqtt5
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/mqdapr/mqdapr/internal/mdparse"
@@ -79,13 +78,6 @@ func defaultMetadata() Metadata {
 	}
 }
 
-// daprdKeys are metadata keys daprd adds or interprets itself; they are accepted silently.
-var daprdKeys = []string{
-	"actorStateStore", "allowedTopics", "consumerID", "keyPrefix", "namespace", "outboxDiscardWhenMissingState",
-	"outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "protectedTopics", "publishingScopes",
-	"subscriptionScopes", "rawPayload",
-}
-
 // parseMetadata decodes and validates props; unknown keys (other than daprd's) are returned for a
 // warning.
 func parseMetadata(props map[string]string) (Metadata, []string, error) {
@@ -94,9 +86,7 @@ func parseMetadata(props map[string]string) (Metadata, []string, error) {
 	if err != nil {
 		return md, nil, fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
 	}
-	unknown = slices.DeleteFunc(unknown, func(k string) bool {
-		return slices.ContainsFunc(daprdKeys, func(d string) bool { return equalFold(d, k) })
-	})
+	unknown = mdparse.WithoutDaprdKeys(unknown)
 	if err := md.validate(); err != nil {
 		return md, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"time"
 
@@ -134,7 +135,7 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 		return err
 	}
 	for k, v := range req.Metadata {
-		if equalFold(k, "sharedSubscriptionGroup") {
+		if strings.EqualFold(k, "sharedSubscriptionGroup") {
 			if v != "" {
 				if err := validateShareName(v); err != nil {
 					return fmt.Errorf("%w: subscription metadata sharedSubscriptionGroup: %w", ErrInvalidMetadata, err)

@@ -102,6 +102,5 @@ func topicMatches(filter, topic string) bool {
 	}
 }
 
-func equalFold(a, b string) bool { return strings.EqualFold(a, b) }
 
 func reasonString(code byte) string { return mqttconn.ReasonString(code) }

@@ -2,8 +2,6 @@ package statekv
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/mqdapr/mqdapr/internal/mdparse"
@@ -59,10 +57,6 @@ func defaultMetadata() Metadata {
 	}
 }
 
-// daprdKeys are metadata keys daprd adds or interprets itself; they are accepted silently.
-var daprdKeys = []string{"actorStateStore", "consumerID", "keyPrefix", "namespace",
-	"outboxDiscardWhenMissingState", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub"}
-
 // parseMetadata decodes and validates props; unknown keys (other than daprd's) are returned for a
 // warning.
 func parseMetadata(props map[string]string) (Metadata, []string, error) {
@@ -71,9 +65,7 @@ func parseMetadata(props map[string]string) (Metadata, []string, error) {
 	if err != nil {
 		return md, nil, fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
 	}
-	unknown = slices.DeleteFunc(unknown, func(k string) bool {
-		return slices.ContainsFunc(daprdKeys, func(d string) bool { return strings.EqualFold(d, k) })
-	})
+	unknown = mdparse.WithoutDaprdKeys(unknown)
 	if err := md.validate(); err != nil {
 		return md, nil, err
 	}

@@ -169,3 +169,29 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// daprdKeys are metadata keys daprd adds to every component's metadata, or interprets itself
+// (scopes, outbox, key prefix, raw payloads): components accept them without a warning.
+var daprdKeys = []string{
+	"actorStateStore", "allowedTopics", "consumerID", "keyPrefix", "namespace",
+	"outboxDiscardWhenMissingState", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub",
+	"protectedTopics", "publishingScopes", "rawPayload", "subscriptionScopes",
+}
+
+// WithoutDaprdKeys returns unknown without the keys daprd adds itself (compared case-insensitively).
+func WithoutDaprdKeys(unknown []string) []string {
+	out := unknown[:0:0]
+	for _, k := range unknown {
+		daprd := false
+		for _, d := range daprdKeys {
+			if strings.EqualFold(d, k) {
+				daprd = true
+				break
+			}
+		}
+		if !daprd {
+			out = append(out, k)
+		}
+	}
+	return out
+}

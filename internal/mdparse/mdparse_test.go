@@ -75,3 +75,8 @@ func TestDecodeNeedsStructPointer(t *testing.T) {
 func TestKeys(t *testing.T) {
 	assert.Equal(t, []string{"host", "maxRetries", "name", "on", "qos", "receiveMaximum", "useTls", "wait"}, Keys(&sample{}))
 }
+
+func TestWithoutDaprdKeys(t *testing.T) {
+	assert.Equal(t, []string{"bogus"}, WithoutDaprdKeys([]string{"consumerid", "bogus", "keyPrefix", "publishingScopes"}))
+	assert.Empty(t, WithoutDaprdKeys(nil))
+}
