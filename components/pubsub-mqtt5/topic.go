@@ -102,5 +102,4 @@ func topicMatches(filter, topic string) bool {
 	}
 }
 
-
 func reasonString(code byte) string { return mqttconn.ReasonString(code) }
