@@ -3,6 +3,7 @@ package statekv
 import (
 	"io"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(killHelperEnv) != "" {
+		os.Exit(runKillHelper())
+	}
 	goleak.VerifyTestMain(m,
 		// grpc/opencensus background goroutines started by imported packages.
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
