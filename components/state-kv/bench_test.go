@@ -111,3 +111,30 @@ func BenchmarkLastWrite(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkBulkGet reads 100 keys per call (concurrent fan-out, bulkParallelism 16).
+//
+//	go test -run '^$' -bench BenchmarkBulkGet -benchtime 200x ./components/state-kv
+func BenchmarkBulkGet(b *testing.B) {
+	kb := startBrokerB(b)
+	s := New(testLog)
+	if err := s.Init(b.Context(), state.Metadata{Base: metadata.Base{Properties: props(kb.url(), "bench")}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	reqs := make([]state.GetRequest, 100)
+	for i := range reqs {
+		reqs[i].Key = "bulk-" + strconv.Itoa(i)
+		if err := s.Set(b.Context(), &state.SetRequest{Key: reqs[i].Key, Value: make([]byte, 64)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		res, err := s.BulkGet(b.Context(), reqs, state.BulkGetOpts{})
+		if err != nil || len(res) != len(reqs) {
+			b.Fatalf("BulkGet: %d results, %v", len(res), err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(reqs))/b.Elapsed().Seconds(), "keys/s")
+}
