@@ -249,9 +249,11 @@ func (c *conn) readFailed(err error, beforeConnect bool) {
 	switch {
 	case errors.Is(err, ErrPacketTooLarge):
 		c.b.stats.refuse(CodePacketTooLarge)
+		c.log.Info("packet too large", "err", err.Error())
 		c.closeWith(codePtr(CodePacketTooLarge)) // [MQTT-3.1.2-24]
 	case errors.Is(err, ErrMalformed):
 		c.b.stats.refuse(CodeMalformedPacket)
+		c.log.Info("malformed packet", "err", err.Error())
 		if beforeConnect {
 			c.nc.Close()
 			return

@@ -146,6 +146,10 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 		if svc.Match(m.Topic) {
 			b.stats.MessagesIn.Add(1)
 			if err := svc.Handle(c.ctx, c.clientID, m, b); err != nil {
+				var de *DisconnectError
+				if errors.As(err, &de) {
+					return &de.ReasonError
+				}
 				done(codeOf(err, CodeUnspecifiedError))
 				return nil
 			}

@@ -48,6 +48,7 @@ type client struct {
 	*paho.Client
 	msgs    chan *paho.Publish
 	disc    chan *paho.Disconnect
+	errs    chan error // client-side errors (paho's OnClientError), for diagnostics
 	connack *paho.Connack
 }
 
@@ -84,7 +85,13 @@ func tryClient(t testing.TB, addr, id string, opts ...clientOpt) (*client, error
 	if err != nil {
 		return nil, err
 	}
-	cl := &client{msgs: make(chan *paho.Publish, 100000), disc: make(chan *paho.Disconnect, 1)}
+	return clientOn(t, nc, id, opts...)
+}
+
+// clientOn runs a paho client over an established connection (e.g. TLS).
+func clientOn(t testing.TB, nc net.Conn, id string, opts ...clientOpt) (*client, error) {
+	t.Helper()
+	cl := &client{msgs: make(chan *paho.Publish, 100000), disc: make(chan *paho.Disconnect, 1), errs: make(chan error, 16)}
 	cc := paho.ClientConfig{
 		ClientID: id,
 		Conn:     nc,
@@ -93,7 +100,12 @@ func tryClient(t testing.TB, addr, id string, opts ...clientOpt) (*client, error
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { cl.disc <- d },
-		OnClientError:      func(error) {},
+		OnClientError: func(err error) {
+			select {
+			case cl.errs <- err:
+			default:
+			}
+		},
 	}
 	cp := &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true, Properties: &paho.ConnectProperties{}}
 	for _, o := range opts {

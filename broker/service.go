@@ -7,8 +7,16 @@ type Service interface {
 	Match(topic string) bool
 	// Handle is called for each matching PUBLISH after authorization; the publisher is acknowledged
 	// only after Handle returns nil (an error is answered with PUBACK 0x80 unspecified error or the
-	// reason code carried by a *ReasonError). Replies and notifications go out through pub.
+	// reason code carried by a *ReasonError; a *DisconnectError disconnects the publisher instead).
+	// Replies and notifications go out through pub.
 	Handle(ctx context.Context, clientID string, msg *Message, pub Publisher) error
+}
+
+// DisconnectError, returned by Service.Handle, makes the broker disconnect the publisher with
+// DISCONNECT carrying Code instead of acknowledging its PUBLISH (e.g. the state store's forbidden
+// response topics).
+type DisconnectError struct {
+	ReasonError
 }
 
 // Publisher routes a message like a client publish. Publish returns once the message is queued for
