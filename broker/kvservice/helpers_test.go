@@ -62,16 +62,17 @@ func ctxT(t *testing.T) context.Context {
 // client is a raw paho.golang v5 client with its received publishes in msgs.
 type client struct {
 	*paho.Client
-	id   string
-	msgs chan *paho.Publish
+	id           string
+	msgs         chan *paho.Publish
+	disconnected chan byte // reason code of a DISCONNECT from the broker
 }
 
-func (f *fixture) dial(t *testing.T, id string) *client {
+func (f *fixture) dial(t *testing.T, id string, mutate ...func(*paho.ClientConfig)) *client {
 	t.Helper()
 	nc, err := net.Dial("tcp", f.b.Addrs()[0])
 	require.NoError(t, err)
-	c := &client{id: id, msgs: make(chan *paho.Publish, 1000)}
-	c.Client = paho.NewClient(paho.ClientConfig{
+	c := &client{id: id, msgs: make(chan *paho.Publish, 1000), disconnected: make(chan byte, 1)}
+	cfg := paho.ClientConfig{
 		ClientID: id,
 		Conn:     nc,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -79,7 +80,17 @@ func (f *fixture) dial(t *testing.T, id string) *client {
 			return true, nil
 		}},
 		OnClientError: func(error) {},
-	})
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			select {
+			case c.disconnected <- d.ReasonCode:
+			default:
+			}
+		},
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	c.Client = paho.NewClient(cfg)
 	ca, err := c.Connect(ctxT(t), &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
 	require.NoError(t, err)
 	require.Equal(t, byte(0), ca.ReasonCode)

@@ -79,10 +79,10 @@ func (s *Service) Match(topic string) bool { return s.engine.Match(topic) }
 // request's Response Topic, then the KEYNOTIFY notifications, through pub. It blocks until they are
 // queued for their subscribers (the broker acknowledges the request only after Handle returns).
 //
-// Requests the protocol does not answer (QoS other than 1, no or forbidden Response Topic, no
-// Correlation Data; spec §1.1, §1.2) return a *broker.ReasonError with code 0x83 naming the fault;
-// the broker cannot disconnect the client from a Service, which the spec asks for a forbidden
-// response topic. A response that cannot be queued returns the Publisher's error (the command has
+// Requests the protocol does not answer (QoS other than 1, no Response Topic, no Correlation Data;
+// spec §1.1, §1.2) return a *broker.ReasonError with code 0x83 naming the fault; a forbidden
+// Response Topic returns a *broker.DisconnectError (0x82 protocol error): the broker disconnects the
+// client, as the spec asks. A response that cannot be queued returns the Publisher's error (the command has
 // been applied all the same); notifications that cannot be queued are logged.
 func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Message, pub broker.Publisher) error {
 	if s.closed.Load() {
@@ -92,6 +92,9 @@ func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Messa
 	if err != nil {
 		if errors.Is(err, statestore.ErrClosed) {
 			return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: err.Error()}
+		}
+		if errors.Is(err, statestore.ErrForbiddenResponseTopic) {
+			return &broker.DisconnectError{ReasonError: broker.ReasonError{Code: broker.CodeProtocolError, Reason: err.Error()}}
 		}
 		return &broker.ReasonError{Code: broker.CodeImplementationSpecificError, Reason: err.Error()}
 	}

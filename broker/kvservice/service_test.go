@@ -1,6 +1,7 @@
 package kvservice
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -134,6 +135,29 @@ func TestExpiryTimerRearms(t *testing.T) {
 	require.Greater(t, time.Until(d), time.Minute)
 }
 
+// A forbidden response topic (the request topic, or under the notification prefix) disconnects the
+// client (spec §1.1), with DISCONNECT 0x82 protocol error, and nothing is answered.
+func TestForbiddenResponseTopicDisconnects(t *testing.T) {
+	f := newFixture(t)
+	get := []byte("*2\r\n$3\r\nGET\r\n$4\r\nlock\r\n")
+	for name, rt := range map[string]string{
+		"notification prefix": statestore.NotifyTopicPrefix + "/x",
+		"request topic":       statestore.RequestTopic,
+	} {
+		// No PUBACK comes: do not let the publish wait paho's default 10 s.
+		c := f.dial(t, "bad-"+strings.ReplaceAll(name, " ", "-"), func(cfg *paho.ClientConfig) { cfg.PacketTimeout = 200 * time.Millisecond })
+		_, _ = c.Publish(ctxT(t), &paho.Publish{Topic: statestore.RequestTopic, QoS: 1, Payload: get,
+			Properties: &paho.PublishProperties{ResponseTopic: rt, CorrelationData: []byte("0123456789abcdef")}})
+		select {
+		case code := <-c.disconnected:
+			require.Equal(t, byte(0x82), code, name)
+		case <-time.After(waitFor):
+			t.Fatalf("%s: not disconnected", name)
+		}
+		<-c.Done()
+	}
+}
+
 // Requests the protocol does not answer are refused in the PUBACK (0x83) with no response.
 func TestUnanswerableRequestsRefused(t *testing.T) {
 	f := newFixture(t)
@@ -143,10 +167,6 @@ func TestUnanswerableRequestsRefused(t *testing.T) {
 	for name, props := range map[string]*paho.PublishProperties{
 		"no correlation data": {ResponseTopic: responseTopic("app1")},
 		"no response topic":   {CorrelationData: []byte("0123456789abcdef")},
-		"forbidden response topic": {ResponseTopic: statestore.NotifyTopicPrefix + "/x",
-			CorrelationData: []byte("0123456789abcdef")},
-		"request topic as response topic": {ResponseTopic: statestore.RequestTopic,
-			CorrelationData: []byte("0123456789abcdef")},
 	} {
 		r, err := c.Publish(ctxT(t), &paho.Publish{Topic: statestore.RequestTopic, QoS: 1, Payload: get, Properties: props})
 		require.Error(t, err, name)
