@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/mqdapr/mqdapr/broker"
+	"github.com/mqdapr/mqdapr/broker/statestore"
 )
 
 // Authenticator wraps next (nil: accept every client without an authentication method, as the
@@ -35,4 +36,24 @@ func (h *connectHook) Authenticate(ctx context.Context, req *broker.AuthRequest)
 		h.svc.engine.ClientDisconnected(req.ClientID)
 	}
 	return resp, nil
+}
+
+// KeyAuthorizer is implemented by a broker.Authorizer that also decides key-level access to the
+// key-value store (read: GET, KEYNOTIFY; write: SET, DEL, VDEL). It is called with the store's
+// lock held: it must be quick and must not use the store.
+type KeyAuthorizer interface {
+	AuthorizeKey(c broker.Client, key []byte, access statestore.Access) error
+}
+
+// KeyAuthorization returns the engine's key-level authorization hook backed by the broker's
+// authorization hook az, or nil (every key allowed) when az does not implement KeyAuthorizer.
+// A refusal is answered `-ERR not authorized`.
+func KeyAuthorization(az broker.Authorizer) statestore.Authorizer {
+	ka, ok := az.(KeyAuthorizer)
+	if !ok {
+		return nil
+	}
+	return func(clientID string, key []byte, access statestore.Access) bool {
+		return ka.AuthorizeKey(broker.Client{ID: clientID}, key, access) == nil
+	}
 }

@@ -28,15 +28,18 @@ type fixture struct {
 	b      *broker.Broker
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, mutate ...func(*statestore.Options, *broker.Options)) *fixture {
 	t.Helper()
 	eo := statestore.NewDefaultOptions()
 	eo.NodeID = "store-node"
+	o := broker.NewDefaultOptions()
+	for _, m := range mutate {
+		m(&eo, o)
+	}
 	engine, err := statestore.NewEngine(eo)
 	require.NoError(t, err)
 	svc, err := New(Options{Engine: engine})
 	require.NoError(t, err)
-	o := broker.NewDefaultOptions()
 	o.Addr = "127.0.0.1:0"
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Services = []broker.Service{svc}
