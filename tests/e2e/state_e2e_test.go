@@ -62,10 +62,24 @@ func TestDaprdStateSharedBetweenReplicasAndDurable(t *testing.T) {
 	v, _, _ = getState(t, r1, "asset-7")
 	assert.Equal(t, "pump-v2", v)
 
+	// A key with a TTL: its expiry keeps running across the broker's restart.
+	body := bytes.NewBufferString(`[{"key":"session-token","value":"t","metadata":{"ttlInSeconds":"3"}}]`)
+	resp, err := http.Post(r1.daprURL("/v1.0/state/kv"), "application/json", body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+	setAt := time.Now()
+
 	s.broker.kill(syscall.SIGKILL)
 	s.startBroker()
 	require.Eventually(t, func() bool {
 		v, _, status := getState(t, r1, "asset-7")
 		return status == http.StatusOK && v == "pump-v2"
 	}, 30*time.Second, 100*time.Millisecond, "the key survives kill -9 of the broker")
+	require.Eventually(t, func() bool {
+		_, _, status := getState(t, r1, "session-token")
+		return status == http.StatusNoContent
+	}, 30*time.Second, 100*time.Millisecond, "the TTL key expires")
+	assert.Less(t, time.Since(setAt), 10*time.Second, "expiry continued across the restart instead of starting over")
+	assert.GreaterOrEqual(t, time.Since(setAt), 3*time.Second)
 }
