@@ -24,3 +24,10 @@ type DisconnectError struct {
 type Publisher interface {
 	Publish(ctx context.Context, msg *Message) error
 }
+
+// ClientObserver is implemented by a Service that keeps per-client state (the key-value store's
+// KEYNOTIFY registrations): ClientDisconnected is called, outside the broker's lock, when a
+// client's network connection ends (not when a new connection takes its session over).
+type ClientObserver interface {
+	ClientDisconnected(clientID string)
+}

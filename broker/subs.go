@@ -137,6 +137,11 @@ func (b *Broker) detach(c *conn) {
 	if willNow != nil {
 		b.publish(willNow, nil, func(int, error) {})
 	}
+	for _, svc := range b.opts.Services {
+		if o, ok := svc.(ClientObserver); ok {
+			o.ClientDisconnected(c.clientID)
+		}
+	}
 }
 
 // offline marks s disconnected from c and returns a will to publish now. Caller holds b.mu.

@@ -9,8 +9,8 @@ import (
 
 // Authenticator wraps next (nil: accept every client without an authentication method, as the
 // broker does with no Authenticator) so that each successful CONNECT of a client ID drops the
-// KEYNOTIFY registrations left by that client ID's previous connection (spec §1.7). It stands in
-// for a disconnect hook, which the broker does not offer; see the package documentation.
+// KEYNOTIFY registrations left by that client ID's previous connection (spec §1.7), which covers
+// a session takeover (ClientDisconnected covers ordinary disconnects).
 func (s *Service) Authenticator(next broker.Authenticator) broker.Authenticator {
 	return &connectHook{next: next, svc: s}
 }

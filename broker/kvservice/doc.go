@@ -17,10 +17,8 @@
 //	...
 //	svc.Close(); b.Close(); engine.Close()
 //
-// Client disconnects: the broker has no disconnect hook, so Engine.ClientDisconnected (spec §1.7:
-// registrations end with the connection) cannot be called when a client goes away. The closest
-// available signal is the next successful CONNECT with the same client ID, which Authenticator
-// hooks: registrations are dropped then. Until then, notifications for a departed client are routed
-// like any publish (queued in its persistent session if it has one), which the AIO broker would not
-// do.
+// Client disconnects: the Service implements broker.ClientObserver, so a client's KEYNOTIFY
+// registrations end with its connection (spec §1.7). A new connection that takes a live session
+// over does not end the old one's registrations through that hook; the Authenticator wrapper drops
+// them at every successful CONNECT of the client ID.
 package kvservice

@@ -72,6 +72,11 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
+// ClientDisconnected drops the client's KEYNOTIFY registrations when its connection ends
+// (spec §1.7: nothing is kept or queued while the client is away). It implements
+// broker.ClientObserver.
+func (s *Service) ClientDisconnected(clientID string) { s.engine.ClientDisconnected(clientID) }
+
 // Match reports whether topic is the state store request topic (spec §1.1).
 func (s *Service) Match(topic string) bool { return s.engine.Match(topic) }
 

@@ -179,7 +179,7 @@ func TestUnanswerableRequestsRefused(t *testing.T) {
 }
 
 // A new CONNECT with a client ID drops that ID's KEYNOTIFY registrations (the stand-in for the
-// missing disconnect hook), so nothing is sent to the new connection.
+// takeover case), so nothing is sent to the new connection.
 func TestReconnectDropsRegistrations(t *testing.T) {
 	f := newFixture(t)
 	w := f.dial(t, "watcher")
@@ -204,4 +204,15 @@ func TestCloseRefusesRequests(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	_, err := New(Options{})
 	require.ErrorIs(t, err, ErrInvalidOptions)
+}
+
+// When a client's connection ends, its KEYNOTIFY registrations are dropped at once (spec §1.7).
+func TestDisconnectDropsRegistrations(t *testing.T) {
+	f := newFixture(t)
+	w := f.dial(t, "watcher")
+	w.subscribe(t, responseTopic("watcher"))
+	w.call(t, "*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n", "__ts", ts0)
+	require.True(t, f.engine.Watching("watcher", []byte("k")))
+	_ = w.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	require.Eventually(t, func() bool { return !f.engine.Watching("watcher", []byte("k")) }, waitFor, 5*time.Millisecond)
 }
