@@ -3,14 +3,12 @@ package pubsubmqtt5
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
-	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqdapr/mqdapr/internal/mdparse"
@@ -76,7 +74,7 @@ func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg
 		}
 		resp, err := cm.Publish(ctx, msg)
 		if err != nil {
-			if errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+			if mqttconn.NotSent(err) && ctx.Err() == nil {
 				continue // lost between the wait and the send: wait again
 			}
 			return fmt.Errorf("%w: topic %q: %w (the message may still have reached the broker)", ErrPublishFailed, msg.Topic, err)

@@ -12,6 +12,8 @@ import (
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
 // inbound is one received PUBLISH on its way to the app.
@@ -234,7 +236,7 @@ func (p *PubSub) sendSubscribe(ctx context.Context, cm *autopaho.ConnectionManag
 		}
 		ack, err := cm.Subscribe(ctx, sub)
 		if err != nil {
-			if errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+			if mqttconn.NotSent(err) && ctx.Err() == nil {
 				continue
 			}
 			// A broker that does not support subscription identifiers refuses the packet: retry without.

@@ -170,7 +170,7 @@ func (r *rpc) publish(ctx context.Context, msg *paho.Publish) error {
 			return fmt.Errorf("%w: broker %s not reachable: %w", ErrRequestFailed, r.conn.URL().Redacted(), err)
 		}
 		resp, err := cm.Publish(ctx, msg)
-		if errors.Is(err, autopaho.ConnectionDownError) && ctx.Err() == nil {
+		if mqttconn.NotSent(err) && ctx.Err() == nil {
 			continue // lost between the wait and the send: wait again
 		}
 		if resp != nil && resp.ReasonCode >= 0x80 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 )
 
 // Logger is the subset of dapr/kit's logger the connection uses.
@@ -315,3 +316,11 @@ func (nopLogger) Debugf(string, ...any) {}
 func (nopLogger) Infof(string, ...any)  {}
 func (nopLogger) Warnf(string, ...any)  {}
 func (nopLogger) Errorf(string, ...any) {}
+
+// NotSent reports whether err from a publish or subscribe means the request never left the client
+// because no connection was up (autopaho's ConnectionDownError, or paho's session refusing it
+// between connections; paho rewinds the request then), so it is safe to wait for the connection
+// and send again without risking a duplicate.
+func NotSent(err error) bool {
+	return errors.Is(err, autopaho.ConnectionDownError) || errors.Is(err, session.ErrNoConnection)
+}
