@@ -95,10 +95,11 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 	p.props = cloneMap(meta.Properties)
 
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
-		Settings:       md.Settings,
-		Kind:           mqttconn.KindPubSub,
-		ReceiveMaximum: md.ReceiveMaximum,
-		ManualAcks:     true,
+		Settings:         md.Settings,
+		Kind:             mqttconn.KindPubSub,
+		ReceiveMaximum:   md.ReceiveMaximum,
+		ManualAcks:       true,
+		AckFlushInterval: md.AckFlushInterval,
 		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
 			p.onPublish(l, pr)
 			return true, nil

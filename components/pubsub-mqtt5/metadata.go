@@ -28,6 +28,9 @@ type Metadata struct {
 	Retain bool `mapstructure:"retain"`
 	// ReceiveMaximum is sent in CONNECT and bounds the handlers running at once.
 	ReceiveMaximum uint16 `mapstructure:"receiveMaximum"`
+	// AckFlushInterval is how often acknowledgements are sent. Against a broker that honours
+	// Receive Maximum, receive throughput is at most about receiveMaximum / ackFlushInterval.
+	AckFlushInterval time.Duration `mapstructure:"ackFlushInterval"`
 	// Ordering is "topic" (default) or "none".
 	Ordering string `mapstructure:"ordering"`
 	// SharedSubscriptionGroup subscribes as $share/<group>/<topic> so replicas split the stream.
@@ -68,6 +71,7 @@ func defaultMetadata() Metadata {
 		Settings:             mqttconn.DefaultSettings(),
 		QoS:                  DefaultQoS,
 		ReceiveMaximum:       DefaultReceiveMaximum,
+		AckFlushInterval:     mqttconn.DefaultAckFlushInterval,
 		Ordering:             OrderingTopic,
 		MaxDeliveryAttempts:  DefaultMaxDeliveryAttempts,
 		RetryInitialInterval: DefaultRetryInitialInterval,
@@ -102,6 +106,9 @@ func (m *Metadata) validate() error {
 	}
 	if m.ReceiveMaximum == 0 {
 		return fmt.Errorf("%w: receiveMaximum=0: want 1 to 65535", ErrInvalidMetadata)
+	}
+	if m.AckFlushInterval < time.Millisecond || m.AckFlushInterval > time.Second {
+		return fmt.Errorf("%w: ackFlushInterval=%s: want from 1ms to 1s", ErrInvalidMetadata, m.AckFlushInterval)
 	}
 	if m.Ordering != OrderingTopic && m.Ordering != OrderingNone {
 		return fmt.Errorf("%w: ordering=%q: want %q or %q", ErrInvalidMetadata, m.Ordering, OrderingTopic, OrderingNone)

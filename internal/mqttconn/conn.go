@@ -30,6 +30,8 @@ type Options struct {
 	ReceiveMaximum uint16
 	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
 	ManualAcks bool
+	// AckFlushInterval is how often manual acknowledgements are sent (0: DefaultAckFlushInterval).
+	AckFlushInterval time.Duration
 	// OnPublishReceived is called on paho's single receive goroutine: it must not block.
 	OnPublishReceived func(paho.PublishReceived) (bool, error)
 	// OnConnectionUp is called after every (re)connection, on its own goroutine.
@@ -39,8 +41,11 @@ type Options struct {
 	Logger           Logger
 }
 
-// AckFlushInterval is how often paho sends the acknowledgements handed to it (in receive order).
-const AckFlushInterval = 10 * time.Millisecond
+// DefaultAckFlushInterval is how often paho sends the acknowledgements handed to it (in receive
+// order) unless Options.AckFlushInterval says otherwise. Against a broker that honours Receive
+// Maximum it bounds receive throughput at about ReceiveMaximum / AckFlushInterval messages per
+// second; each tick costs a little CPU even when idle.
+const DefaultAckFlushInterval = 2 * time.Millisecond
 
 // ErrConnect is wrapped by the errors of a first connection that did not succeed.
 var ErrConnect = errors.New("cannot connect to the MQTT broker")
@@ -50,6 +55,7 @@ var ErrConnect = errors.New("cannot connect to the MQTT broker")
 type Conn struct {
 	settings Settings
 	log      Logger
+	ackFlush time.Duration
 	url      *url.URL
 	clientID string
 
@@ -93,7 +99,10 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			return nil, err
 		}
 	}
-	c := &Conn{settings: s, log: o.Logger, url: u, clientID: clientID}
+	c := &Conn{settings: s, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval}
+	if c.ackFlush <= 0 {
+		c.ackFlush = DefaultAckFlushInterval
+	}
 	if c.log == nil {
 		c.log = nopLogger{}
 	}
@@ -171,7 +180,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		ClientConfig: paho.ClientConfig{
 			ClientID:                   clientID,
 			EnableManualAcknowledgment: o.ManualAcks,
-			SendAcksInterval:           AckFlushInterval,
+			SendAcksInterval:           c.ackFlush,
 		},
 	}
 	if o.OnPublishReceived != nil {
@@ -283,7 +292,7 @@ func (c *Conn) Close(ctx context.Context) error {
 	c.closing.Store(true)
 	// paho sends manual acknowledgements from a ticker: give it a few ticks to flush those handed
 	// over just before Close, or their messages would be redelivered to the next session.
-	t := time.NewTimer(3 * AckFlushInterval)
+	t := time.NewTimer(3 * c.ackFlush)
 	select {
 	case <-t.C:
 	case <-ctx.Done():
