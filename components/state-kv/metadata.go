@@ -61,11 +61,10 @@ func defaultMetadata() Metadata {
 // warning.
 func parseMetadata(props map[string]string) (Metadata, []string, error) {
 	md := defaultMetadata()
-	unknown, err := mdparse.Decode(props, &md)
+	unknown, err := mdparse.DecodeComponent(props, &md)
 	if err != nil {
 		return md, nil, fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
 	}
-	unknown = mdparse.WithoutDaprdKeys(unknown)
 	if err := md.validate(); err != nil {
 		return md, nil, err
 	}

@@ -195,3 +195,13 @@ func WithoutDaprdKeys(unknown []string) []string {
 	}
 	return out
 }
+
+// DecodeComponent is Decode for a Dapr component's metadata: the unknown keys it returns leave out
+// those daprd adds itself, so that the caller can warn about the rest.
+func DecodeComponent(props map[string]string, out any) (unknown []string, err error) {
+	unknown, err = Decode(props, out)
+	if err != nil {
+		return nil, err
+	}
+	return WithoutDaprdKeys(unknown), nil
+}
