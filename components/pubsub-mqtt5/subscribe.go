@@ -235,23 +235,23 @@ func (p *PubSub) sendSubscribe(ctx context.Context, cm *autopaho.ConnectionManag
 			return fmt.Errorf("mqttv5 pub/sub: subscribe %q: broker not reachable: %w", s.mqttFilter, err)
 		}
 		ack, err := cm.Subscribe(ctx, sub)
-		if err != nil {
-			if mqttconn.NotSent(err) && ctx.Err() == nil {
-				continue
-			}
-			// A broker that does not support subscription identifiers refuses the packet: retry without.
-			if sub.Properties.SubscriptionIdentifier != nil && ack != nil && len(ack.Reasons) > 0 && ack.Reasons[0] == 0xA1 {
-				sub.Properties.SubscriptionIdentifier = nil
-				continue
+		if mqttconn.NotSent(err) && ctx.Err() == nil {
+			continue
+		}
+		// paho returns the SUBACK with an error when it carries a failure reason code.
+		if ack == nil || len(ack.Reasons) == 0 {
+			if err == nil {
+				err = errors.New("SUBACK without a reason code")
 			}
 			return fmt.Errorf("%w: %q: %w", ErrSubscribeRefused, s.mqttFilter, err)
 		}
-		if len(ack.Reasons) == 0 || ack.Reasons[0] >= 0x80 {
-			reason := "no reason code"
-			if len(ack.Reasons) > 0 {
-				reason = reasonString(ack.Reasons[0])
+		if code := ack.Reasons[0]; code >= 0x80 {
+			if code == 0xA1 && sub.Properties.SubscriptionIdentifier != nil {
+				// The broker does not support subscription identifiers: route by topic instead.
+				sub.Properties.SubscriptionIdentifier = nil
+				continue
 			}
-			return fmt.Errorf("%w: %q: reason %s", ErrSubscribeRefused, s.mqttFilter, reason)
+			return fmt.Errorf("%w: %q: reason %s", ErrSubscribeRefused, s.mqttFilter, reasonString(code))
 		}
 		if ack.Reasons[0] < s.qos {
 			p.log.Warnf("mqttv5 pub/sub: broker granted QoS %d for %q (asked %d)", ack.Reasons[0], s.mqttFilter, s.qos)
