@@ -140,21 +140,10 @@ func (m *Mosquitto) Stop() { m.signal(syscall.SIGTERM) }
 func (m *Mosquitto) Kill() { m.signal(syscall.SIGKILL) }
 
 func (m *Mosquitto) signal(sig syscall.Signal) {
-	if m.cmd == nil || m.cmd.Process == nil {
+	if m.cmd == nil {
 		return
 	}
-	select {
-	case <-m.done:
-		return
-	default:
-	}
-	_ = m.cmd.Process.Signal(sig)
-	select {
-	case <-m.done:
-	case <-time.After(15 * time.Second):
-		_ = m.cmd.Process.Kill()
-		<-m.done
-	}
+	Stop(m.cmd.Process, m.done, sig, 15*time.Second)
 }
 
 // Log returns Mosquitto's log so far (for failure messages).

@@ -97,18 +97,7 @@ func start(t *testing.T, name, logDir string, env []string, bin string, args ...
 
 // kill sends sig and waits for the process to end.
 func (p *proc) kill(sig syscall.Signal) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	testutil.Stop(p.cmd.Process, p.done, sig, 20*time.Second)
 }
 
 func (p *proc) exited() <-chan struct{} { return p.done }
