@@ -13,7 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqdapr/mqdapr/app/telemetry"
-	"github.com/mqdapr/mqdapr/internal/testutil"
+	"github.com/mqdapr/mqdapr/broker/brokertest"
 )
 
 type sent struct {
@@ -131,7 +131,7 @@ func (f publisherFunc) Publish(ctx context.Context, topic string, payload []byte
 // TestAgainstEmbeddedBroker publishes through the real broker: a subscriber gets every telemetry
 // message, and a subscriber that comes later gets the retained configuration.
 func TestAgainstEmbeddedBroker(t *testing.T) {
-	b := testutil.StartEmbedded(t)
+	b := brokertest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

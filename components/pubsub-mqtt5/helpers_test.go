@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/mqdapr/mqdapr/broker/brokertest"
 	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
@@ -39,7 +40,7 @@ func embedded() bool { return os.Getenv("MQDAPR_TEST_BROKER") == "embedded" }
 
 func startBroker(t *testing.T) testBroker {
 	if embedded() {
-		return testutil.StartEmbedded(t)
+		return brokertest.Start(t)
 	}
 	return testutil.StartMosquitto(t, testutil.MosquittoOptions{})
 }
@@ -54,7 +55,7 @@ func needsMosquitto(t *testing.T) {
 
 func startBrokerB(b *testing.B) testBroker {
 	if embedded() {
-		return testutil.StartEmbedded(b)
+		return brokertest.Start(b)
 	}
 	return testutil.StartMosquitto(b, testutil.MosquittoOptions{})
 }

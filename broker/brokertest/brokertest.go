@@ -1,4 +1,6 @@
-package testutil
+// Package brokertest starts mqdapr's embedded broker for tests in other packages, as
+// net/http/httptest does for net/http: in process, with a data directory, on a loopback port.
+package brokertest
 
 import (
 	"fmt"
@@ -8,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mqdapr/mqdapr/broker"
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
 // Embedded is mqdapr's own broker, in process, with a data directory, on a fixed loopback port
@@ -19,10 +22,10 @@ type Embedded struct {
 	b    *broker.Broker
 }
 
-// StartEmbedded starts the embedded broker with durable persistence in a temporary folder.
-func StartEmbedded(t testing.TB) *Embedded {
+// Start starts the embedded broker with durable persistence in a temporary folder.
+func Start(t testing.TB) *Embedded {
 	t.Helper()
-	e := &Embedded{t: t, Port: FreePort(t), Dir: t.TempDir()}
+	e := &Embedded{t: t, Port: testutil.FreePort(t), Dir: t.TempDir()}
 	e.Start()
 	t.Cleanup(e.Stop)
 	return e
@@ -43,7 +46,7 @@ func (e *Embedded) Start() {
 		e.t.Fatal(err)
 	}
 	e.b = b
-	WaitListening(e.t, e.Addr(), 10*time.Second, nil)
+	testutil.WaitListening(e.t, e.Addr(), 10*time.Second, nil)
 }
 
 // Stop closes the broker (a clean shutdown; data stays in Dir).
