@@ -1,0 +1,101 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/stretchr/testify/require"
+)
+
+// Regression tests for protocol defects found by reading the code (issue 8, items 8 and 11).
+
+// connectWith sends a CONNECT that mutate may change and returns the CONNACK, nil when the broker
+// closed the connection instead.
+func (r *raw) connectWith(t testing.TB, id string, clean bool, expiry uint32, mutate func(*packets.Connect)) *packets.Connack {
+	t.Helper()
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.CleanStart, c.KeepAlive = id, clean, 30
+	c.Properties.SessionExpiryInterval = &expiry
+	if mutate != nil {
+		mutate(c)
+	}
+	r.send(t, cp)
+	ack := r.read(t)
+	require.NotNil(t, ack, "connection closed without CONNACK")
+	require.Equal(t, packets.CONNACK, ack.Type)
+	return ack.Content.(*packets.Connack)
+}
+
+// sendAck sends PUBACK, PUBREC or PUBCOMP (typ) for pid.
+func (r *raw) sendAck(t testing.TB, typ byte, pid uint16) {
+	t.Helper()
+	cp := packets.NewControlPacket(typ)
+	switch a := cp.Content.(type) {
+	case *packets.Puback:
+		a.PacketID = pid
+	case *packets.Pubrec:
+		a.PacketID = pid
+	case *packets.Pubcomp:
+		a.PacketID = pid
+	}
+	r.send(t, cp)
+}
+
+// expectPubrel reads the next packet and checks it is PUBREL for pid.
+func (r *raw) expectPubrel(t testing.TB, pid uint16) {
+	t.Helper()
+	cp := r.read(t)
+	require.NotNil(t, cp, "connection closed")
+	require.Equal(t, packets.PUBREL, cp.Type, "got %s, want PUBREL %d", cp.PacketType(), pid)
+	require.Equal(t, pid, cp.Content.(*packets.Pubrel).PacketID)
+}
+
+// ping sends PINGREQ and expects PINGRESP as the next packet: whatever the broker queued for the
+// connection before it answered the ping has been read by then.
+func (r *raw) ping(t testing.TB) {
+	t.Helper()
+	r.send(t, packets.NewControlPacket(packets.PINGREQ))
+	cp := r.read(t)
+	require.NotNil(t, cp, "connection closed")
+	require.Equal(t, packets.PINGRESP, cp.Type, "got %s, want PINGRESP", cp.PacketType())
+}
+
+// Item 8 [MQTT-3.10.4-3]: a member leaving its shared group with UNSUBSCRIBE completes the QoS 2
+// deliveries already started (before and after PUBREC); no other member receives them.
+func TestSharedUnsubscribeCompletesQoS2InFlight(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "leaver", true, 0)
+	r.subscribe(t, "$share/g/t", 2)
+	pub := dialClient(t, b, "pub")
+	pub.publish(t, "t", 2, "sent")
+	pub.publish(t, "t", 2, "received")
+	sent, recvd := r.readPublish(t), r.readPublish(t)
+	require.Equal(t, "sent", string(sent.Payload))
+	require.Equal(t, "received", string(recvd.Payload))
+	r.sendAck(t, packets.PUBREC, recvd.PacketID)
+	r.expectPubrel(t, recvd.PacketID)
+
+	stay := dialClient(t, b, "stay")
+	stay.subscribe(t, "$share/g/t", 2)
+	cp := packets.NewControlPacket(packets.UNSUBSCRIBE)
+	cp.Content.(*packets.Unsubscribe).PacketID = 2
+	cp.Content.(*packets.Unsubscribe).Topics = []string{"$share/g/t"}
+	r.send(t, cp)
+	ua := r.read(t)
+	require.NotNil(t, ua)
+	require.Equal(t, packets.UNSUBACK, ua.Type)
+
+	// The leaver completes both: the broker still knows their packet identifiers.
+	r.sendAck(t, packets.PUBREC, sent.PacketID)
+	r.send(t, packets.NewControlPacket(packets.PINGREQ)) // answered after the PUBREL, if any
+	r.expectPubrel(t, sent.PacketID)
+	require.Equal(t, packets.PINGRESP, r.read(t).Type)
+	r.sendAck(t, packets.PUBCOMP, sent.PacketID)
+	r.sendAck(t, packets.PUBCOMP, recvd.PacketID)
+	r.ping(t)
+	stay.none(t, b) // exactly once: the other member got neither
+	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond, "entries left behind")
+}
