@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -98,4 +99,48 @@ func TestSharedUnsubscribeCompletesQoS2InFlight(t *testing.T) {
 	r.ping(t)
 	stay.none(t, b) // exactly once: the other member got neither
 	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond, "entries left behind")
+}
+
+// willConnect encodes a CONNECT (clean start, session expiry 0) carrying a QoS 1 will on topic with
+// will properties props, already encoded. Encoded by hand: paho.golang v0.23.0 packs will properties
+// as CONNECT properties and so never sends a will's Message Expiry Interval.
+func willConnect(id, topic, payload string, props []byte) []byte {
+	str := func(b []byte, s string) []byte { return append(binary.BigEndian.AppendUint16(b, uint16(len(s))), s...) }
+	vh := str(nil, "MQTT")
+	vh = append(vh, 5, 0x02|0x04|0x08, 0, 30, 0) // version 5; clean start, will, will QoS 1; keep alive 30; no properties
+	vh = str(vh, id)
+	vh = binary.AppendUvarint(vh, uint64(len(props))) // one byte below 128: the same as MQTT's encoding
+	vh = append(vh, props...)
+	vh = str(vh, topic)
+	vh = str(vh, payload)
+	out := []byte{0x10}
+	for n := len(vh); ; {
+		d := byte(n % 128)
+		if n /= 128; n > 0 {
+			out = append(out, d|0x80)
+			continue
+		}
+		out = append(out, d)
+		break
+	}
+	return append(out, vh...)
+}
+
+// Item 11a (MQTT v5 §3.1.3.2.4): a will's Message Expiry Interval is its lifetime from the moment the
+// broker publishes it, and is sent on as the message's expiry.
+func TestWillKeepsMessageExpiry(t *testing.T) {
+	b := newBroker(t, nil)
+	w := dialClient(t, b, "watcher")
+	w.subscribe(t, "will/#", 1)
+	r := dialRaw(t, b)
+	r.write(t, willConnect("dies", "will/x", "gone", []byte{0x02, 0, 0, 0, 60})) // Message Expiry Interval 60
+	ack := r.read(t)
+	require.NotNil(t, ack)
+	require.Equal(t, CodeSuccess, ack.Content.(*packets.Connack).ReasonCode)
+	r.nc.Close()
+	m := w.next(t)
+	require.Equal(t, "gone", string(m.Payload))
+	require.NotNil(t, m.Properties.MessageExpiry, "will delivered without its Message Expiry Interval")
+	require.LessOrEqual(t, *m.Properties.MessageExpiry, uint32(60))
+	require.Positive(t, *m.Properties.MessageExpiry)
 }
