@@ -81,6 +81,15 @@ func (c *conn) connect(p *packets.Connect) bool {
 	if !c.authenticate(p, ack) {
 		return false
 	}
+	if az := b.opts.Authorizer; az != nil && w != nil {
+		// The will is published on the client's behalf: it needs the right to publish on its topic.
+		// Refused rather than dropped, so the client never relies on a will that would not be sent.
+		if err := az.AuthorizePublish(c.ctx, c.client(), w.msg.Topic); err != nil {
+			c.log.Info("will topic not authorized", "err", err.Error())
+			c.connack(codeOf(err, CodeNotAuthorized), false, nil) // MQTT v5 §3.2.2.2 0x87 Not authorized
+			return false
+		}
+	}
 	if b.stats.Connections.Load() >= int64(b.opts.MaxConnections) {
 		c.connack(CodeQuotaExceeded, false, nil)
 		return false

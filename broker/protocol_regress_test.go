@@ -144,3 +144,27 @@ func TestWillKeepsMessageExpiry(t *testing.T) {
 	require.LessOrEqual(t, *m.Properties.MessageExpiry, uint32(60))
 	require.Positive(t, *m.Properties.MessageExpiry)
 }
+
+// Item 11b: the will is published on the client's behalf, so its topic needs the client's right to
+// publish there; a CONNECT whose will the Authorizer refuses gets CONNACK 0x87 and no will is ever
+// published. An allowed will topic connects as before.
+func TestWillTopicAuthorized(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Authorizer = testAuthz{} }) // no publishing under secret/
+	w := dialClient(t, b, "watcher")
+	w.subscribe(t, "secret/#", 1)
+
+	r := dialRaw(t, b)
+	r.write(t, willConnect("sneaky", "secret/w", "leak", nil))
+	ack := r.read(t)
+	require.NotNil(t, ack)
+	require.Equal(t, CodeNotAuthorized, ack.Content.(*packets.Connack).ReasonCode)
+	require.Nil(t, r.read(t), "connection not closed after CONNACK 0x87")
+	waitOffline(t, b, "sneaky")
+	w.none(t, b) // the refused will was not published when the connection closed
+
+	ok := dialRaw(t, b)
+	ok.write(t, willConnect("honest", "open/w", "bye", nil))
+	ack = ok.read(t)
+	require.NotNil(t, ack)
+	require.Equal(t, CodeSuccess, ack.Content.(*packets.Connack).ReasonCode)
+}
