@@ -178,12 +178,12 @@ func (c *conn) connect(p *packets.Connect) bool {
 	b.stats.Connections.Add(1)
 	b.stats.ConnectionsTotal.Add(1)
 	c.connack(CodeSuccess, present, ack)
-	// Resend unacknowledged PUBLISH (DUP) and PUBREL in order [MQTT-4.4.0-1] [MQTT-4.6.0-1].
-	var resend []*packets.ControlPacket
+	// Unacknowledged PUBLISH (DUP) and PUBREL are resent in order by pump, within the new connection's
+	// Receive Maximum (resendInflight).
 	for _, e := range s.inflight {
-		resend = append(resend, e.resendPacket(now))
+		e.resend = true
 	}
-	c.sendAll(resend)
+	s.resending = len(s.inflight) > 0
 	b.pump(s, now, &ops)
 	if len(ops) > 0 {
 		b.store.submit(ops, nil)

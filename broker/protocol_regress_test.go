@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
@@ -167,4 +168,88 @@ func TestWillTopicAuthorized(t *testing.T) {
 	ack = ok.read(t)
 	require.NotNil(t, ack)
 	require.Equal(t, CodeSuccess, ack.Content.(*packets.Connack).ReasonCode)
+}
+
+// Item 11d [MQTT-3.3.4-7] [MQTT-4.4.0-1]: a reconnect resends in-flight messages, in order with
+// their packet identifiers, only as many as the new connection's Receive Maximum allows; each
+// acknowledgement lets the next one go.
+func TestReconnectResendWithinReceiveMaximum(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "sub", true, 3600) // Receive Maximum 65535
+	r.subscribe(t, "t", 1)
+	pub := dialClient(t, b, "pub")
+	const n = 5
+	for i := range n {
+		pub.publish(t, "t", 1, fmt.Sprint(i))
+	}
+	var pids []uint16
+	for i := range n {
+		p := r.readPublish(t)
+		require.Equal(t, fmt.Sprint(i), string(p.Payload))
+		pids = append(pids, p.PacketID)
+	}
+	r.nc.Close() // none acknowledged
+	waitOffline(t, b, "sub")
+
+	r2 := dialRaw(t, b)
+	two := uint16(2)
+	ack := r2.connectWith(t, "sub", false, 3600, func(c *packets.Connect) { c.Properties.ReceiveMaximum = &two })
+	require.True(t, ack.SessionPresent)
+	expectDup := func(i int) {
+		t.Helper()
+		p := r2.readPublish(t)
+		require.Equal(t, fmt.Sprint(i), string(p.Payload))
+		require.Equal(t, pids[i], p.PacketID)
+		require.True(t, p.Duplicate)
+	}
+	expectDup(0)
+	expectDup(1)
+	r2.ping(t) // a third resend would have come before the PINGRESP
+	r2.puback(t, pids[0])
+	expectDup(2)
+	r2.ping(t)
+	r2.puback(t, pids[1])
+	r2.puback(t, pids[2])
+	expectDup(3)
+	expectDup(4)
+	r2.puback(t, pids[3])
+	r2.puback(t, pids[4])
+	r2.ping(t)
+	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond)
+}
+
+// Item 11c, resends [MQTT-3.1.2-25]: an in-flight message larger than the Maximum Packet Size the
+// client gives on reconnect is not resent but treated as sent: QoS 1 is done, QoS 2 goes on with
+// PUBREL (releasing the packet identifier the client may hold); smaller ones are resent.
+func TestReconnectResendRespectsMaximumPacketSize(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialRaw(t, b)
+	r.connect(t, "sub", true, 3600) // no Maximum Packet Size
+	r.subscribe(t, "t", 2)
+	pub := dialClient(t, b, "pub")
+	big := string(make([]byte, 2000))
+	pub.publish(t, "t", 1, big)
+	pub.publish(t, "t", 2, big)
+	pub.publish(t, "t", 1, "small")
+	big1, big2, small := r.readPublish(t), r.readPublish(t), r.readPublish(t)
+	require.Equal(t, byte(1), big1.QoS)
+	require.Equal(t, byte(2), big2.QoS)
+	require.Equal(t, "small", string(small.Payload))
+	r.nc.Close() // none acknowledged
+	waitOffline(t, b, "sub")
+
+	r2 := dialRaw(t, b)
+	limit := uint32(1024)
+	ack := r2.connectWith(t, "sub", false, 3600, func(c *packets.Connect) { c.Properties.MaximumPacketSize = &limit })
+	require.True(t, ack.SessionPresent)
+	r2.expectPubrel(t, big2.PacketID) // big1 (QoS 1) is skipped, big2 (QoS 2) is released
+	p := r2.readPublish(t)
+	require.Equal(t, "small", string(p.Payload))
+	require.Equal(t, small.PacketID, p.PacketID)
+	require.True(t, p.Duplicate)
+	r2.sendAck(t, packets.PUBCOMP, big2.PacketID)
+	r2.puback(t, small.PacketID)
+	r2.ping(t)
+	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond)
 }
