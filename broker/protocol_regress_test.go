@@ -253,3 +253,71 @@ func TestReconnectResendRespectsMaximumPacketSize(t *testing.T) {
 	r2.ping(t)
 	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond)
 }
+
+// readUntil reads packets until one of type stop arrives and returns the PUBLISH packets before it.
+func (r *raw) readUntil(t testing.TB, stop byte) []*packets.Publish {
+	t.Helper()
+	var pubs []*packets.Publish
+	for {
+		cp := r.read(t)
+		require.NotNil(t, cp, "connection closed before %s", packets.NewControlPacket(stop).PacketType())
+		if cp.Type == stop {
+			return pubs
+		}
+		if p, ok := cp.Content.(*packets.Publish); ok {
+			pubs = append(pubs, p)
+		}
+	}
+}
+
+// retainQoS0 stores retained QoS 0 messages on topics through the broker's Publisher.
+func retainQoS0(t testing.TB, b *Broker, payload []byte, topics ...string) {
+	t.Helper()
+	for _, topic := range topics {
+		require.NoError(t, b.Publish(ctxT(t), &Message{Topic: topic, Payload: payload, Retain: true}))
+	}
+}
+
+// Item 11c, retained [MQTT-3.1.2-25]: a retained QoS 0 message larger than the client's Maximum
+// Packet Size is not sent on SUBSCRIBE; the others are.
+func TestRetainedQoS0RespectsMaximumPacketSize(t *testing.T) {
+	b := newBroker(t, nil)
+	retainQoS0(t, b, make([]byte, 2000), "r/big")
+	retainQoS0(t, b, []byte("small"), "r/small")
+	r := dialRaw(t, b)
+	limit := uint32(1024)
+	r.connectWith(t, "sub", true, 0, func(c *packets.Connect) { c.Properties.MaximumPacketSize = &limit })
+	r.subscribe(t, "r/#", 0)
+	r.send(t, packets.NewControlPacket(packets.PINGREQ))
+	pubs := r.readUntil(t, packets.PINGRESP) // the retained messages were queued before the PINGRESP
+	require.Len(t, pubs, 1)
+	require.Equal(t, "r/small", pubs[0].Topic)
+}
+
+// Item 11e: a filter matching more retained QoS 0 messages than the connection's write queue holds
+// no longer closes the connection on every SUBSCRIBE: retained QoS 0 messages go like any QoS 0
+// message, up to MaxQoS0Buffered waiting at once, the rest dropped and counted (DroppedQoS0).
+func TestManyRetainedQoS0DoNotCloseTheConnection(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.ReceiveMaximum, o.MaxQoS0Buffered = 1, 100 })
+	const n = 1500 // more than the write queue limit: 1 + 1 + 100 + 1024 with Receive Maximum 1
+	topics := make([]string, n)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("r/%d", i)
+	}
+	retainQoS0(t, b, []byte("v"), topics...)
+	r := dialRaw(t, b)
+	one := uint16(1)
+	r.connectWith(t, "sub", true, 0, func(c *packets.Connect) { c.Properties.ReceiveMaximum = &one })
+	got := 0
+	for range 2 { // every SUBSCRIBE, not only the first
+		cp := packets.NewControlPacket(packets.SUBSCRIBE)
+		cp.Content.(*packets.Subscribe).PacketID = 1
+		cp.Content.(*packets.Subscribe).Subscriptions = []packets.SubOptions{{Topic: "r/#", QoS: 0}}
+		r.send(t, cp)
+		r.readUntil(t, packets.SUBACK) // a SUBACK precedes its retained messages
+		r.send(t, packets.NewControlPacket(packets.PINGREQ))
+		got += len(r.readUntil(t, packets.PINGRESP))
+	}
+	require.Positive(t, got)
+	require.Equal(t, int64(2*n), int64(got)+b.Stats().DroppedQoS0, "every retained message is sent or counted as dropped")
+}
