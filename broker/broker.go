@@ -250,11 +250,15 @@ func (b *Broker) Publish(ctx context.Context, msg *Message) error {
 	}
 }
 
-// publish routes m and calls done(matches, err) once the routing is durable. pre, if not nil, runs
+// publish routes m, stamping its expiry time if not yet stamped, and calls done(matches, err) once the
+// routing is durable. pre, if not nil, runs
 // under b.mu after a successful routing and may add ops to the same commit.
 func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error)) {
 	b.stats.MessagesIn.Add(1)
 	now := time.Now()
+	// Client publishes are stamped on receipt; a will's Message Expiry Interval counts from its
+	// publication (MQTT v5 §3.1.3.2.4), which is now.
+	m.stamp(now)
 	var ops []op
 	b.mu.Lock()
 	n, ents, err := b.route(m, now, &ops)

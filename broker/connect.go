@@ -81,6 +81,15 @@ func (c *conn) connect(p *packets.Connect) bool {
 	if !c.authenticate(p, ack) {
 		return false
 	}
+	if az := b.opts.Authorizer; az != nil && w != nil {
+		// The will is published on the client's behalf: it needs the right to publish on its topic.
+		// Refused rather than dropped, so the client never relies on a will that would not be sent.
+		if err := az.AuthorizePublish(c.ctx, c.client(), w.msg.Topic); err != nil {
+			c.log.Info("will topic not authorized", "err", err.Error())
+			c.connack(codeOf(err, CodeNotAuthorized), false, nil) // MQTT v5 §3.2.2.2 0x87 Not authorized
+			return false
+		}
+	}
 	if b.stats.Connections.Load() >= int64(b.opts.MaxConnections) {
 		c.connack(CodeQuotaExceeded, false, nil)
 		return false
@@ -169,12 +178,12 @@ func (c *conn) connect(p *packets.Connect) bool {
 	b.stats.Connections.Add(1)
 	b.stats.ConnectionsTotal.Add(1)
 	c.connack(CodeSuccess, present, ack)
-	// Resend unacknowledged PUBLISH (DUP) and PUBREL in order [MQTT-4.4.0-1] [MQTT-4.6.0-1].
-	var resend []*packets.ControlPacket
+	// Unacknowledged PUBLISH (DUP) and PUBREL are resent in order by pump, within the new connection's
+	// Receive Maximum (resendInflight).
 	for _, e := range s.inflight {
-		resend = append(resend, e.resendPacket(now))
+		e.resend = true
 	}
-	c.sendAll(resend)
+	s.resending = len(s.inflight) > 0
 	b.pump(s, now, &ops)
 	if len(ops) > 0 {
 		b.store.submit(ops, nil)

@@ -26,14 +26,15 @@
 // unsent group messages and its in-flight QoS 1 group messages go back to the group at once and on to
 // another member (MQTT v5 §4.8.2 allows it; the first member may still have processed them: at least
 // once). In-flight QoS 2 messages stay with the member's session, which must complete them (exactly
-// once). A group whose members all left keeps its messages for the next member. With a data
+// once). A member that unsubscribes gives back the same messages and completes its in-flight QoS 2
+// ones [MQTT-3.10.4-3]. A group whose members all left keeps its messages for the next member. With a data
 // directory, a group message held by a member whose session is not persistent stays stored under the
 // group until acknowledged: after a crash it goes to another member (that session could not survive
 // the crash anyway), so a QoS 2 group message may then be delivered twice.
 //
 // Limits. MaxSessionQueue bounds the QoS 1/2 messages a session holds, MaxGroupQueue a group's queue,
 // MaxQueuedBytes the memory of all queued messages together, MaxRetained the retained messages, MaxQoS0Buffered the QoS 0 messages waiting for one connection
-// (beyond it QoS 0 is dropped and counted). A QoS 1/2 publish that would exceed any subscriber's or
+// (beyond it QoS 0 is dropped and counted, retained QoS 0 messages sent for a SUBSCRIBE included). A QoS 1/2 publish that would exceed any subscriber's or
 // group's limit is refused as a whole (PUBACK/PUBREC 0x97) before anything is queued, so nothing
 // acknowledged is dropped. A slow subscriber therefore affects only publishers of topics it
 // subscribes to, and only once its own queue is full; other subscribers and topics are unaffected.

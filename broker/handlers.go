@@ -231,6 +231,7 @@ func (b *Broker) outboundAck(c *conn, pid uint16, typ byte, code byte) {
 	case typ == packets.PUBREC && e.qos == 2 && e.state == stSent && code >= 0x80:
 		done = true
 	case typ == packets.PUBREC && e.qos == 2 && e.state != stQueued:
+		e.resend = false // the PUBREL below is its resend
 		if e.state == stSent {
 			e.state = stPubrelSent
 			if s.persistent {

@@ -48,7 +48,10 @@ type Client struct {
 }
 
 // Authorizer decides publish and subscribe by topic. An error refuses: PUBACK/PUBREC or SUBACK carries
-// the *ReasonError's code, else 0x87. It must not block for long: it runs on the client's goroutine.
+// the *ReasonError's code, else 0x87. AuthorizePublish is also asked, at CONNECT, for the topic of the
+// client's will (the will is published on the client's behalf); refusing it refuses the connection
+// with CONNACK carrying the code, else 0x87. It must not block for long: it runs on the client's
+// goroutine.
 type Authorizer interface {
 	AuthorizePublish(ctx context.Context, c Client, topic string) error
 	AuthorizeSubscribe(ctx context.Context, c Client, filter string) error

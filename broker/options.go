@@ -41,7 +41,8 @@ type Options struct {
 	// MaxRetained is the number of retained messages kept; a new retained topic beyond it is refused
 	// with 0x97.
 	MaxRetained int
-	// MaxQoS0Buffered is the number of QoS 0 messages buffered per connection before dropping.
+	// MaxQoS0Buffered is the number of QoS 0 messages buffered per connection before dropping (counted
+	// in Stats.DroppedQoS0); it bounds retained QoS 0 messages sent for a SUBSCRIBE as well.
 	MaxQoS0Buffered int
 	// ConnectTimeout closes connections that do not send CONNECT in time.
 	ConnectTimeout time.Duration

@@ -284,6 +284,15 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 		pkts = append(pkts, p.ToControlPacket())
 		b.stats.MessagesOut.Add(1)
 	}
+	if s.resending {
+		var all bool
+		if pkts, all = b.resendInflight(s, now, ops); !all {
+			if len(pkts) > 0 {
+				c.sendAll(pkts)
+			}
+			return // nothing new before every earlier in-flight message is resent
+		}
+	}
 	for len(s.inflight) < int(c.recvMax) {
 		e := s.peekQueued()
 		if e == nil || !e.committed {
@@ -335,6 +344,54 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 	c.sendAll(pkts)
 }
 
+// resendInflight returns the packets that resend, in order, the in-flight entries of s from an earlier
+// connection: PUBLISH with DUP set or PUBREL, with their packet identifiers [MQTT-4.4.0-1]
+// [MQTT-4.6.0-1], only as many as the client's Receive Maximum allows [MQTT-3.3.4-7] (every entry
+// waiting for an acknowledgement counts); the rest follow as acknowledgements come in. A PUBLISH
+// larger than the client's Maximum Packet Size is not sent and counts as sent [MQTT-3.1.2-25]: QoS 1
+// is done; QoS 2 goes on with PUBREL, which also releases the packet identifier in case the client
+// received the PUBLISH on the earlier connection. It reports whether no entry waits any more. Caller
+// holds b.mu; s is connected.
+func (b *Broker) resendInflight(s *session, now time.Time, ops *[]op) ([]*packets.ControlPacket, bool) {
+	c := s.conn
+	wire := 0
+	for _, e := range s.inflight {
+		if !e.resend {
+			wire++
+		}
+	}
+	var pkts []*packets.ControlPacket
+	var done []*entry
+	s.resending = false
+	for _, e := range s.inflight {
+		if !e.resend {
+			continue
+		}
+		if wire >= int(c.recvMax) {
+			s.resending = true
+			break
+		}
+		e.resend = false
+		if e.state == stSent && !c.fits(e, now) {
+			if e.qos == 1 {
+				done = append(done, e)
+				continue
+			}
+			e.state = stPubrelSent
+			if s.persistent {
+				*ops = append(*ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+			}
+		}
+		wire++
+		pkts = append(pkts, e.resendPacket(now))
+	}
+	for _, e := range done {
+		s.removeInflight(e)
+		b.forget(s, e, ops)
+	}
+	return pkts, !s.resending
+}
+
 // dropUnsendable discards a queued entry whose message expired [MQTT-3.3.2-5] or that exceeds the
 // client's Maximum Packet Size [MQTT-3.1.2-25]; it reports whether e was dropped.
 func (b *Broker) dropUnsendable(s *session, e *entry, now time.Time, ops *[]op) bool {
@@ -372,9 +429,12 @@ func (b *Broker) releaseGroupEntries(s *session, all bool, ops *[]op) {
 	b.release(s, func(e *entry) bool { return e.qos == 1 || all }, nil, ops)
 }
 
-// releaseEntriesOf returns every entry of s that came through group g (s leaves g).
+// releaseEntriesOf returns the entries of s that came through group g when s leaves g (UNSUBSCRIBE):
+// unsent ones and in-flight QoS 1 ones, as when the connection ends. In-flight QoS 2 ones stay with s,
+// which completes them [MQTT-3.10.4-3]: sending them to another member would deliver them twice, and
+// s's PUBREC/PUBCOMP would find no packet identifier.
 func (b *Broker) releaseEntriesOf(s *session, g *group, ops *[]op) {
-	b.release(s, func(*entry) bool { return true }, g, ops)
+	b.release(s, func(e *entry) bool { return e.qos == 1 }, g, ops)
 }
 
 // release moves s's group entries back to their groups: in-flight ones when inflight(e) says so,
@@ -405,7 +465,7 @@ func (b *Broker) release(s *session, inflight func(*entry) bool, only *group, op
 		if s.persistent {
 			*ops = append(*ops, op{kind: opDelEntry, owner: s.ownerKey(), seq: e.seq})
 		}
-		e.state, e.pid = stQueued, 0
+		e.state, e.pid, e.resend = stQueued, 0, false
 		e.qos = e.msg.QoS
 		e.committed = true
 		e.sess, e.groupKept = nil, false

@@ -25,6 +25,7 @@ type entry struct {
 	state     byte
 	pid       uint16
 	committed bool     // durable (or needs no durability): may be sent
+	resend    bool     // in flight from an earlier connection, not yet resent on this one
 	group     *group   // set when delivered through a shared subscription
 	sess      *session // the session holding the entry, nil while in a group queue
 	// groupKept: a group entry held by a non-persistent session stays stored under its group's key
@@ -85,6 +86,7 @@ type session struct {
 	offlineAt  time.Time
 	subs       map[string]*subscription // by full filter as subscribed (incl. $share/...)
 	inflight   []*entry                 // sent, in send order
+	resending  bool                     // some in-flight entries wait to be resent (entry.resend)
 	queued     []*entry                 // not sent, in order; queued[qhead:] are live
 	qhead      int
 	pids       map[uint16]*entry // outbound packet id -> in-flight entry

@@ -54,7 +54,7 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 	now := time.Now()
 	var ops []op
 	var ents []*entry
-	var qos0 []*packets.ControlPacket
+	var qos0 []*packets.Publish
 	b.mu.Lock()
 	s := c.sess
 	if s == nil {
@@ -77,7 +77,7 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 			}
 			qos := min(m.QoS, sub.QoS)
 			if qos == 0 {
-				qos0 = append(qos0, m.toPublish(0, true, sub.SubID, now).ToControlPacket())
+				qos0 = append(qos0, m.toPublish(0, true, sub.SubID, now))
 				continue
 			}
 			if s.queueLen() >= b.opts.MaxSessionQueue {
@@ -102,7 +102,16 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 	cp.Content = &packets.Suback{PacketID: p.PacketID, Reasons: reasons, Properties: &packets.Properties{}}
 	finish := func() { // caller holds b.mu
 		c.enqueue(cp) // SUBACK before the retained messages [MQTT-3.8.4-1]
-		c.sendAll(qos0)
+		// Retained QoS 0 messages go like any QoS 0 message: not sent when larger than the client's
+		// Maximum Packet Size [MQTT-3.1.2-25], dropped beyond MaxQoS0Buffered waiting, so that a
+		// filter matching many never overflows the write queue (which would close the connection).
+		for _, p := range qos0 {
+			if c.sendQoS0(p) {
+				b.stats.MessagesOut.Add(1)
+			} else {
+				b.stats.DroppedQoS0.Add(1)
+			}
+		}
 		for _, e := range ents {
 			e.committed = true
 		}
