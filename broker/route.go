@@ -429,12 +429,12 @@ func (b *Broker) releaseGroupEntries(s *session, all bool, ops *[]op) {
 	b.release(s, func(e *entry) bool { return e.qos == 1 || all }, nil, ops)
 }
 
-// releaseEntriesOf returns the entries of s that came through group g when s leaves g (UNSUBSCRIBE):
-// unsent ones and in-flight QoS 1 ones, as when the connection ends. In-flight QoS 2 ones stay with s,
-// which completes them [MQTT-3.10.4-3]: sending them to another member would deliver them twice, and
-// s's PUBREC/PUBCOMP would find no packet identifier.
+// releaseEntriesOf returns the entries of s that came through group g and were not sent yet, when s
+// leaves g (UNSUBSCRIBE). In-flight ones, QoS 1 and 2, stay with s, which completes them
+// [MQTT-3.10.4-3]: sending them to another member would deliver them twice, and s's acknowledgements
+// would find no packet identifier. They go back to the group if the connection ends before that.
 func (b *Broker) releaseEntriesOf(s *session, g *group, ops *[]op) {
-	b.release(s, func(e *entry) bool { return e.qos == 1 }, g, ops)
+	b.release(s, func(*entry) bool { return false }, g, ops)
 }
 
 // release moves s's group entries back to their groups: in-flight ones when inflight(e) says so,

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
@@ -109,21 +110,33 @@ func TestSharedNoLocalProtocolError(t *testing.T) {
 	r.expectDisconnect(t, CodeProtocolError)
 }
 
-// A member leaving its group (UNSUBSCRIBE) gives its in-flight group messages back to the group, which
-// sends them to another member.
+// A member leaving its group (UNSUBSCRIBE) completes the deliveries it started [MQTT-3.10.4-3] and gives
+// the group messages it has not been sent back to the group, which sends them to another member.
 func TestSharedUnsubscribeReleasesMessages(t *testing.T) {
 	b := newBroker(t, nil)
 	r := dialRaw(t, b)
-	r.connect(t, "leaver", true, 0)
+	r.connectWith(t, "leaver", true, 0, func(c *packets.Connect) {
+		one := uint16(1)
+		c.Properties.ReceiveMaximum = &one // the second message waits, unsent
+	})
 	r.subscribe(t, "$share/g/t", 1)
 	pub := dialClient(t, b, "pub")
-	pub.publish(t, "t", 1, "m")
-	require.Equal(t, "m", string(r.readPublish(t).Payload))
+	pub.publish(t, "t", 1, "sent")
+	sent := r.readPublish(t)
+	require.Equal(t, "sent", string(sent.Payload))
+	pub.publish(t, "t", 1, "unsent")
+	require.Eventually(t, func() bool { return b.Stats().Queued == 2 }, waitFor, 2*time.Millisecond)
 	stay := dialClient(t, b, "stay")
 	stay.subscribe(t, "$share/g/t", 1)
 	cp := packets.NewControlPacket(packets.UNSUBSCRIBE)
 	cp.Content.(*packets.Unsubscribe).PacketID = 2
 	cp.Content.(*packets.Unsubscribe).Topics = []string{"$share/g/t"}
 	r.send(t, cp)
-	require.Equal(t, "m", string(stay.next(t).Payload))
+	got := stay.next(t)
+	require.Equal(t, "unsent", string(got.Payload))
+	// The leaver's PUBACK still completes its delivery: nothing reaches the other member twice.
+	r.sendAck(t, packets.PUBACK, sent.PacketID)
+	r.ping(t)
+	stay.none(t, b)
+	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond, "entries left behind")
 }
