@@ -26,8 +26,8 @@
 // unsent group messages and its in-flight QoS 1 group messages go back to the group at once and on to
 // another member (MQTT v5 §4.8.2 allows it; the first member may still have processed them: at least
 // once). In-flight QoS 2 messages stay with the member's session, which must complete them (exactly
-// once). A member that unsubscribes gives back the same messages and completes its in-flight QoS 2
-// ones [MQTT-3.10.4-3]. A group whose members all left keeps its messages for the next member. With a data
+// once). A member that unsubscribes gives back its unsent group messages and completes every
+// in-flight one, QoS 1 and 2 [MQTT-3.10.4-3]. A group whose members all left keeps its messages for the next member. With a data
 // directory, a group message held by a member whose session is not persistent stays stored under the
 // group until acknowledged: after a crash it goes to another member (that session could not survive
 // the crash anyway), so a QoS 2 group message may then be delivered twice.
