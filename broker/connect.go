@@ -149,6 +149,9 @@ func (c *conn) connect(p *packets.Connect) bool {
 	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
 	s.persistent = expiry > 0 && !b.memory
+	// Connected from here on, before the record below is written: a connected session has no
+	// offline time, on disk either.
+	s.conn, s.offlineAt = c, time.Time{}
 	switch {
 	case s.persistent:
 		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
@@ -164,7 +167,6 @@ func (c *conn) connect(p *packets.Connect) bool {
 	case wasPersistent:
 		ops = append(ops, op{kind: opDelSession, owner: s.id})
 	}
-	s.conn, s.offlineAt = c, time.Time{}
 	c.sess = s
 	b.stats.Connections.Add(1)
 	b.stats.ConnectionsTotal.Add(1)
