@@ -166,6 +166,15 @@ func (c *conn) connect(p *packets.Connect) bool {
 		}
 	case wasPersistent:
 		ops = append(ops, op{kind: opDelSession, owner: s.id})
+		// The session's entries go with its record; those that came through a shared
+		// subscription are kept under their group until acknowledged, as route and pump do for
+		// a non-persistent member, so a crash cannot lose them.
+		for _, e := range append(append([]*entry(nil), s.inflight...), s.queued[s.qhead:]...) {
+			if e.group != nil {
+				ops = append(ops, op{kind: opPutEntry, owner: e.group.key(), seq: e.seq, val: e.encode()})
+				e.groupKept = true
+			}
+		}
 	}
 	c.sess = s
 	b.stats.Connections.Add(1)

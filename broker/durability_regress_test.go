@@ -102,3 +102,37 @@ func TestKill9ResumedSessionKeepsItsExpiry(t *testing.T) {
 	}
 	require.False(t, cWill, "c's delayed will was published at the restart")
 }
+
+// A member that resumes its session with expiry 0 keeps its in-flight shared-subscription messages
+// under their group in the store (as any non-persistent member does): before the fix the switch from
+// expiry > 0 to 0 deleted them with the session record, and a kill -9 lost a message whose PUBREC
+// the publisher had received.
+func TestKill9SharedEntriesSurviveSwitchToExpiryZero(t *testing.T) {
+	bin := buildBrokerBinary(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	cmd, addr := startBrokerProcess(t, bin, dataDir)
+
+	m1, err := tryClient(t, addr, "member", withExpiry(3600), manualAcks())
+	require.NoError(t, err)
+	m1.subscribe(t, "$share/g/jobs", 2)
+	pub, err := tryClient(t, addr, "pub")
+	require.NoError(t, err)
+	// QoS 2: an in-flight QoS 2 message stays with its member's session across a reconnect.
+	require.Equal(t, CodeSuccess, pub.publish(t, "jobs", 2, "job").ReasonCode)
+	require.Equal(t, "job", string(m1.next(t).Payload)) // never acknowledged
+	require.NoError(t, m1.Disconnect(&paho.Disconnect{}))
+	m2, err := tryClient(t, addr, "member", withExpiry(0), resume(), manualAcks())
+	require.NoError(t, err)
+	require.True(t, m2.connack.SessionPresent)
+	resent := m2.next(t)
+	require.Equal(t, "job", string(resent.Payload))
+	require.True(t, resent.Duplicate())
+	storeBarrier(t, addr)
+	kill9(t, cmd)
+
+	_, addr2 := startBrokerProcess(t, bin, dataDir)
+	w, err := tryClient(t, addr2, "worker")
+	require.NoError(t, err)
+	w.subscribe(t, "$share/g/jobs", 2)
+	require.Equal(t, "job", string(w.next(t).Payload), "the acknowledged shared message was lost")
+}
