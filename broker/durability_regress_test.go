@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,4 +138,54 @@ func TestKill9SharedEntriesSurviveSwitchToExpiryZero(t *testing.T) {
 	require.NoError(t, err)
 	w.subscribe(t, "$share/g/jobs", 2)
 	require.Equal(t, "job", string(w.next(t).Payload), "the acknowledged shared message was lost")
+}
+
+// A publish that reaches the store after Close (the key-value expiry loop's Publish can pass the
+// closed check while Close runs) must fail with ErrClosed: before the fix the committer called the
+// publish callback, which takes b.mu, on the publisher's goroutine under b.mu, which deadlocked.
+func TestPublishAfterStoreCloseDoesNotDeadlock(t *testing.T) {
+	o := NewDefaultOptions()
+	o.Addr, o.DataDir = "127.0.0.1:0", t.TempDir()
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := New(o)
+	require.NoError(t, err)
+	require.NoError(t, b.Start())
+	cl := dialClient(t, b, "sub", withExpiry(60))
+	cl.subscribe(t, "t", 1)
+	require.NoError(t, b.Close())
+
+	done := make(chan error, 1)
+	go b.publish(&Message{Topic: "t", QoS: 1, Payload: []byte("late")}, nil, func(_ int, err error) { done <- err })
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(waitFor):
+		t.Fatal("publish after the store closed deadlocked")
+	}
+	b.mu.Lock() // the broker lock is free again
+	b.mu.Unlock()
+}
+
+// The committer's contract: done never runs on the submitter's goroutine, so a caller holding a
+// lock that done takes cannot deadlock, after close included.
+func TestCommitterSubmitAfterCloseRunsDoneElsewhere(t *testing.T) {
+	c := newCommitter(memBackend{}, 0)
+	c.close()
+	var mu sync.Mutex
+	done := make(chan error, 1)
+	go func() {
+		mu.Lock() // as the broker holds b.mu around submit
+		defer mu.Unlock()
+		c.submit([]op{{kind: opPutRetained, owner: "t"}}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			done <- err
+		})
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(waitFor):
+		t.Fatal("submit after close ran done on the caller's goroutine")
+	}
 }
