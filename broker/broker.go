@@ -41,6 +41,9 @@ type Broker struct {
 	// queuedBytes approximates the memory held by queued and in-flight entries (MaxQueuedBytes).
 	queuedBytes int64
 	orphans     []op // stored entries without an owner, found by restore
+
+	// openStore opens the store of a data directory; nil means bbolt (tests wrap it to inject faults).
+	openStore func(dir string) (backend, error)
 }
 
 // New validates opts and returns a broker that is not yet started; it does no I/O.
@@ -73,7 +76,11 @@ func (b *Broker) Start() error {
 	var be backend = memBackend{}
 	b.memory = b.opts.DataDir == ""
 	if !b.memory {
-		bb, err := openBolt(b.opts.DataDir)
+		open := b.openStore
+		if open == nil {
+			open = func(dir string) (backend, error) { return openBolt(dir) }
+		}
+		bb, err := open(b.opts.DataDir)
 		if err != nil {
 			return err
 		}

@@ -158,6 +158,9 @@ func (c *conn) connect(p *packets.Connect) bool {
 	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
 	s.persistent = expiry > 0 && !b.memory
+	// Connected from here on, before the record below is written: a connected session has no
+	// offline time, on disk either.
+	s.conn, s.offlineAt = c, time.Time{}
 	switch {
 	case s.persistent:
 		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
@@ -172,8 +175,16 @@ func (c *conn) connect(p *packets.Connect) bool {
 		}
 	case wasPersistent:
 		ops = append(ops, op{kind: opDelSession, owner: s.id})
+		// The session's entries go with its record; those that came through a shared
+		// subscription are kept under their group until acknowledged, as route and pump do for
+		// a non-persistent member, so a crash cannot lose them.
+		for _, e := range append(append([]*entry(nil), s.inflight...), s.queued[s.qhead:]...) {
+			if e.group != nil {
+				ops = append(ops, op{kind: opPutEntry, owner: e.group.key(), seq: e.seq, val: e.encode()})
+				e.groupKept = true
+			}
+		}
 	}
-	s.conn, s.offlineAt = c, time.Time{}
 	c.sess = s
 	b.stats.Connections.Add(1)
 	b.stats.ConnectionsTotal.Add(1)

@@ -18,7 +18,10 @@
 // publishes) and then runs the batches' callbacks in order. A PUBACK/PUBREC, SUBACK and PUBCOMP is
 // sent only from such a callback, so an acknowledged message or subscription is on disk. Messages to
 // subscribers are sent after the commit that stored them; a QoS 2 packet id is durable before the
-// PUBLISH carrying it is written. Without a data directory nothing waits.
+// PUBLISH carrying it is written. Without a data directory nothing waits. A failed commit is
+// answered 0x80: a refused QoS 2 PUBLISH frees its packet id, a refused SUBSCRIBE is taken back. A
+// session is stored with an offline time only while it has no connection: a session connected at a
+// crash counts its expiry and delayed will from the restart.
 //
 // Shared subscriptions. A group delivers round robin over connected members that have send quota
 // (Receive Maximum); with none available the message waits in the group's queue and goes to the first

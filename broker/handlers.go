@@ -82,10 +82,19 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			return nil
 		}
 		if p.QoS == 2 && s.inbound[p.PacketID] {
-			// Duplicate: acknowledge, do not route again [MQTT-4.3.3-9]; the PUBREC follows the commit
+			// Duplicate: acknowledge, do not route again [MQTT-4.3.3-10]; the PUBREC follows the commit
 			// of the first copy, which may still be pending.
+			// If that commit failed, the first copy was refused and its id released: so is this one.
 			pid := p.PacketID
-			b.store.submit(nil, func(error) { c.ack(2, pid, CodeSuccess) })
+			b.store.submit(nil, func(err error) {
+				b.mu.Lock()
+				code := CodeSuccess
+				if err != nil || !s.inbound[pid] {
+					code = CodeUnspecifiedError
+				}
+				b.mu.Unlock()
+				c.ack(2, pid, code)
+			})
 			b.mu.Unlock()
 			return nil
 		}
@@ -106,6 +115,7 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 		c.inPids[p.PacketID] = true
 		b.mu.Unlock()
 	}
+	var marked *session // the session pre recorded the QoS 2 packet id in; guarded by b.mu
 	done := func(code byte) {
 		if p.QoS == 0 {
 			return
@@ -113,6 +123,14 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 		b.mu.Lock()
 		if p.QoS == 1 || code >= 0x80 {
 			delete(c.inPids, p.PacketID)
+		}
+		if s := marked; s != nil && code >= 0x80 && s.inbound[p.PacketID] {
+			// A refused QoS 2 PUBLISH ends its flow: the id is free for the publisher's next message,
+			// which must not be taken for a duplicate of this one [MQTT-4.3.3-9].
+			delete(s.inbound, p.PacketID)
+			if s.persistent {
+				b.store.submit([]op{{kind: opDelInbound, owner: s.id, seq: uint64(p.PacketID)}}, nil)
+			}
 		}
 		b.mu.Unlock()
 		if code >= 0x80 && code != CodeQuotaExceeded { // quota refusals are counted by route
@@ -135,7 +153,8 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 	if p.QoS == 2 {
 		pre = func(ops *[]op) { // caller holds b.mu
 			if s := c.sess; s != nil {
-				s.inbound[p.PacketID] = true // [MQTT-4.3.3-9]
+				s.inbound[p.PacketID] = true // [MQTT-4.3.3-10]
+				marked = s
 				if s.persistent {
 					*ops = append(*ops, op{kind: opPutInbound, owner: s.id, seq: uint64(p.PacketID)})
 				}
@@ -160,7 +179,14 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			var ops []op
 			b.mu.Lock()
 			pre(&ops)
-			b.store.submit(ops, func(error) { done(CodeSuccess) })
+			b.store.submit(ops, func(err error) {
+				if err != nil {
+					b.log.Error("store commit failed", "err", err)
+					done(CodeUnspecifiedError) // the packet id is not durable: no PUBREC 0x00
+					return
+				}
+				done(CodeSuccess)
+			})
 			b.mu.Unlock()
 			return nil
 		}

@@ -159,9 +159,12 @@ type sessionRecord struct {
 	WillDelay time.Duration `json:"will_delay,omitempty"`
 }
 
+// record encodes s for the store. OfflineAt is written only while s has no connection: a session
+// that is connected when the broker stops (or crashes) went offline then, which restore takes as
+// the start time, so its expiry and delayed will count from the restart.
 func (s *session) record() []byte {
 	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID}
-	if !s.offlineAt.IsZero() {
+	if s.conn == nil && !s.offlineAt.IsZero() {
 		r.OfflineAt = s.offlineAt.UnixNano()
 	}
 	for _, sub := range s.subs {

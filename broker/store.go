@@ -95,13 +95,15 @@ func newCommitter(be backend, interval time.Duration) *committer {
 }
 
 // submit queues ops; done (may be nil) runs after they are durable. It never blocks on I/O, so it may be
-// called under the broker lock, which keeps the store's order equal to the broker's.
+// called under the broker lock, which keeps the store's order equal to the broker's. done never runs on
+// the caller's goroutine (it may take the lock the caller holds): after close it gets ErrClosed on a
+// goroutine of its own.
 func (c *committer) submit(ops []op, done func(error)) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		if done != nil {
-			done(ErrClosed)
+			go done(ErrClosed)
 		}
 		return
 	}

@@ -61,11 +61,16 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 		b.mu.Unlock()
 		return nil
 	}
+	prev := make([]*subscription, len(subs)) // what each granted filter replaced, for a rollback
 	for i, sub := range subs {
 		if sub == nil {
 			continue
 		}
 		sub.sess = s
+		if old := s.subs[sub.key()]; old != nil {
+			cp := *old
+			prev[i] = &cp
+		}
 		existed := b.addSub(s, sub)
 		// Retained messages for a new non-shared subscription [MQTT-3.3.1-9] [MQTT-3.3.1-10] [MQTT-3.3.1-11].
 		if sub.Group != "" || rhs[i] == 2 || (rhs[i] == 1 && existed) {
@@ -129,13 +134,61 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 		return nil
 	}
 	// The SUBACK waits until the subscription is durable.
-	b.store.submit(ops, func(error) {
+	b.store.submit(ops, func(err error) {
 		b.mu.Lock()
+		if err != nil {
+			b.log.Error("store commit failed", "err", err)
+			b.undoSubscribe(s, subs, prev, ents, reasons)
+			qos0 = nil
+		}
 		finish()
 		b.mu.Unlock()
 	})
 	b.mu.Unlock()
 	return nil
+}
+
+// undoSubscribe takes back a SUBSCRIBE whose store commit failed: each granted filter is refused
+// with 0x80 and returns to what it was (removed, or its previous options), and the retained
+// messages queued for it are dropped. Caller holds b.mu.
+func (b *Broker) undoSubscribe(s *session, subs, prev []*subscription, ents []*entry, reasons []byte) {
+	var ops []op
+	for i := len(subs) - 1; i >= 0; i-- { // last first: a filter may occur twice in one SUBSCRIBE
+		sub := subs[i]
+		if sub == nil {
+			continue
+		}
+		reasons[i] = CodeUnspecifiedError
+		b.stats.refuse(CodeUnspecifiedError)
+		k := sub.key()
+		switch cur := s.subs[k]; {
+		case cur == nil:
+		case prev[i] != nil:
+			*cur = *prev[i]
+		default:
+			b.removeSub(s, k, &ops)
+		}
+	}
+	drop := map[*entry]bool{}
+	for _, e := range ents {
+		drop[e] = true
+	}
+	var rest []*entry
+	for _, e := range s.queued[s.qhead:] {
+		if drop[e] {
+			b.forget(s, e, &ops)
+			continue
+		}
+		rest = append(rest, e)
+	}
+	s.queued, s.qhead = rest, 0
+	b.dispatchGroups(time.Now(), &ops) // messages given back by a shared subscription taken back
+	if s.persistent && b.sessions[s.id] == s {
+		ops = append(ops, op{kind: opPutSession, owner: s.id, val: s.record()})
+	}
+	if len(ops) > 0 {
+		b.store.submit(ops, nil)
+	}
 }
 
 func (c *conn) handleUnsubscribe(p *packets.Unsubscribe) error {
