@@ -235,3 +235,20 @@ func TestKeyNotifyAfterReconnectSurvivesOldDisconnect(t *testing.T) {
 	require.Equal(t, statestore.NotifyTopic("watcher", []byte("k")), n.Topic)
 	require.Equal(t, notifySetABC, string(n.Payload))
 }
+
+// publishOnly is a Publisher that cannot deliver to one connection.
+type publishOnly struct{}
+
+func (publishOnly) Publish(context.Context, *broker.Message) error { return nil }
+
+// Notifications must never fall back to routing: Start refuses a Publisher that is not a
+// broker.Deliverer.
+func TestStartNeedsDeliverer(t *testing.T) {
+	engine, err := statestore.NewEngine(statestore.NewDefaultOptions())
+	require.NoError(t, err)
+	svc, err := New(Options{Engine: engine})
+	require.NoError(t, err)
+	require.ErrorIs(t, svc.Start(publishOnly{}), ErrNoDeliverer)
+	require.NoError(t, svc.Close())
+	require.NoError(t, engine.Close())
+}
