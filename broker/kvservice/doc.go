@@ -18,7 +18,6 @@
 //	svc, _ := kvservice.New(kvservice.Options{Engine: engine})
 //	opts := broker.NewDefaultOptions()
 //	opts.Services = []broker.Service{svc}
-//	opts.Authenticator = svc.Authenticator(opts.Authenticator) // drops KEYNOTIFY registrations on reconnect
 //	b, _ := broker.New(opts); _ = b.Start()
 //	_ = svc.Start(b) // expiry timer
 //	...
@@ -27,6 +26,5 @@
 // Client disconnects: the Service implements broker.ConnectionObserver, so a KEYNOTIFY registration
 // ends with the connection that made it (spec §1.7), takeover included, and only that one: a
 // registration made on the client's next connection survives the old one's end however late it is
-// reported. The Authenticator wrapper also drops a client ID's registrations at each successful
-// CONNECT of that ID.
+// reported.
 package kvservice

@@ -49,7 +49,6 @@ func newFixtureWith(t *testing.T, services func(*Service) []broker.Service, muta
 	o.Addr = "127.0.0.1:0"
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Services = services(svc)
-	o.Authenticator = svc.Authenticator(nil)
 	b, err := broker.New(o)
 	require.NoError(t, err)
 	require.NoError(t, b.Start())

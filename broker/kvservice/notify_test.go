@@ -3,6 +3,7 @@ package kvservice
 import (
 	"context"
 	"encoding/hex"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -251,4 +252,28 @@ func TestStartNeedsDeliverer(t *testing.T) {
 	require.ErrorIs(t, svc.Start(publishOnly{}), ErrNoDeliverer)
 	require.NoError(t, svc.Close())
 	require.NoError(t, engine.Close())
+}
+
+// A CONNECT with a connected client's ID that the broker then refuses (here: the connection limit,
+// 0x97, checked after authentication) leaves the connected client's registrations alone: they
+// belong to its connection, which goes on.
+func TestRefusedConnectKeepsLiveRegistrations(t *testing.T) {
+	f := newFixture(t, func(_ *statestore.Options, o *broker.Options) { o.MaxConnections = 1 })
+	w := f.dial(t, "watcher")
+	w.subscribe(t, responseTopic("watcher"))
+	w.call(t, "*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n", "__ts", ts0)
+
+	nc, err := net.Dial("tcp", f.b.Addrs()[0])
+	require.NoError(t, err)
+	second := paho.NewClient(paho.ClientConfig{ClientID: "watcher", Conn: nc, OnClientError: func(error) {}})
+	ca, _ := second.Connect(ctxT(t), &paho.Connect{ClientID: "watcher", KeepAlive: 30, CleanStart: true})
+	require.NotNil(t, ca)
+	require.Equal(t, broker.CodeQuotaExceeded, ca.ReasonCode)
+	nc.Close()
+	<-second.Done()
+
+	require.True(t, f.engine.Watching("watcher", []byte("k")), "the live connection's registration was dropped")
+	w.call(t, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n", "__ts", ts0) // the writer watches too
+	n := w.next(t)
+	require.Equal(t, statestore.NotifyTopic("watcher", []byte("k")), n.Topic)
 }

@@ -50,7 +50,6 @@ func startStack(t *testing.T, mutate func(*sstore.Options)) *stack {
 	o.DataDir = t.TempDir()
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Services = []broker.Service{svc}
-	o.Authenticator = svc.Authenticator(nil)
 	b, err := broker.New(o)
 	require.NoError(t, err)
 	require.NoError(t, b.Start())
