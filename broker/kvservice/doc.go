@@ -7,8 +7,8 @@
 // owned by the Service calls Engine.Expire at Engine.NextDeadline so that keys with a TTL disappear
 // (and their watchers are notified) even when no request arrives.
 //
-// Notifications: the AIO SDKs never subscribe to their notification topic (the AIO broker sends
-// notifications to the registering client's connection all the same), so a notification is sent
+// Notifications: the AIO Go SDK (v0.4.1) never subscribes to its notification topic, yet receives
+// notifications from the AIO broker (inferred: delivered to the registering connection), so one is sent
 // once, at QoS 1, to the registering connection while it lasts, whether or not the client
 // subscribed, and never through a subscription ('#' included). A client PUBLISH under the
 // notification prefix is refused with PUBACK 0x87.

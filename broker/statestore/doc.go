@@ -16,7 +16,7 @@
 //
 // A response goes to the subscribers of its topic; a notification (Message.ClientID set) goes to
 // the connection that registered (Message.Conn) alone, whatever it subscribed to, and never through
-// subscriptions: the AIO SDKs do not subscribe to their notification topic.
+// subscriptions: the AIO Go SDK does not subscribe to its notification topic.
 //
 // Handle returns an error, and no response, only for requests the protocol does not answer
 // (wrong topic or QoS, missing or forbidden response topic, missing correlation data; see errors.go);
