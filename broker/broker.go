@@ -27,6 +27,7 @@ type Broker struct {
 
 	closed    atomic.Bool
 	started   atomic.Bool
+	connSeq   atomic.Uint64 // the last ConnID given out
 	stop      chan struct{}
 	wg        sync.WaitGroup // accept loops, connections, janitor
 	listeners []net.Listener

@@ -17,6 +17,7 @@ import (
 // writer goroutine owns the write side.
 type conn struct {
 	b      *Broker
+	id     ConnID // unique per connection; ConnectionOf(ctx) returns it
 	nc     net.Conn
 	br     *bufio.Reader
 	log    *slog.Logger
@@ -49,9 +50,10 @@ type conn struct {
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
-	ctx, cancel := context.WithCancel(context.Background())
+	id := ConnID(b.connSeq.Add(1))
+	ctx, cancel := context.WithCancel(withConnID(context.Background(), id))
 	return &conn{
-		b: b, nc: nc, br: bufio.NewReaderSize(nc, 4096), ctx: ctx, cancel: cancel,
+		b: b, id: id, nc: nc, br: bufio.NewReaderSize(nc, 4096), ctx: ctx, cancel: cancel,
 		log:  b.log.With("remote", nc.RemoteAddr().String()),
 		wake: make(chan struct{}, 1), wdone: make(chan struct{}),
 		inPids: map[uint16]bool{}, recvMax: 65535,

@@ -8,7 +8,8 @@ type Service interface {
 	// Handle is called for each matching PUBLISH after authorization; the publisher is acknowledged
 	// only after Handle returns nil (an error is answered with PUBACK 0x80 unspecified error or the
 	// reason code carried by a *ReasonError; a *DisconnectError disconnects the publisher instead).
-	// Replies and notifications go out through pub.
+	// Replies and notifications go out through pub, which is the *Broker and so also a Deliverer;
+	// ConnectionOf(ctx) names the publisher's connection.
 	Handle(ctx context.Context, clientID string, msg *Message, pub Publisher) error
 }
 
@@ -27,7 +28,9 @@ type Publisher interface {
 
 // ClientObserver is implemented by a Service that keeps per-client state (the key-value store's
 // KEYNOTIFY registrations): ClientDisconnected is called, outside the broker's lock, when a
-// client's network connection ends (not when a new connection takes its session over).
+// client's network connection ends (not when a new connection takes its session over). It may be
+// reported after the client has connected again: state that belongs to one connection needs
+// ConnectionObserver.
 type ClientObserver interface {
 	ClientDisconnected(clientID string)
 }

@@ -127,6 +127,7 @@ func (b *Broker) detach(c *conn) {
 	s := c.sess
 	if s == nil || s.conn != c {
 		b.mu.Unlock()
+		b.connectionClosed(c, false)
 		return // taken over: the new connection owns the session
 	}
 	willNow = b.offline(s, c, now, &ops)
@@ -137,11 +138,7 @@ func (b *Broker) detach(c *conn) {
 	if willNow != nil {
 		b.publish(willNow, nil, func(int, error) {})
 	}
-	for _, svc := range b.opts.Services {
-		if o, ok := svc.(ClientObserver); ok {
-			o.ClientDisconnected(c.clientID)
-		}
-	}
+	b.connectionClosed(c, true)
 }
 
 // offline marks s disconnected from c and returns a will to publish now. Caller holds b.mu.

@@ -8,9 +8,12 @@ import (
 )
 
 // Authenticator wraps next (nil: accept every client without an authentication method, as the
-// broker does with no Authenticator) so that each successful CONNECT of a client ID drops the
-// KEYNOTIFY registrations left by that client ID's previous connection (spec §1.7), which covers
-// a session takeover (ClientDisconnected covers ordinary disconnects).
+// broker does with no Authenticator) and adds nothing any more: KEYNOTIFY registrations belong to
+// the connection that made them and end with it, takeover included (ConnectionClosed), so a
+// CONNECT has nothing to drop. Dropping a client ID's registrations at CONNECT also dropped those
+// of a live connection when the broker then refused the new CONNECT (e.g. 0x97, connection limit).
+//
+// Deprecated: pass next to the broker directly; kept so that existing wiring still compiles.
 func (s *Service) Authenticator(next broker.Authenticator) broker.Authenticator {
 	return &connectHook{next: next, svc: s}
 }
@@ -20,22 +23,16 @@ type connectHook struct {
 	svc  *Service
 }
 
-// Authenticate delegates to the wrapped Authenticator and, once a CONNECT (not a re-authentication)
-// has succeeded, calls Engine.ClientDisconnected for its client ID.
+// Authenticate delegates to the wrapped Authenticator, or refuses an authentication method when
+// there is none (0x8C, as the broker does without an Authenticator).
 func (h *connectHook) Authenticate(ctx context.Context, req *broker.AuthRequest) (broker.AuthResponse, error) {
-	var resp broker.AuthResponse
 	if h.next != nil {
-		var err error
-		if resp, err = h.next.Authenticate(ctx, req); err != nil {
-			return resp, err
-		}
-	} else if req.Method != "" {
-		return resp, &broker.ReasonError{Code: broker.CodeBadAuthenticationMethod, Reason: "no authentication method is configured"}
+		return h.next.Authenticate(ctx, req)
 	}
-	if !resp.Continue && !req.Reauth {
-		h.svc.engine.ClientDisconnected(req.ClientID)
+	if req.Method != "" {
+		return broker.AuthResponse{}, &broker.ReasonError{Code: broker.CodeBadAuthenticationMethod, Reason: "no authentication method is configured"}
 	}
-	return resp, nil
+	return broker.AuthResponse{}, nil
 }
 
 // KeyAuthorizer is implemented by a broker.Authorizer that also decides key-level access to the

@@ -7,9 +7,10 @@ import (
 
 // toRequest maps a routed PUBLISH onto the engine's request. Slices are shared: the engine copies
 // what it keeps and the broker never modifies a routed Message.
-func toRequest(clientID string, m *broker.Message) statestore.Request {
+func toRequest(clientID string, conn broker.ConnID, m *broker.Message) statestore.Request {
 	req := statestore.Request{
 		ClientID: clientID,
+		Conn:     uint64(conn),
 		Topic:    m.Topic,
 		QoS:      m.QoS,
 		Payload:  m.Payload,

@@ -30,6 +30,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, mutate ...func(*statestore.Options, *broker.Options)) *fixture {
 	t.Helper()
+	return newFixtureWith(t, func(svc *Service) []broker.Service { return []broker.Service{svc} }, mutate...)
+}
+
+// newFixtureWith is newFixture with the broker's Services built by services around the Service.
+func newFixtureWith(t *testing.T, services func(*Service) []broker.Service, mutate ...func(*statestore.Options, *broker.Options)) *fixture {
+	t.Helper()
 	eo := statestore.NewDefaultOptions()
 	eo.NodeID = "store-node"
 	o := broker.NewDefaultOptions()
@@ -42,8 +48,7 @@ func newFixture(t *testing.T, mutate ...func(*statestore.Options, *broker.Option
 	require.NoError(t, err)
 	o.Addr = "127.0.0.1:0"
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	o.Services = []broker.Service{svc}
-	o.Authenticator = svc.Authenticator(nil)
+	o.Services = services(svc)
 	b, err := broker.New(o)
 	require.NoError(t, err)
 	require.NoError(t, b.Start())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,17 +73,31 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// ClientDisconnected drops the client's KEYNOTIFY registrations when its connection ends
-// (spec §1.7: nothing is kept or queued while the client is away). It implements
-// broker.ClientObserver.
-func (s *Service) ClientDisconnected(clientID string) { s.engine.ClientDisconnected(clientID) }
+// ConnectionClosed drops the KEYNOTIFY registrations made on a connection when it ends (spec §1.7:
+// nothing is kept or queued while the client is away), and only those: a registration made on the
+// client's next connection survives however late the end of the previous one is reported. It
+// implements broker.ConnectionObserver.
+func (s *Service) ConnectionClosed(clientID string, id broker.ConnID) {
+	s.engine.ConnectionClosed(clientID, uint64(id))
+}
 
-// Match reports whether topic is the state store request topic (spec §1.1).
-func (s *Service) Match(topic string) bool { return s.engine.Match(topic) }
+// Match reports whether topic is the state store request topic (spec §1.1) or a topic under the
+// notification prefix, where only the store publishes (Handle refuses client publishes there).
+func (s *Service) Match(topic string) bool { return s.engine.Match(topic) || isNotifyTopic(topic) }
+
+func isNotifyTopic(topic string) bool {
+	return topic == statestore.NotifyTopicPrefix || strings.HasPrefix(topic, statestore.NotifyTopicPrefix+"/")
+}
 
 // Handle serves one request PUBLISH: it runs the command and publishes the response to the
-// request's Response Topic, then the KEYNOTIFY notifications, through pub. It blocks until they are
-// queued for their subscribers (the broker acknowledges the request only after Handle returns).
+// request's Response Topic through pub, then delivers each KEYNOTIFY notification to the connection
+// that registered for it alone (pub must be a broker.Deliverer, as the broker is), whether or not
+// that client subscribed to its notification topic, and to no other client through any filter. It
+// blocks until they are queued (the broker acknowledges the request only after Handle returns). A
+// watcher that is not connected on the registering connection any more gets nothing.
+//
+// A client PUBLISH under the notification prefix (a forged notification) is refused with a
+// *broker.ReasonError carrying 0x87 not authorized, and goes nowhere.
 //
 // Requests the protocol does not answer (QoS other than 1, no Response Topic, no Correlation Data;
 // spec §1.1, §1.2) return a *broker.ReasonError with code 0x83 naming the fault; a forbidden
@@ -90,10 +105,16 @@ func (s *Service) Match(topic string) bool { return s.engine.Match(topic) }
 // client, as the spec asks. A response that cannot be queued returns the Publisher's error (the command has
 // been applied all the same); notifications that cannot be queued are logged.
 func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Message, pub broker.Publisher) error {
+	if isNotifyTopic(msg.Topic) {
+		return &broker.ReasonError{Code: broker.CodeNotAuthorized, Reason: fmt.Sprintf(
+			"topic %q is under the key notification prefix %q, where only the key-value store publishes",
+			msg.Topic, statestore.NotifyTopicPrefix)}
+	}
 	if s.closed.Load() {
 		return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: ErrClosed.Error()}
 	}
-	res, err := s.engine.Handle(ctx, toRequest(clientID, msg))
+	conn, _ := broker.ConnectionOf(ctx)
+	res, err := s.engine.Handle(ctx, toRequest(clientID, conn, msg))
 	if err != nil {
 		if errors.Is(err, statestore.ErrClosed) {
 			return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: err.Error()}
@@ -112,10 +133,24 @@ func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Messa
 	return nil
 }
 
+// publishNotifications delivers each notification to its watcher's registering connection alone.
+// A watcher no longer on that connection is skipped (its registration ends with the connection).
 func (s *Service) publishNotifications(ctx context.Context, pub broker.Publisher, notes []statestore.Message) {
+	if len(notes) == 0 {
+		return
+	}
+	d, ok := pub.(broker.Deliverer)
+	if !ok {
+		s.log.Error("state store: key notifications dropped", "count", len(notes), "err", ErrNoDeliverer)
+		return
+	}
 	for _, n := range notes {
-		if err := pub.Publish(ctx, fromMessage(n)); err != nil {
-			s.log.Warn("state store: a key notification could not be queued", "topic", n.Topic, "err", err)
+		err := d.Deliver(ctx, n.ClientID, broker.ConnID(n.Conn), fromMessage(n))
+		switch {
+		case errors.Is(err, broker.ErrNotConnected):
+			s.log.Debug("state store: key notification for a connection that has ended", "client", n.ClientID, "topic", n.Topic)
+		case err != nil:
+			s.log.Warn("state store: a key notification could not be queued", "client", n.ClientID, "topic", n.Topic, "err", err)
 		}
 	}
 }
@@ -129,13 +164,17 @@ func (s *Service) poke() {
 }
 
 // Start begins TTL expiry: a goroutine, stopped by Close, calls Engine.Expire at each
-// Engine.NextDeadline and publishes the DELETE notifications through pub (normally the started
-// *broker.Broker). It returns ErrAlreadyStarted on a second call and ErrClosed after Close.
+// Engine.NextDeadline and delivers the DELETE notifications through pub (the started
+// *broker.Broker). It returns ErrNoDeliverer when pub is not a broker.Deliverer, ErrAlreadyStarted
+// on a second call and ErrClosed after Close.
 func (s *Service) Start(pub broker.Publisher) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	if _, ok := pub.(broker.Deliverer); !ok {
+		return fmt.Errorf("%w: %T", ErrNoDeliverer, pub)
 	}
 	if s.started {
 		return ErrAlreadyStarted

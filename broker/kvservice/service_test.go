@@ -178,17 +178,23 @@ func TestUnanswerableRequestsRefused(t *testing.T) {
 	require.Empty(t, c.msgs)
 }
 
-// A new CONNECT with a client ID drops that ID's KEYNOTIFY registrations (the stand-in for the
-// takeover case), so nothing is sent to the new connection.
-func TestReconnectDropsRegistrations(t *testing.T) {
+// A new connection that takes a live session over ends the old connection's KEYNOTIFY
+// registrations, and nothing registered by the old one is sent to the new one.
+func TestTakeoverDropsRegistrations(t *testing.T) {
 	f := newFixture(t)
 	w := f.dial(t, "watcher")
 	w.subscribe(t, responseTopic("watcher"))
 	w.call(t, "*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n", "__ts", ts0)
 	require.True(t, f.engine.Watching("watcher", []byte("k")))
-	_ = w.Disconnect(&paho.Disconnect{ReasonCode: 0})
-	f.dial(t, "watcher")
-	require.False(t, f.engine.Watching("watcher", []byte("k")))
+	w2 := f.dial(t, "watcher") // takeover: w is still connected
+	w2.subscribe(t, "marker/watcher")
+	require.Eventually(t, func() bool { return !f.engine.Watching("watcher", []byte("k")) }, waitFor, 5*time.Millisecond)
+
+	other := f.dial(t, "other")
+	other.subscribe(t, responseTopic("other"))
+	other.call(t, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n", "__ts", ts0)
+	require.Equal(t, byte(0), other.publishQoS1(t, "marker/watcher", ""))
+	require.Empty(t, w2.until(t, "marker/watcher"))
 }
 
 // Close stops the timer goroutine (goleak checks it) and later requests are refused with 0x80.

@@ -378,7 +378,7 @@ func (e *Engine) keynotify(c command) reply {
 		}
 		return reply{value: resp3.OK()}
 	}
-	if !e.watch(c.req.ClientID, string(key)) {
+	if !e.watch(c.req.ClientID, c.req.Conn, string(key)) {
 		return errReply(MsgQuotaExceeded)
 	}
 	return reply{value: resp3.OK()}

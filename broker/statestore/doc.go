@@ -10,9 +10,13 @@
 // The broker adapter is expected to be thin:
 //
 //	Match(topic)                   -> Engine.Match
-//	Handle(ctx, clientID, msg, pub) -> Engine.Handle(ctx, Request{...}), then pub each Message
-//	client disconnect              -> Engine.ClientDisconnected (spec §1.7)
-//	timer at NextDeadline          -> Engine.Expire(now), then publish the notifications
+//	Handle(ctx, clientID, msg, pub) -> Engine.Handle(ctx, Request{...}), then send each Message
+//	connection end                 -> Engine.ConnectionClosed (spec §1.7)
+//	timer at NextDeadline          -> Engine.Expire(now), then send the notifications
+//
+// A response goes to the subscribers of its topic; a notification (Message.ClientID set) goes to
+// the connection that registered (Message.Conn) alone, whatever it subscribed to, and never through
+// subscriptions: the AIO Go SDK does not subscribe to its notification topic.
 //
 // Handle returns an error, and no response, only for requests the protocol does not answer
 // (wrong topic or QoS, missing or forbidden response topic, missing correlation data; see errors.go);

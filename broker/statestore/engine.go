@@ -37,7 +37,7 @@ type Engine struct {
 	closed     bool
 	keys       map[string]*entry
 	deadlines  deadlineHeap                   // entries with a TTL, earliest first
-	watchers   map[string]map[string]struct{} // key -> client IDs registered by KEYNOTIFY
+	watchers   map[string]map[string]uint64   // key -> client IDs registered by KEYNOTIFY -> their Request.Conn
 	clientKeys map[string]map[string]struct{} // client ID -> keys it watches
 	watchCount int                            // registrations over all clients
 }
@@ -66,7 +66,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		clock:      clock,
 		log:        log,
 		keys:       make(map[string]*entry),
-		watchers:   make(map[string]map[string]struct{}),
+		watchers:   make(map[string]map[string]uint64),
 		clientKeys: make(map[string]map[string]struct{}),
 	}, nil
 }

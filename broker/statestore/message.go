@@ -63,6 +63,10 @@ func (p Properties) Get(key string) (string, bool) {
 type Request struct {
 	// ClientID is the MQTT client ID of the sender; KEYNOTIFY registrations are keyed by it.
 	ClientID string
+	// Conn identifies the sender's network connection (the broker's ConnID; 0 when unknown). A
+	// KEYNOTIFY registration belongs to it: ConnectionClosed with the same value ends it, and its
+	// notifications carry it.
+	Conn uint64
 	// Topic is the PUBLISH topic.
 	Topic string
 	// QoS is the PUBLISH QoS; the protocol requires 1.
@@ -75,6 +79,11 @@ type Request struct {
 
 // Message is one PUBLISH the broker must send: a response or a notification.
 type Message struct {
+	// ClientID and Conn are set on a notification only: the client, and the connection of its
+	// KEYNOTIFY, that alone must receive it, whatever it subscribed to (spec §1.7). Responses go
+	// to their topic's subscribers.
+	ClientID   string
+	Conn       uint64
 	Topic      string
 	QoS        byte
 	Payload    []byte

@@ -33,14 +33,17 @@ func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Me
 	ts := version.String()
 	out := make([]Message, 0, len(ids))
 	for i, id := range ids {
+		conn := clients[id]
 		p := payload
 		if i > 0 {
 			p = append([]byte(nil), payload...)
 		}
 		out = append(out, Message{
-			Topic:   NotifyTopic(id, key),
-			QoS:     1,
-			Payload: p,
+			ClientID: id,
+			Conn:     conn,
+			Topic:    NotifyTopic(id, key),
+			QoS:      1,
+			Payload:  p,
 			Properties: Properties{
 				ContentType: ContentType,
 				User:        []UserProperty{{PropTimestamp, ts}, {PropProtocolVersion, ProtocolVersion}},
@@ -50,19 +53,20 @@ func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Me
 	return out
 }
 
-// watch registers (clientID, key); re-registering is a no-op. It returns false when a new
-// registration would exceed Options.MaxWatches.
-func (e *Engine) watch(clientID, key string) bool {
+// watch registers (clientID, key) for connection conn; re-registering moves the registration to
+// conn. It returns false when a new registration would exceed Options.MaxWatches.
+func (e *Engine) watch(clientID string, conn uint64, key string) bool {
 	if _, ok := e.watchers[key][clientID]; ok {
+		e.watchers[key][clientID] = conn
 		return true
 	}
 	if e.opts.MaxWatches > 0 && e.watchCount >= e.opts.MaxWatches {
 		return false
 	}
 	if e.watchers[key] == nil {
-		e.watchers[key] = make(map[string]struct{})
+		e.watchers[key] = make(map[string]uint64)
 	}
-	e.watchers[key][clientID] = struct{}{}
+	e.watchers[key][clientID] = conn
 	if e.clientKeys[clientID] == nil {
 		e.clientKeys[clientID] = make(map[string]struct{})
 	}
@@ -88,14 +92,27 @@ func (e *Engine) unwatch(clientID, key string) bool {
 	return true
 }
 
-// ClientDisconnected drops every KEYNOTIFY registration of clientID (spec §1.7: registrations do not
-// survive a disconnect, even with a persistent session). The broker calls it when a client's
-// connection ends, including when it is taken over by a new connection with the same client ID.
+// ClientDisconnected drops every KEYNOTIFY registration of clientID, whichever connection made it
+// (spec §1.7: registrations do not survive a disconnect, even with a persistent session).
 func (e *Engine) ClientDisconnected(clientID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for key := range e.clientKeys[clientID] {
 		e.unwatch(clientID, key)
+	}
+}
+
+// ConnectionClosed drops the KEYNOTIFY registrations that clientID made on connection conn
+// (Request.Conn), and only those: a registration made since on a new connection of the same client
+// survives, however late the end of the old one is reported. The broker calls it when a
+// connection ends, takeover included.
+func (e *Engine) ConnectionClosed(clientID string, conn uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for key := range e.clientKeys[clientID] {
+		if e.watchers[key][clientID] == conn {
+			e.unwatch(clientID, key)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package statestore
 
 import (
+	"context"
 	"testing"
 )
 
@@ -73,5 +74,37 @@ func TestClientDisconnectedDropsRegistrations(t *testing.T) {
 	checkPayload(t, h.doAs("gone", array("KEYNOTIFY", "b", "STOP")), ":0\r\n")
 	if h.e.watchCount != 1 {
 		t.Errorf("watchCount = %d, want 1", h.e.watchCount)
+	}
+}
+
+// A registration belongs to the connection that made it (Request.Conn): the end of an earlier
+// connection of the same client, reported after the client registered again on a new one, leaves
+// the new registration alone; notifications name the registering client and connection.
+func TestConnectionClosedDropsOnlyThatConnection(t *testing.T) {
+	h := newHarness(t, nil)
+	on := func(clientID string, conn uint64, payload string) Result {
+		t.Helper()
+		r := req(clientID, payload)
+		r.Conn = conn
+		res, err := h.e.Handle(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	checkPayload(t, on("w", 1, array("KEYNOTIFY", "a")), "+OK\r\n")
+	checkPayload(t, on("w", 1, array("KEYNOTIFY", "b")), "+OK\r\n")
+	checkPayload(t, on("w", 2, array("KEYNOTIFY", "a")), "+OK\r\n") // the client's next connection
+	h.e.ConnectionClosed("w", 1)
+	if !h.e.Watching("w", []byte("a")) || h.e.Watching("w", []byte("b")) {
+		t.Fatal("ConnectionClosed(1) must drop b (made on 1) and keep a (made again on 2)")
+	}
+	res := h.do(array("SET", "a", "abc"), h.nowTS())
+	if len(res.Notifications) != 1 || res.Notifications[0].ClientID != "w" || res.Notifications[0].Conn != 2 {
+		t.Fatalf("notifications = %+v, want one to w on connection 2", res.Notifications)
+	}
+	h.e.ConnectionClosed("w", 2)
+	if h.e.Watching("w", []byte("a")) || h.e.watchCount != 0 {
+		t.Fatalf("watchCount = %d after every connection ended", h.e.watchCount)
 	}
 }

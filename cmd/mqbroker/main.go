@@ -152,7 +152,6 @@ func run(args []string) error {
 	defer kv.close()
 	if kv != nil && kv.svc != nil {
 		o.Services = append(o.Services, kv.svc)
-		o.Authenticator = kv.svc.Authenticator(o.Authenticator)
 	}
 	b, err := broker.New(o)
 	if err != nil {
