@@ -132,6 +132,9 @@ func TestSharedUnsubscribeReleasesMessages(t *testing.T) {
 	cp.Content.(*packets.Unsubscribe).PacketID = 2
 	cp.Content.(*packets.Unsubscribe).Topics = []string{"$share/g/t"}
 	r.send(t, cp)
+	ua := r.read(t)
+	require.NotNil(t, ua)
+	require.Equal(t, packets.UNSUBACK, ua.Type, "got %s, want UNSUBACK", ua.PacketType())
 	got := stay.next(t)
 	require.Equal(t, "unsent", string(got.Payload))
 	// The leaver's PUBACK still completes its delivery: nothing reaches the other member twice.
