@@ -33,8 +33,10 @@ func newSubscriber(r *rpc, log logger.Logger) *subscriber {
 	return &subscriber{r: r, log: log, ctx: ctx, cancel: cancel, ready: make(chan struct{}), first: make(chan error, 1)}
 }
 
-// connected is autopaho's OnConnectionUp: it must not block, so the subscription runs on a goroutine.
-func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
+// connected is autopaho's OnConnectionUp for the connection l: it must not block, so the
+// subscription runs on a goroutine; once it is in place, l is ready for requests (the session ends
+// with every connection, so every connection subscribes).
+func (s *subscriber) connected(cm *autopaho.ConnectionManager, l *link) {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -46,10 +48,15 @@ func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 		defer cancel()
+		stop := context.AfterFunc(l.ctx, cancel)
+		defer stop()
 		err := s.r.subscribe(ctx, cm)
 		select {
 		case s.first <- err: // only the first outcome stays; Init reads it
 		default:
+		}
+		if err != nil && l.ctx.Err() != nil {
+			return // the connection was lost meanwhile; the next one subscribes again
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -58,6 +65,7 @@ func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
 			s.log.Errorf("mqttkv state: %v", err)
 			return
 		}
+		s.r.subscribed(l)
 		s.once.Do(func() { close(s.ready) })
 	}()
 }
