@@ -314,7 +314,13 @@ func (r *rpc) publish(ctx context.Context, msg *paho.Publish, req request) (*lin
 		cancel()
 		switch {
 		case mqttconn.NotSent(err) && sendCtx.Err() == nil:
-			continue // the connection went down before paho took the request: wait for the next
+			// The connection went down before paho took the request: l is being dropped; wait for
+			// that, then for the next ready link.
+			select {
+			case <-l.ctx.Done():
+			case <-sendCtx.Done():
+			}
+			continue
 		case mqttconn.NotSent(err):
 			return nil, false, r.notSent(ctx, req, err)
 		case resp != nil && resp.ReasonCode >= 0x80:
@@ -344,7 +350,7 @@ func (r *rpc) notSent(ctx context.Context, req request, err error) error {
 	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return ctx.Err()
 	case ctx.Err() == nil && !req.sendBy.IsZero():
-		return fmt.Errorf("%w: %s %q was not sent: no connection to %s ready for it before the safe part of the lease ended; nothing was written", ErrLeaseExpired, req.args[0], req.args[1], r.conn.URL().Redacted())
+		return fmt.Errorf("%w: %s %q was not sent: the safe part of the lease (lockTTL minus lockMargin) ended before a connection to %s was ready for it; nothing was written", ErrLeaseExpired, req.args[0], req.args[1], r.conn.URL().Redacted())
 	}
 	return fmt.Errorf("%w: %s %q was not sent: broker %s not reachable: %w", ErrRequestFailed, req.args[0], req.args[1], r.conn.URL().Redacted(), err)
 }
