@@ -25,7 +25,7 @@ type lease struct {
 	key       string    // the lock key
 	owner     []byte    // the lock's value, unique to this acquisition
 	version   string    // the lock's version: the fencing token
-	safeUntil time.Time // local time after which the final write must not be sent
+	safeUntil time.Time // local time after which no request carrying the token is sent (request.sendBy)
 }
 
 // parseETag checks that an ETag is a version the store could have issued.
