@@ -91,8 +91,8 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		Kind:              mqttconn.KindState,
 		NoSession:         true, // nothing is ever resent after a reconnection (DESIGN.md)
 		OnPublishReceived: r.onPublish,
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			subs.connected(cm, r.connectionUp())
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			subs.connected(cm, r.connectionUp(ca))
 		},
 		OnConnectionDown: r.connectionDown,
 		Logger:           s.log,

@@ -12,8 +12,9 @@ import (
 
 // faultProxy is a TCP proxy between a component and the broker that injects network faults on
 // demand: it can swallow what the client sends (a link that went dead in the client→broker
-// direction: the bytes are counted and never delivered) and cut every connection, refusing new
-// ones (accepted and closed at once) until restored.
+// direction: the bytes are counted and never delivered), hold it (a stalled link: the bytes are
+// counted and delivered, in order, on release), and cut every connection, refusing new ones
+// (accepted and closed at once) until restored.
 type faultProxy struct {
 	t      *testing.T
 	ln     net.Listener
@@ -22,7 +23,9 @@ type faultProxy struct {
 
 	mu        sync.Mutex // guards the fields below
 	swallow   bool
-	swallowed int
+	hold      bool
+	swallowed int                 // bytes swallowed or held since the last swallowClient/holdClient
+	held      map[net.Conn][]byte // held bytes, by destination
 	refuse    bool
 	conns     map[net.Conn]struct{}
 	closed    bool
@@ -34,7 +37,7 @@ func startFaultProxy(t *testing.T, target string) *faultProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	p := &faultProxy{t: t, ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &faultProxy{t: t, ln: ln, target: target, conns: map[net.Conn]struct{}{}, held: map[net.Conn][]byte{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -91,17 +94,27 @@ func (p *faultProxy) pump(dst, src net.Conn, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 {
+		if n > 0 && fromClient {
+			// Decided and written under the lock, so that release delivers held bytes before any
+			// later ones.
 			p.mu.Lock()
-			drop := fromClient && p.swallow
-			if drop {
+			var werr error
+			switch {
+			case p.swallow:
 				p.swallowed += n
+			case p.hold:
+				p.swallowed += n
+				p.held[dst] = append(p.held[dst], buf[:n]...)
+			default:
+				_, werr = dst.Write(buf[:n])
 			}
 			p.mu.Unlock()
-			if !drop {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
+			if werr != nil {
+				return
+			}
+		} else if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
 			}
 		}
 		if err != nil {
@@ -120,6 +133,26 @@ func (p *faultProxy) swallowClient() {
 	p.mu.Unlock()
 }
 
+// holdClient starts holding what clients send, until release; swallowedBytes counts it.
+func (p *faultProxy) holdClient() {
+	p.mu.Lock()
+	p.hold, p.swallowed = true, 0
+	p.mu.Unlock()
+}
+
+// release delivers what was held and forwards again.
+func (p *faultProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = false
+	for dst, b := range p.held {
+		if _, err := dst.Write(b); err != nil {
+			p.t.Logf("fault proxy: release: %v", err)
+		}
+		delete(p.held, dst)
+	}
+}
+
 func (p *faultProxy) swallowedBytes() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -130,6 +163,7 @@ func (p *faultProxy) swallowedBytes() int {
 func (p *faultProxy) cut() {
 	p.mu.Lock()
 	p.refuse = true
+	clear(p.held)
 	for c := range p.conns {
 		_ = c.Close()
 	}
@@ -139,7 +173,8 @@ func (p *faultProxy) cut() {
 // restore forwards again, in both directions, for new connections.
 func (p *faultProxy) restore() {
 	p.mu.Lock()
-	p.refuse, p.swallow = false, false
+	p.refuse, p.swallow, p.hold = false, false, false
+	clear(p.held)
 	p.mu.Unlock()
 }
 

@@ -7,6 +7,8 @@ import (
 
 	"github.com/dapr/components-contrib/state"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mqdapr/mqdapr/broker"
 )
 
 // A write under a lease lock must never leave after the safe part of the lease (issue 8, item 5).
@@ -133,4 +135,51 @@ func TestLateWriteDoesNotRecreateDeletedKey(t *testing.T) {
 			require.Nil(t, res.ETag, "the deleted key was re-created (value %d bytes)", len(res.Data))
 		})
 	}
+}
+
+// The send quota: the broker allows one unacknowledged request (Receive Maximum 1), and A's GET of
+// another key, sent while the link to the broker stalls (the proxy holds A's bytes), takes it. A's
+// final SET then waits for quota; the stall ends only after A's lease expired in the store and B
+// has read the same version. The old code's SET got the quota then, was sent, and both writers
+// succeeded.
+func TestLateETagWriteAfterQuotaWait(t *testing.T) {
+	kb := startBrokerOpts(t, true, nil, func(o *broker.Options) { o.ReceiveMaximum = 1 })
+	setup := newStore(t, props(kb.url(), "setup"))
+	bPause := newPauser()
+	b := newHookedStore(t, props(kb.url(), "b", "lockTTL", "60s", "requestTimeout", "20s"), testHooks{etagRead: bPause.hook})
+	a := newLateWriter(t, kb)
+
+	set(t, setup, "k", "v0")
+	e0 := get(t, setup, "k").ETag
+	require.NoError(t, setup.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("v1"), ETag: e0})) // fences the key
+	e1 := *get(t, setup, "k").ETag
+
+	aDone := make(chan error, 1)
+	go func() {
+		aDone <- a.s.Set(t.Context(), &state.SetRequest{Key: "k", Value: lateValue, ETag: &e1})
+	}()
+	waitChan(t, a.pause.paused, "writer A's version check")
+	a.p.holdClient()
+	getDone := make(chan error, 1)
+	go func() {
+		_, err := a.s.Get(t.Context(), &state.GetRequest{Key: "other"})
+		getDone <- err
+	}()
+	require.Eventually(t, func() bool { return a.p.swallowedBytes() >= 100 }, waitFor, 5*time.Millisecond, "writer A's GET held")
+	close(a.pause.resume) // A's SET now waits for the quota the held GET has
+
+	bDone := make(chan error, 1)
+	go func() {
+		bDone <- b.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("from-b"), ETag: &e1})
+	}()
+	waitChan(t, bPause.paused, "writer B's version check (A's lease expired in the store)")
+	a.p.release()
+	errA := waitChan(t, aDone, "writer A's outcome")
+	close(bPause.resume)
+	errB := waitChan(t, bDone, "writer B's outcome")
+	require.NoError(t, waitChan(t, getDone, "writer A's GET"))
+
+	require.NoError(t, errB)
+	notLanded(t, "down before send", errA) // not sent: ErrLeaseExpired
+	require.Equal(t, "from-b", string(get(t, b, "k").Data))
 }

@@ -75,6 +75,11 @@ type rpc struct {
 type link struct {
 	ctx    context.Context // cancelled when the connection is lost or the rpc closes
 	cancel context.CancelFunc
+	// quota holds one token per request handed to paho and not yet acknowledged, at most the
+	// broker's Receive Maximum: the component waits for send quota itself, under the request's
+	// send deadline, so paho never has to (paho waits for quota and PUBACK under one context, and
+	// the two could not be told apart when it ends).
+	quota chan struct{}
 }
 
 func newRPC(clientID string, timeout time.Duration, persist bool) (*rpc, error) {
@@ -91,8 +96,12 @@ func newRPC(clientID string, timeout time.Duration, persist bool) (*rpc, error) 
 
 // connectionUp records a new connection (autopaho's OnConnectionUp, which runs before the
 // connection can be lost) and returns its link; requests wait until subscribed(link).
-func (r *rpc) connectionUp() *link {
-	l := &link{}
+func (r *rpc) connectionUp(ca *paho.Connack) *link {
+	recvMax := 65535 // absent: no limit but the packet identifiers [MQTT-3.2.2.3.3]
+	if ca != nil && ca.Properties != nil && ca.Properties.ReceiveMaximum != nil {
+		recvMax = int(*ca.Properties.ReceiveMaximum)
+	}
+	l := &link{quota: make(chan struct{}, recvMax)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	r.lmu.Lock()
 	defer r.lmu.Unlock()
@@ -283,10 +292,9 @@ func (r *rpc) do(ctx context.Context, req request) (reply, error) {
 // (never sent, or refused with a PUBACK failure code), the caller gave up, or its outcome is
 // unknown (ErrOutcomeUnknown). With err nil the response, if any, arrives on the returned link.
 //
-// The waits before the send (for a ready connection, and paho's wait for send quota) end at
-// req.sendBy when it is set: the deadline is checked just before the request is handed to paho,
-// and paho, once it has send quota (at once, or when a wait under that deadline ends in time),
-// writes the packet without waiting further. If the link is lost while paho still holds the
+// The waits before the send, for a ready connection and for send quota, end at req.sendBy when it
+// is set, and the deadline is checked once more just before the request is handed to paho; with
+// quota in hand paho writes the packet at once. If the link is lost while paho still holds the
 // request, paho drops it (there is no session to resend it in).
 func (r *rpc) publish(ctx context.Context, msg *paho.Publish, req request) (*link, bool, error) {
 	sendCtx := ctx
@@ -301,19 +309,28 @@ func (r *rpc) publish(ctx context.Context, msg *paho.Publish, req request) (*lin
 		if err != nil {
 			return nil, false, r.notSent(ctx, req, err)
 		}
-		if sendCtx.Err() != nil { // paho does not check the context when quota is free
+		select {
+		case l.quota <- struct{}{}:
+		case <-l.ctx.Done():
+			continue
+		case <-sendCtx.Done():
 			return nil, false, r.notSent(ctx, req, sendCtx.Err())
 		}
-		// paho's Publish waits for the send quota and then for the PUBACK under one context: cut it
-		// at sendBy and when the link is lost. Cut during the quota wait, nothing is written; cut
-		// after the write, the response may still come on the link (do waits for it).
-		pctx, cancel := context.WithCancel(sendCtx)
-		stop := context.AfterFunc(l.ctx, cancel)
+		if sendCtx.Err() != nil {
+			<-l.quota
+			return nil, false, r.notSent(ctx, req, sendCtx.Err())
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(l.ctx, cancel) // paho forgets the request with the connection
 		resp, err := cm.Publish(pctx, msg)
 		stop()
 		cancel()
 		switch {
-		case mqttconn.NotSent(err) && sendCtx.Err() == nil:
+		case mqttconn.NotSent(err):
+			<-l.quota
+			if sendCtx.Err() != nil {
+				return nil, false, r.notSent(ctx, req, err)
+			}
 			// The connection went down before paho took the request: l is being dropped; wait for
 			// that, then for the next ready link.
 			select {
@@ -321,28 +338,32 @@ func (r *rpc) publish(ctx context.Context, msg *paho.Publish, req request) (*lin
 			case <-sendCtx.Done():
 			}
 			continue
-		case mqttconn.NotSent(err):
-			return nil, false, r.notSent(ctx, req, err)
 		case resp != nil && resp.ReasonCode >= 0x80:
+			<-l.quota
 			reason := mqttconn.ReasonString(resp.ReasonCode)
 			if resp.Properties != nil && resp.Properties.ReasonString != "" {
 				reason += " (" + resp.Properties.ReasonString + ")"
 			}
 			return nil, false, fmt.Errorf("%w: the broker refused the request: %s", ErrRequestFailed, reason)
 		case err == nil:
+			<-l.quota
 			return l, true, nil
+		}
+		// No PUBACK: paho may keep its quota for the request until one arrives, so the token stays
+		// taken until the link is gone.
+		switch {
 		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return nil, false, ctx.Err() // the caller gave up
-		case l.ctx.Err() != nil || sendCtx.Err() != nil:
-			return l, false, nil // maybe sent: its response, or the loss of l, decides
+		case l.ctx.Err() != nil || ctx.Err() != nil:
+			return l, false, nil // sent: its response, or the loss of l, decides
 		default:
 			return nil, false, fmt.Errorf("%w: %s %q: %w", ErrOutcomeUnknown, req.args[0], req.args[1], err)
 		}
 	}
 }
 
-// notSent is the error of a request that was not sent because the wait for a connection (or send
-// quota) ended with ctx or req.sendBy.
+// notSent is the error of a request that was not sent because the wait for a connection or for
+// send quota ended with ctx or req.sendBy.
 func (r *rpc) notSent(ctx context.Context, req request, err error) error {
 	switch {
 	case errors.Is(err, ErrClosed):
@@ -350,7 +371,7 @@ func (r *rpc) notSent(ctx context.Context, req request, err error) error {
 	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return ctx.Err()
 	case ctx.Err() == nil && !req.sendBy.IsZero():
-		return fmt.Errorf("%w: %s %q was not sent: the safe part of the lease (lockTTL minus lockMargin) ended before a connection to %s was ready for it; nothing was written", ErrLeaseExpired, req.args[0], req.args[1], r.conn.URL().Redacted())
+		return fmt.Errorf("%w: %s %q was not sent: the safe part of the lease (lockTTL minus lockMargin) ended before a connection to %s and send quota were there for it; nothing was written", ErrLeaseExpired, req.args[0], req.args[1], r.conn.URL().Redacted())
 	}
 	return fmt.Errorf("%w: %s %q was not sent: broker %s not reachable: %w", ErrRequestFailed, req.args[0], req.args[1], r.conn.URL().Redacted(), err)
 }
