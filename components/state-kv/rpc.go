@@ -49,7 +49,7 @@ type reply struct {
 // 16 random bytes of correlation data and a waiter registered before it is published.
 //
 // The connection has no session (Clean Start 1, Session Expiry 0 on every connection; DESIGN.md,
-// "When a write can land"): a request is sent at most once, on one connection, and its response can
+// "When a write under a lease can land"): a request is sent at most once, on one connection, and its response can
 // only come back on that connection. Requests are sent only on a connection whose subscription to
 // the response topic is in place (a link that is ready); when that connection is lost, every
 // request sent on it that has no response yet fails at once with ErrOutcomeUnknown.
@@ -97,8 +97,8 @@ func newRPC(clientID string, timeout time.Duration, persist bool) (*rpc, error) 
 // connectionUp records a new connection (autopaho's OnConnectionUp, which runs before the
 // connection can be lost) and returns its link; requests wait until subscribed(link).
 func (r *rpc) connectionUp(ca *paho.Connack) *link {
-	recvMax := 65535 // absent: no limit but the packet identifiers [MQTT-3.2.2.3.3]
-	if ca != nil && ca.Properties != nil && ca.Properties.ReceiveMaximum != nil {
+	recvMax := 65535 // absent: 65535 (MQTT v5 §3.2.2.3.3)
+	if ca != nil && ca.Properties != nil && ca.Properties.ReceiveMaximum != nil && *ca.Properties.ReceiveMaximum > 0 {
 		recvMax = int(*ca.Properties.ReceiveMaximum)
 	}
 	l := &link{quota: make(chan struct{}, recvMax)}
