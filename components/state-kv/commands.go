@@ -49,11 +49,12 @@ func isFenceRefusal(v resp3.Value) bool {
 	return m == msgFencingRequired || m == msgFencingLower
 }
 
-// set sends `SET key value [NX] [PX ms]` with the optional fencing token; a fencing refusal is a
-// result (setResult.fenced), other -ERR replies are errors wrapping ErrStoreError.
+// set sends `SET key value [NX] [PX ms]`, under the lease l if not nil (its version as fencing
+// token; never sent after its safe part, see request.sendBy); a fencing refusal is a result
+// (setResult.fenced), other -ERR replies are errors wrapping ErrStoreError.
 // persist asks for aio-persistence (when the persistent metadata allows it); lock keys are not
 // persisted.
-func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition, ttl time.Duration, fence string, persist bool) (setResult, error) {
+func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition, ttl time.Duration, l *lease, persist bool) (setResult, error) {
 	args := [][]byte{[]byte("SET"), []byte(key), value}
 	if cond != always {
 		args = append(args, []byte(cond))
@@ -61,7 +62,7 @@ func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition,
 	if ttl > 0 {
 		args = append(args, []byte("PX"), []byte(strconv.FormatInt(ttl.Milliseconds(), 10)))
 	}
-	rep, err := r.do(ctx, request{args: args, fence: fence, persist: persist})
+	rep, err := r.do(ctx, fenced(request{args: args, persist: persist}, l))
 	if err != nil {
 		return setResult{}, err
 	}
@@ -77,6 +78,14 @@ func (r *rpc) set(ctx context.Context, key string, value []byte, cond condition,
 	default:
 		return setResult{}, unexpected("SET", key, v)
 	}
+}
+
+// fenced returns req carrying the lease's fencing token and its send deadline (req itself for nil).
+func fenced(req request, l *lease) request {
+	if l != nil {
+		req.fence, req.sendBy = l.version, l.safeUntil
+	}
+	return req
 }
 
 // get sends `GET key`; found is false on a miss.
@@ -106,15 +115,16 @@ type delResult struct {
 	fenced string // non-empty: the store refused the fencing token with this text
 }
 
-// del sends `DEL key`, or `VDEL key value` when value is not nil.
-func (r *rpc) del(ctx context.Context, key string, value []byte, fence string) (delResult, error) {
+// del sends `DEL key`, or `VDEL key value` when value is not nil, under the lease l if not nil
+// (as set).
+func (r *rpc) del(ctx context.Context, key string, value []byte, l *lease) (delResult, error) {
 	cmd := "DEL"
 	args := [][]byte{[]byte(cmd), []byte(key)}
 	if value != nil {
 		cmd = "VDEL"
 		args = [][]byte{[]byte(cmd), []byte(key), value}
 	}
-	rep, err := r.do(ctx, request{args: args, fence: fence})
+	rep, err := r.do(ctx, fenced(request{args: args}, l))
 	if err != nil {
 		return delResult{}, err
 	}

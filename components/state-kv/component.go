@@ -12,6 +12,7 @@ package statekv
 import (
 	"context"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,6 +62,12 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 	for _, k := range unknown {
 		s.log.Warnf("mqttkv state: unknown metadata key %q is ignored", k)
 	}
+	for k := range meta.Properties {
+		if !strings.EqualFold(k, "sessionExpiry") {
+			continue
+		}
+		s.log.Warnf("mqttkv state: metadata key \"sessionExpiry\" is ignored: the state store's connection has no session (clean start, session expiry 0), so that no request is re-sent after a reconnection")
+	}
 	clientID, err := md.Settings.ResolveClientID(mqttconn.KindState)
 	if err != nil {
 		return err
@@ -82,20 +89,24 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
 		Settings:          md.Settings,
 		Kind:              mqttconn.KindState,
+		NoSession:         true, // nothing is ever resent after a reconnection (DESIGN.md)
 		OnPublishReceived: r.onPublish,
-		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
-			subs.connected(cm)
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			subs.connected(cm, r.connectionUp(ca))
 		},
-		Logger: s.log,
+		OnConnectionDown: r.connectionDown,
+		Logger:           s.log,
 	})
 	if err != nil {
 		subs.stop()
+		r.close()
 		return err
 	}
 	r.conn = conn
 	if err := subs.wait(ctx, md.ConnectTimeout); err != nil {
 		subs.stop()
 		closeConn(conn, s.log)
+		r.close()
 		return err
 	}
 	s.md, s.props, s.conn, s.rpc, s.subs, s.closed = md, cloneMap(meta.Properties), conn, r, subs, false
@@ -123,6 +134,9 @@ func (s *Store) shutdownLocked() {
 	}
 	if s.conn != nil {
 		closeConn(s.conn, s.log)
+	}
+	if s.rpc != nil {
+		s.rpc.close()
 	}
 	s.conn, s.rpc, s.subs = nil, nil, nil
 }

@@ -1,6 +1,9 @@
 package statekv
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// ErrNotInitialized is returned by every operation before a successful Init (daprd does not
@@ -21,9 +24,14 @@ var (
 	// requestTimeout: the broker has no key-value store (only brokers implementing the Azure IoT
 	// Operations state store protocol have one), or it is overloaded. Retriable.
 	ErrNoResponse = errors.New("mqttkv state: no response from the broker's key-value store")
-	// ErrRequestFailed is returned when a request could not be sent or was not acknowledged
-	// (connection lost, time-out, PUBACK failure code). It may or may not have been applied. Retriable.
+	// ErrRequestFailed is returned when a request could not be sent or was refused (no connection,
+	// PUBACK failure code), and wrapped by ErrOutcomeUnknown. Retriable.
 	ErrRequestFailed = errors.New("mqttkv state: request to the broker failed")
+	// ErrOutcomeUnknown (which wraps ErrRequestFailed) is returned when a request was sent but its
+	// response can no longer arrive: the connection was lost first, or neither PUBACK nor response
+	// came within requestTimeout. It may or may not have been applied; it is never sent again.
+	// Retriable.
+	ErrOutcomeUnknown = fmt.Errorf("%w: its outcome is unknown (it may or may not have been applied)", ErrRequestFailed)
 	// ErrStoreError is returned when the key-value store answered a command with an error (`-ERR
 	// <text>`: quota exceeded, not authorized, clock skew...); the text follows.
 	ErrStoreError = errors.New("mqttkv state: the key-value store refused the command")
@@ -34,8 +42,8 @@ var (
 	// a write without an ETag to a fenced key) when the lock stayed taken by another writer until
 	// requestTimeout. Nothing was written. Retriable.
 	ErrLockTimeout = errors.New("mqttkv state: the key is locked by another ETag write")
-	// ErrLeaseExpired is returned by a write under the key's lease lock that could not finish within
+	// ErrLeaseExpired is returned by a write under the key's lease lock that could not be sent within
 	// the safe part of the lease (lockTTL minus lockMargin), or whose token a writer holding a newer
-	// lease overtook; its final write was not applied. Retriable.
+	// lease overtook; nothing was written. Retriable.
 	ErrLeaseExpired = errors.New("mqttkv state: ETag write took longer than its lease lock allows")
 )

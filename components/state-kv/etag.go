@@ -25,7 +25,7 @@ type lease struct {
 	key       string    // the lock key
 	owner     []byte    // the lock's value, unique to this acquisition
 	version   string    // the lock's version: the fencing token
-	safeUntil time.Time // local time after which the final write must not be sent
+	safeUntil time.Time // local time after which no request carrying the token is sent (request.sendBy)
 }
 
 // parseETag checks that an ETag is a version the store could have issued.
@@ -89,7 +89,7 @@ func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, val
 	if !fenced {
 		// First ETag write since the key was (re)created by writes without an ETag: fence it without
 		// changing its value. NEX fails if a write without an ETag changed the value since the GET.
-		res, err := r.set(ctx, key, old, nex, 0, l.version, true)
+		res, err := r.set(ctx, key, old, nex, 0, &l, true)
 		switch {
 		case err != nil:
 			return err
@@ -103,7 +103,7 @@ func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, val
 			return err
 		}
 	}
-	res, err := r.set(ctx, key, value, always, ttl, l.version, true)
+	res, err := r.set(ctx, key, value, always, ttl, &l, true)
 	switch {
 	case err != nil:
 		return err
@@ -137,7 +137,7 @@ func (s *Store) casDelete(ctx context.Context, r *rpc, md Metadata, key, etag st
 	if err := l.check(md, key); err != nil {
 		return err
 	}
-	res, err := r.del(ctx, key, old, l.version)
+	res, err := r.del(ctx, key, old, &l)
 	switch {
 	case err != nil:
 		return err
@@ -162,7 +162,7 @@ func (s *Store) lockedSet(ctx context.Context, r *rpc, md Metadata, key string, 
 	if err := l.check(md, key); err != nil {
 		return err
 	}
-	res, err := r.set(ctx, key, value, always, ttl, l.version, true)
+	res, err := r.set(ctx, key, value, always, ttl, &l, true)
 	switch {
 	case err != nil:
 		return err
@@ -185,7 +185,7 @@ func (s *Store) lockedDelete(ctx context.Context, r *rpc, md Metadata, key strin
 	if err := l.check(md, key); err != nil {
 		return err
 	}
-	res, err := r.del(ctx, key, nil, l.version)
+	res, err := r.del(ctx, key, nil, &l)
 	switch {
 	case err != nil:
 		return err
@@ -210,7 +210,7 @@ func (l lease) check(md Metadata, key string) error {
 // store that compared the value before the token would report a fenced key as unfenced, which only
 // costs the fencing SET of casSet.
 func probeFence(ctx context.Context, r *rpc, key string, owner []byte) (bool, error) {
-	res, err := r.del(ctx, key, owner, "")
+	res, err := r.del(ctx, key, owner, nil)
 	switch {
 	case err != nil:
 		return false, err
@@ -269,7 +269,7 @@ func acquireNotify(ctx context.Context, r *rpc, md Metadata, key string, busy fu
 	backoff := 2 * time.Millisecond
 	for {
 		start := time.Now() // before sending: the store's lease starts later, never earlier
-		res, err := r.set(wait, l.key, l.owner, nx, md.LockTTL, "", false)
+		res, err := r.set(wait, l.key, l.owner, nx, md.LockTTL, nil, false)
 		if err != nil {
 			if ctx.Err() == nil && wait.Err() != nil {
 				return lease{}, fmt.Errorf("%w: key %q for %s: %w", ErrLockTimeout, key, md.RequestTimeout, err)
@@ -304,7 +304,7 @@ func acquireNotify(ctx context.Context, r *rpc, md Metadata, key string, busy fu
 func (s *Store) release(r *rpc, l lease) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 	defer cancel()
-	if _, err := r.del(ctx, l.key, l.owner, ""); err != nil {
+	if _, err := r.del(ctx, l.key, l.owner, nil); err != nil {
 		s.log.Warnf("mqttkv state: releasing a key's lock failed (it expires by itself): %v", err)
 	}
 }

@@ -50,10 +50,18 @@ func startBroker(t *testing.T, withKV bool) *kvBroker {
 func startBrokerB(b *testing.B) *kvBroker { return startBrokerWith(b, true, nil) }
 
 func startBrokerWith(t testing.TB, withKV bool, mutate func(*statestore.Options)) *kvBroker {
+	return startBrokerOpts(t, withKV, mutate, nil)
+}
+
+// startBrokerOpts is startBrokerWith that also adjusts the broker's options.
+func startBrokerOpts(t testing.TB, withKV bool, mutate func(*statestore.Options), mutateBroker func(*broker.Options)) *kvBroker {
 	t.Helper()
 	o := broker.NewDefaultOptions()
 	o.Addr = "127.0.0.1:0"
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if mutateBroker != nil {
+		mutateBroker(o)
+	}
 	kb := &kvBroker{}
 	var svc *kvservice.Service
 	if withKV {

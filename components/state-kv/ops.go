@@ -55,7 +55,7 @@ func (s *Store) Set(ctx context.Context, req *state.SetRequest) error {
 		return s.casSet(ctx, r, md, req.Key, value, ttl, *req.ETag)
 	}
 	if req.Options.Concurrency == state.FirstWrite {
-		res, err := r.set(ctx, req.Key, value, nx, ttl, "", true)
+		res, err := r.set(ctx, req.Key, value, nx, ttl, nil, true)
 		switch {
 		case err != nil:
 			return err
@@ -72,7 +72,7 @@ func (s *Store) Set(ctx context.Context, req *state.SetRequest) error {
 // there) the store refuses it and the write goes through the key's lease lock (lockedSet), so that
 // it cannot land between an ETag writer's read and write (DESIGN.md).
 func (s *Store) lastWriteSet(ctx context.Context, r *rpc, md Metadata, key string, value []byte, ttl time.Duration) error {
-	res, err := r.set(ctx, key, value, always, ttl, "", true)
+	res, err := r.set(ctx, key, value, always, ttl, nil, true)
 	switch {
 	case err != nil:
 		return err

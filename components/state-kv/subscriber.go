@@ -33,8 +33,10 @@ func newSubscriber(r *rpc, log logger.Logger) *subscriber {
 	return &subscriber{r: r, log: log, ctx: ctx, cancel: cancel, ready: make(chan struct{}), first: make(chan error, 1)}
 }
 
-// connected is autopaho's OnConnectionUp: it must not block, so the subscription runs on a goroutine.
-func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
+// connected is autopaho's OnConnectionUp for the connection l: it must not block, so the
+// subscription runs on a goroutine; once it is in place, l is ready for requests (the session ends
+// with every connection, so every connection subscribes).
+func (s *subscriber) connected(cm *autopaho.ConnectionManager, l *link) {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -44,22 +46,47 @@ func (s *subscriber) connected(cm *autopaho.ConnectionManager) {
 	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
+		s.subscribe(cm, l)
+	}()
+}
+
+// resubscribeEvery is how often a refused or failed subscription is tried again while its
+// connection stays up (requests wait for it).
+const resubscribeEvery = 5 * time.Second
+
+func (s *subscriber) subscribe(cm *autopaho.ConnectionManager, l *link) {
+	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
-		defer cancel()
+		stop := context.AfterFunc(l.ctx, cancel)
 		err := s.r.subscribe(ctx, cm)
-		select {
-		case s.first <- err: // only the first outcome stays; Init reads it
-		default:
+		stop()
+		cancel()
+		if attempt == 0 {
+			select {
+			case s.first <- err: // only the first outcome stays; Init reads it
+			default:
+			}
 		}
-		if err != nil {
-			s.mu.Lock()
-			s.last = err
-			s.mu.Unlock()
-			s.log.Errorf("mqttkv state: %v", err)
+		if err == nil {
+			s.r.subscribed(l)
+			s.once.Do(func() { close(s.ready) })
 			return
 		}
-		s.once.Do(func() { close(s.ready) })
-	}()
+		if l.ctx.Err() != nil || s.ctx.Err() != nil {
+			return // the connection was lost meanwhile (the next one subscribes again), or stop
+		}
+		s.mu.Lock()
+		s.last = err
+		s.mu.Unlock()
+		s.log.Errorf("mqttkv state: %v; requests wait for the subscription, retrying in %s", err, resubscribeEvery)
+		t := time.NewTimer(resubscribeEvery)
+		select {
+		case <-t.C:
+		case <-l.ctx.Done():
+		case <-s.ctx.Done():
+		}
+		t.Stop()
+	}
 }
 
 // wait blocks until the first subscription attempt ended (returning its error), ctx ends or

@@ -157,7 +157,12 @@ func TestStaleLeaseIsFenced(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, b.Set(t.Context(), &state.SetRequest{Key: "k", Value: []byte("b"), ETag: etag}))
 
-	res, err := ra.set(t.Context(), "k", []byte("a-late"), always, 0, stale.version, true)
+	// The component does not send it any more (request.sendBy); forced past that guard, the store refuses it.
+	_, err = ra.set(t.Context(), "k", []byte("a-late"), always, 0, &stale, true)
+	require.ErrorIs(t, err, ErrLeaseExpired)
+	forced := stale
+	forced.safeUntil = time.Now().Add(time.Minute)
+	res, err := ra.set(t.Context(), "k", []byte("a-late"), always, 0, &forced, true)
 	require.NoError(t, err)
 	require.False(t, res.applied)
 	require.Equal(t, msgFencingLower, res.fenced)

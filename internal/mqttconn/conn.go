@@ -28,6 +28,11 @@ type Options struct {
 	Kind     Kind
 	// ReceiveMaximum is sent in CONNECT (0: not sent, the broker then assumes 65535).
 	ReceiveMaximum uint16
+	// NoSession connects with Clean Start 1 and Session Expiry 0 every time, instead of resuming a
+	// session: the broker keeps nothing for the client between connections, and paho never resends
+	// a PUBLISH after a reconnection (its in-flight messages are dropped when the connection is
+	// lost). Settings.SessionExpiry is not used then.
+	NoSession bool
 	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
 	ManualAcks bool
 	// AckFlushInterval is how often manual acknowledgements are sent (0: DefaultAckFlushInterval).
@@ -51,13 +56,16 @@ const DefaultAckFlushInterval = 2 * time.Millisecond
 var ErrConnect = errors.New("cannot connect to the MQTT broker")
 
 // Conn is a supervised MQTT v5 connection: it reconnects with exponential backoff and jitter,
-// resumes the session (clean start false) and re-authenticates when the token file rotates.
+// resumes the session (clean start false; unless Options.NoSession) and re-authenticates when the
+// token file rotates.
 type Conn struct {
 	settings Settings
 	log      Logger
 	ackFlush time.Duration
 	url      *url.URL
 	clientID string
+
+	noSession bool // Options.NoSession
 
 	cm     *autopaho.ConnectionManager
 	cancel context.CancelFunc
@@ -99,7 +107,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			return nil, err
 		}
 	}
-	c := &Conn{settings: s, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval}
+	c := &Conn{settings: s, noSession: o.NoSession, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval}
 	if c.ackFlush <= 0 {
 		c.ackFlush = DefaultAckFlushInterval
 	}
@@ -116,8 +124,8 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		ServerUrls:                    []*url.URL{&dialURL},
 		TlsCfg:                        tlsCfg,
 		KeepAlive:                     uint16(s.KeepAlive / time.Second),
-		CleanStartOnInitialConnection: false,
-		SessionExpiryInterval:         uint32(s.SessionExpiry / time.Second),
+		CleanStartOnInitialConnection: o.NoSession,
+		SessionExpiryInterval:         sessionExpiry(s, o.NoSession),
 		ReconnectBackoff:              autopaho.NewExponentialBackoff(250*time.Millisecond, 30*time.Second, time.Second, 2),
 		ConnectTimeout:                minDuration(s.ConnectTimeout, 10*time.Second),
 		ConnectUsername:               s.Username,
@@ -125,6 +133,10 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if cp.Properties == nil {
 				cp.Properties = &paho.ConnectProperties{}
+			}
+			if o.NoSession {
+				cp.CleanStart = true // on reconnections too: autopaho sets it only on the first
+				cp.Properties.SessionExpiryInterval = nil
 			}
 			if o.ReceiveMaximum > 0 {
 				rm := o.ReceiveMaximum
@@ -256,7 +268,11 @@ func (c *Conn) onUp(ca *paho.Connack) {
 	}
 	c.maxPacketSize.Store(maxPacket)
 	c.connected.Store(true)
-	if !ca.SessionPresent && c.connects.Load() > 1 {
+	if ca.SessionPresent && c.noSession {
+		// [MQTT-3.2.2-2]: a broker accepting Clean Start 1 must answer Session Present 0.
+		c.log.Errorf("mqtt: the broker at %s answered Session Present 1 to a clean start of client %q (a protocol violation, MQTT-3.2.2-2)", c.url.Redacted(), c.clientID)
+	}
+	if !ca.SessionPresent && c.connects.Load() > 1 && !c.noSession {
 		c.log.Warnf("mqtt: the broker had no session for client %q (expired or broker state lost): messages queued for the old session are gone from the broker", c.clientID)
 	}
 	c.log.Infof("mqtt: connected to %s as %q (session present: %v)", c.url.Redacted(), c.clientID, ca.SessionPresent)
@@ -310,6 +326,14 @@ func (c *Conn) Close(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// sessionExpiry is the Session Expiry Interval sent in CONNECT (0 is not sent: the default).
+func sessionExpiry(s Settings, noSession bool) uint32 {
+	if noSession {
+		return 0
+	}
+	return uint32(s.SessionExpiry / time.Second)
 }
 
 func minDuration(a, b time.Duration) time.Duration {
