@@ -90,6 +90,17 @@ func (c *conn) connect(p *packets.Connect) bool {
 			return false
 		}
 	}
+	if w != nil {
+		// A will on a topic a Service consumes would reach that Service from nobody (the client is
+		// gone), or reach subscribers as if the broker had sent it (forged key notifications).
+		for _, svc := range b.opts.Services {
+			if svc.Match(w.msg.Topic) {
+				c.log.Info("will topic is served by the broker itself", "topic", w.msg.Topic)
+				c.connack(CodeNotAuthorized, false, nil)
+				return false
+			}
+		}
+	}
 	if b.stats.Connections.Load() >= int64(b.opts.MaxConnections) {
 		c.connack(CodeQuotaExceeded, false, nil)
 		return false

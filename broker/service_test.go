@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 )
@@ -54,4 +55,21 @@ func TestPublishValidates(t *testing.T) {
 	require.ErrorIs(t, b.Publish(ctxT(t), &Message{Topic: "a/+"}), ErrInvalidTopic)
 	require.ErrorIs(t, b.Publish(ctxT(t), &Message{Topic: "a", QoS: 3}), ErrInvalidQoS)
 	require.NoError(t, b.Publish(ctxT(t), &Message{Topic: "a", QoS: 1}))
+}
+
+// A will may not name a topic a Service consumes: it would reach the Service from a client that is
+// gone, or reach subscribers as if the broker had sent it (the key-value store's notifications).
+func TestWillOnServiceTopicRefused(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Services = []Service{echoService{}} })
+	w := dialClient(t, b, "watcher")
+	w.subscribe(t, "kv/#", 1)
+	r := dialRaw(t, b)
+	r.write(t, willConnect("forger", "kv/notify", "forged", nil))
+	ack := r.read(t)
+	require.NotNil(t, ack)
+	require.Equal(t, packets.CONNACK, ack.Type)
+	require.Equal(t, CodeNotAuthorized, ack.Content.(*packets.Connack).ReasonCode)
+	require.Nil(t, r.read(t), "connection not closed after CONNACK 0x87")
+	waitOffline(t, b, "forger")
+	w.none(t, b) // the will was not published
 }
