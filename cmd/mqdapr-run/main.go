@@ -1,7 +1,10 @@
 // Command mqdapr-run is `make run`: the embedded broker (with its key-value store), both pluggable
 // components, a real daprd, the sample connector app and the demo device publisher on this machine,
 // with prefixed logs and a live progress line. It restarts daprd whenever a component restarts
-// and stops everything cleanly on Ctrl-C, leaving no stale socket.
+// and stops everything cleanly on Ctrl-C, SIGTERM, SIGHUP or a broken output, leaving no stale
+// socket; killed outright, it takes its processes with it. A start that finds a stale stack
+// (another supervisor on the folder, its processes, a taken broker port, a served socket) says so
+// and what to do; a socket nothing listens on is removed.
 package main
 
 import (
@@ -48,22 +51,75 @@ func run() error {
 		return filepath.Join(root, p)
 	}
 	bin, dir := abs(*binDir), abs(*runDir)
-	daprd, err := exec.Command(filepath.Join(root, "scripts", "daprd.sh")).Output()
-	if err != nil {
-		return fmt.Errorf("scripts/daprd.sh: %w", err)
+
+	// Every ending the supervisor can see stops the stack in order: Ctrl-C, SIGTERM, SIGHUP (the
+	// terminal was closed) and a broken output (EPIPE: `make run | tee log` lost its reader; EIO: the
+	// terminal is gone). SIGPIPE is caught so that a write to a broken stdout returns EPIPE instead
+	// of killing the supervisor. Endings it cannot see (kill -9) take the processes with it
+	// (internal/devstack/spawn.go).
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE) // the EPIPE write error is what counts (a health probe's socket may raise it too)
+	defer signal.Stop(pipes)
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				cancel(fmt.Errorf("signal %v", sig))
+			case <-pipes:
+			}
+		}
+	}()
+	out := devstack.StopOnBrokenOutput(os.Stdout, func(err error) { cancel(fmt.Errorf("output closed: %w", err)) })
+	sup := &devstack.Supervisor{Out: out}
+
+	// A stale stack or socket is reported (or, a socket nothing listens on, removed) before anything
+	// starts: otherwise the broker fails on a taken port and daprd hangs ~25 s on a stale socket.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	sockets, err := os.MkdirTemp("", "mqdapr-sock-") // unix socket paths must stay short
+	lock, err := devstack.Lock(dir)
 	if err != nil {
 		return err
 	}
+	defer lock.Release()
+	if lock.Stale != 0 {
+		sup.Logf("an earlier mqdapr-run (pid %d) on %s ended without stopping (killed?); its processes ended with it", lock.Stale, dir)
+	}
+	sockets := devstack.SocketDir(dir)
+	mqttURL := "mqtt://" + *mqttAddr
+	if err := devstack.Leftovers(bin, dir, sockets, mqttURL); err != nil {
+		return err
+	}
+	if err := devstack.CheckAddrFree(*mqttAddr, "mqtt"); err != nil {
+		return err
+	}
+	removed, err := devstack.CleanSockets(sockets)
+	for _, p := range removed {
+		sup.Logf("removed stale socket %s (nothing listening: left by a run that was killed)", p)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(sockets, 0o700); err != nil { // unix socket paths must stay short
+		return err
+	}
 	defer os.RemoveAll(sockets)
+
+	daprd, err := exec.CommandContext(ctx, filepath.Join(root, "scripts", "daprd.sh")).Output()
+	if err != nil {
+		return fmt.Errorf("scripts/daprd.sh: %w", err)
+	}
 	lake, resources := filepath.Join(dir, "lake"), filepath.Join(dir, "resources")
 	for _, d := range []string{lake, resources, filepath.Join(dir, "data")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
 	}
-	mqttURL := "mqtt://" + *mqttAddr
 	if err := writeResources(resources, mqttURL); err != nil {
 		return err
 	}
@@ -96,12 +152,14 @@ func run() error {
 		}},
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	sup := &devstack.Supervisor{Out: os.Stdout}
 	go progress(ctx, sup, healthURL, lake)
 	sup.Logf("starting: broker mqtt://%s, data %s, lake %s (Ctrl-C stops everything)", *mqttAddr, filepath.Join(dir, "data"), lake)
+	stopped := context.AfterFunc(ctx, func() { sup.Logf("stopping (%v)", context.Cause(ctx)) })
+	defer stopped()
 	err = sup.Run(ctx, specs)
+	if ctx.Err() != nil {
+		err = nil // stopped during start-up: not a failure of the stack
+	}
 	sup.Logf("stopped; data kept in %s", dir)
 	return err
 }
