@@ -9,9 +9,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +29,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sink" {
+		if err := sink(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "mqdapr-run sink:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "mqdapr-run:", err)
 		os.Exit(1)
@@ -92,10 +101,10 @@ func run() error {
 	}
 	sockets := devstack.SocketDir(dir)
 	mqttURL := "mqtt://" + *mqttAddr
-	if err := devstack.Leftovers(bin, dir, sockets, mqttURL); err != nil {
+	if err := devstack.CheckAddrFree(*mqttAddr, "mqtt"); err != nil {
 		return err
 	}
-	if err := devstack.CheckAddrFree(*mqttAddr, "mqtt"); err != nil {
+	if err := devstack.Leftovers(bin, dir, sockets, mqttURL); err != nil {
 		return err
 	}
 	removed, err := devstack.CleanSockets(sockets)
@@ -129,9 +138,19 @@ func run() error {
 	psSock, kvSock := filepath.Join(sockets, "mqttv5.sock"), filepath.Join(sockets, "mqttkv.sock")
 	healthURL := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
 
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Rejected (the app's) and dead-lettered (the component's) messages need a subscriber: a
+	// publish nobody subscribes to is answered 0x10 and discarded, so the pub/sub fails it
+	// (noMatchingSetting: fail) and the message is retried, holding up every later ack.
+	deadLetters, sinkReady := filepath.Join(dir, "dead-letters.jsonl"), filepath.Join(sockets, "sink.ready")
 	specs := []devstack.Spec{
 		{Name: "broker", Path: filepath.Join(bin, "mqbroker"), Args: []string{"-addr", *mqttAddr, "-data-dir", filepath.Join(dir, "data")},
 			Ready: devstack.WaitTCP(*mqttAddr)},
+		{Name: "sink", Path: self, Args: []string{"sink", "-broker", mqttURL, "-client-id", "deadletters", "-file", deadLetters,
+			"-ready", sinkReady, rejectedTopic, deadLetterTopic}, Ready: devstack.WaitFile(sinkReady), Cleanup: func() { os.Remove(sinkReady) }},
 		{Name: "pubsub", Path: filepath.Join(bin, "pubsub-mqtt5"), Env: sockEnv, RestartsDaprd: true,
 			Ready: devstack.WaitSocket(psSock, true), Healthy: devstack.PingSocket(psSock, true), Cleanup: func() { os.Remove(psSock) }},
 		{Name: "state", Path: filepath.Join(bin, "state-kv"), Env: sockEnv, RestartsDaprd: true,
@@ -139,6 +158,7 @@ func run() error {
 		{Name: "app", Path: filepath.Join(bin, "app"), Args: []string{
 			"-app-port", fmt.Sprint(appPort), "-dapr-grpc-port", fmt.Sprint(daprGRPC),
 			"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0",
+			"-deadletter-topic", rejectedTopic,
 		}, Ready: devstack.WaitHTTP(healthURL + "/healthz")},
 		{Name: "daprd", Path: strings.TrimSpace(string(daprd)), Env: sockEnv, IsDaprd: true, Args: []string{
 			"--app-id", "connector", "--resources-path", resources, "--app-port", fmt.Sprint(appPort), "--app-protocol", "grpc",
@@ -152,8 +172,9 @@ func run() error {
 		}},
 	}
 
-	go progress(ctx, sup, healthURL, lake)
-	sup.Logf("starting: broker mqtt://%s, data %s, lake %s (Ctrl-C stops everything)", *mqttAddr, filepath.Join(dir, "data"), lake)
+	go progress(ctx, sup, healthURL, lake, deadLetters)
+	sup.Logf("starting: broker mqtt://%s, data %s, lake %s, rejected and dead letters %s (Ctrl-C stops everything)",
+		*mqttAddr, filepath.Join(dir, "data"), lake, deadLetters)
 	stopped := context.AfterFunc(ctx, func() { sup.Logf("stopping (%v)", context.Cause(ctx)) })
 	defer stopped()
 	err = sup.Run(ctx, specs)
@@ -164,8 +185,29 @@ func run() error {
 	return err
 }
 
+// sink is the stack's dead-letter consumer (devstack.RunSink), run as a supervised process of
+// its own: `mqdapr-run sink -broker URL -client-id ID -file F -ready R topic...`.
+func sink(args []string) error {
+	fs := flag.NewFlagSet("mqdapr-run sink", flag.ContinueOnError)
+	var o devstack.SinkOptions
+	fs.StringVar(&o.BrokerURL, "broker", "mqtt://127.0.0.1:1883", "broker URL")
+	fs.StringVar(&o.ClientID, "client-id", "deadletters", "client id part (mqdapr-run-<id>-sink)")
+	fs.StringVar(&o.File, "file", "dead-letters.jsonl", "file the messages are appended to")
+	fs.StringVar(&o.Ready, "ready", "", "file created once subscribed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.Topics = fs.Args(); len(o.Topics) == 0 {
+		return fmt.Errorf("no topic given: want one or more MQTT filters after the flags")
+	}
+	o.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return devstack.RunSink(ctx, o)
+}
+
 // progress prints the app's counters every few seconds.
-func progress(ctx context.Context, sup *devstack.Supervisor, healthURL, lake string) {
+func progress(ctx context.Context, sup *devstack.Supervisor, healthURL, lake, deadLetters string) {
 	t := time.NewTicker(3 * time.Second)
 	defer t.Stop()
 	for {
@@ -189,9 +231,21 @@ func progress(ctx context.Context, sup *devstack.Supervisor, healthURL, lake str
 		}
 		resp.Body.Close()
 		sort.Strings(parts)
-		sup.Logf("progress: %s | lake: %s", strings.Join(parts, " "), lake)
+		kept := 0
+		if b, err := os.ReadFile(deadLetters); err == nil {
+			kept = bytes.Count(b, []byte("\n"))
+		}
+		sup.Logf("progress: %s | lake: %s | dead letters kept: %d", strings.Join(parts, " "), lake, kept)
 	}
 }
+
+// The app's topic for rejected messages (its -deadletter-topic default), the pub/sub's
+// deadLetterTopic, and the pub/sub setting for what a publish answered 0x10 does.
+const (
+	rejectedTopic     = "connector/rejected"
+	deadLetterTopic   = "connector/dead-letter"
+	noMatchingSetting = "noMatchingSubscribers"
+)
 
 func writeResources(dir, mqttURL string) error {
 	files := map[string]string{
@@ -208,8 +262,10 @@ spec:
     - name: clientID
       value: replica-0
     - name: deadLetterTopic
-      value: connector/dead-letter
-`, mqttURL),
+      value: %s
+    - name: %s
+      value: fail
+`, mqttURL, deadLetterTopic, noMatchingSetting),
 		"state.yaml": fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:
