@@ -145,7 +145,8 @@ func run() error {
 	// Rejected (the app's) and dead-lettered (the component's) messages need a subscriber: a
 	// publish nobody subscribes to is answered 0x10 and discarded, so the pub/sub fails it
 	// (noMatchingSetting: fail) and the message is retried, holding up every later ack.
-	deadLetters, sinkReady := filepath.Join(dir, "dead-letters.jsonl"), filepath.Join(sockets, "sink.ready")
+	deadLetters, sinkReady := filepath.Join(dir, "dead-letters.jsonl"), filepath.Join(dir, "sink.ready")
+	os.Remove(sinkReady) // left by a run that was killed
 	specs := []devstack.Spec{
 		{Name: "broker", Path: filepath.Join(bin, "mqbroker"), Args: []string{"-addr", *mqttAddr, "-data-dir", filepath.Join(dir, "data")},
 			Ready: devstack.WaitTCP(*mqttAddr)},

@@ -9,15 +9,21 @@ import (
 )
 
 // Gone reports whether process pid has ended: it does not exist, or it is a zombie (ended, not yet
-// reaped: an orphan waits for its new parent, which may never reap it in a container).
+// reaped: an orphan waits for its new parent, which may never reap it in a container) whose other
+// threads have exited too (until the last one has, its files, sockets included, are still open).
 func Gone(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	dir := "/proc/" + strconv.Itoa(pid)
+	b, err := os.ReadFile(dir + "/stat")
 	if err != nil {
 		return true
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')') // the state follows "(comm)", and comm may hold anything
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+	if i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X') {
+		return false
+	}
+	tasks, err := os.ReadDir(dir + "/task")
+	return err != nil || len(tasks) <= 1
 }
 
 // WaitGone waits until every process in pids has ended; it fails the test with the survivors

@@ -69,10 +69,14 @@ func startRun(t *testing.T, dir, addr string) *runProc {
 	}()
 	go func() { _ = r.cmd.Wait(); <-read; close(r.done) }()
 	t.Cleanup(func() {
+		kids := testutil.ChildPids(r.cmd.Process.Pid)
+		for name, pid := range r.kids {
+			kids[name] = pid
+		}
 		_ = r.cmd.Process.Kill()
 		pr.Close()
 		<-r.done
-		for _, pid := range r.kids { // a failing run must not leave its stack to the next test
+		for _, pid := range kids { // a failing run must not leave its stack to the next test
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
@@ -114,7 +118,7 @@ func (r *runProc) waitUp() map[string]int {
 		return false
 	}, 120*time.Second, 100*time.Millisecond, "rows reach the lake")
 	r.kids = testutil.ChildPids(r.cmd.Process.Pid)
-	require.Len(r.t, r.kids, 6, "broker, two components, app, daprd, devices: %v", r.kids)
+	require.Len(r.t, r.kids, 7, "broker, dead-letter sink, two components, app, daprd, devices: %v", r.kids)
 	return r.kids
 }
 
@@ -149,9 +153,24 @@ func (r *runProc) assertFree() {
 
 func loopback(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) }
 
-// Closing the terminal (SIGHUP) stops the whole stack in order; while it runs, a second start on
-// the same folder, or on another folder with the same broker port, says what is in the way.
+// Closing the terminal (SIGHUP) stops the whole stack in order and leaves nothing behind.
 func TestMakeRunStopsOnSIGHUP(t *testing.T) {
+	needDaprd(t)
+	dir, addr := t.TempDir(), loopback(t)
+	r := startRun(t, dir, addr)
+	kids := r.waitUp()
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGHUP))
+	assert.Equal(t, 0, r.waitExit(60*time.Second))
+	testutil.WaitGone(t, kids, 30*time.Second)
+	assert.True(t, r.has("stopped; data kept"))
+	r.assertFree()
+	_, err := os.Stat(devstack.SocketDir(dir))
+	assert.True(t, os.IsNotExist(err), "socket folder removed")
+}
+
+// While a stack runs, a second start on the same folder, or on another folder with the same
+// broker port, says what is in the way and what to do, and starts nothing.
+func TestMakeRunRefusesRunningStack(t *testing.T) {
 	needDaprd(t)
 	dir, addr := t.TempDir(), loopback(t)
 	r := startRun(t, dir, addr)
@@ -161,6 +180,7 @@ func TestMakeRunStopsOnSIGHUP(t *testing.T) {
 	assert.Equal(t, 1, second.waitExit(30*time.Second))
 	assert.True(t, second.has(fmt.Sprintf("pid %d holds %s", r.cmd.Process.Pid, filepath.Join(dir, devstack.PidFileName))), "names the running supervisor")
 	assert.True(t, second.has(fmt.Sprintf("kill %d", r.cmd.Process.Pid)), "says how to stop it")
+	assert.Empty(t, testutil.ChildPids(second.cmd.Process.Pid))
 
 	third := startRun(t, t.TempDir(), addr)
 	assert.Equal(t, 1, third.waitExit(30*time.Second))
@@ -172,14 +192,6 @@ func TestMakeRunStopsOnSIGHUP(t *testing.T) {
 	}
 	assert.True(t, third.has(fmt.Sprintf("%s is taken by pid %d", addr, broker)), "names the broker holding the port")
 	assert.True(t, third.has("-mqtt"), "says how to choose another port")
-
-	require.NoError(t, r.cmd.Process.Signal(syscall.SIGHUP))
-	assert.Equal(t, 0, r.waitExit(60*time.Second))
-	testutil.WaitGone(t, kids, 30*time.Second)
-	assert.True(t, r.has("stopped; data kept"))
-	r.assertFree()
-	_, err := os.Stat(devstack.SocketDir(dir))
-	assert.True(t, os.IsNotExist(err), "socket folder removed")
 }
 
 // A supervisor killed with SIGKILL takes its processes with it; the next start on the folder
