@@ -79,6 +79,7 @@ func startRun(t *testing.T, dir, addr string) *runProc {
 		for _, pid := range kids { // a failing run must not leave its stack to the next test
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		os.RemoveAll(devstack.SocketDir(dir)) // what a supervisor ended by SIGKILL leaves
 		if t.Failed() {
 			r.mu.Lock()
 			n := len(r.lines)
