@@ -133,7 +133,11 @@ func (c *Connector) HandleConfig(ctx context.Context, m Message) error {
 	_, topicAsset := matchTopic(c.opts.ConfigFilter, m.Topic)
 	a, err := parseAsset(m.Data, topicAsset)
 	if err != nil {
-		return c.reject(ctx, m, err)
+		if err := c.reject(ctx, m, err); err != nil {
+			c.counters.Failed.Add(1)
+			return err
+		}
+		return nil
 	}
 	if err := c.assets.apply(ctx, a); err != nil {
 		c.counters.Failed.Add(1)
@@ -144,11 +148,17 @@ func (c *Connector) HandleConfig(ctx context.Context, m Message) error {
 	return nil
 }
 
-// reject sends m with the reason to the dead-letter topic; nil (ack) once the publish was
-// acknowledged, else a retriable error.
+// reject sends m with the reason to the dead-letter topic; nil (ack) only once the publish was
+// accepted. Any publish error, including a broker's 0x10 "no matching subscribers" that the
+// pub/sub reports as an error (pubsub.mqttv5 with noMatchingSubscribers: fail; with accept, or a
+// broker that answers 0x00 regardless, the rejected message is gone once acked), means "not
+// rejected yet": the message is kept (a retriable error, redelivered) and the failure logged as an
+// error, since it repeats until something subscribes to the dead-letter topic.
 func (c *Connector) reject(ctx context.Context, m Message, reason error) error {
 	data := deadLetter(m, reason, c.opts.Lake.Replica(), c.opts.Now())
 	if err := c.opts.DeadLet.PublishDeadLetter(ctx, c.opts.DeadLetterTopic, data); err != nil {
+		c.log.Error("rejected message NOT dead-lettered: kept for redelivery; is anything subscribed to the dead-letter topic?",
+			"topic", m.Topic, "deadLetterTopic", c.opts.DeadLetterTopic, "reason", reason, "err", err)
 		return errors.Join(fmt.Errorf("connector: dead-letter publish to %s failed", c.opts.DeadLetterTopic), err)
 	}
 	c.counters.Rejected.Add(1)

@@ -342,3 +342,52 @@ func TestSDKBinding(t *testing.T) {
 		t.Fatalf("unroutable: retry %v err %v; want retry", retry, err)
 	}
 }
+
+// A reject whose publish fails (a pub/sub that reports the broker's 0x10 "no matching
+// subscribers" as an error, or any other failure) is not a reject: the message is not acked, the
+// failure is counted and logged as an error, on the telemetry and the configuration path alike;
+// once the publish is accepted the message is acked and counted as rejected.
+func TestRejectIsAckedOnlyOnceTheDeadLetterIsAccepted(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, "r1", kv.NewMem(), t.TempDir(), nil)
+	var logs syncBuffer
+	f.c.log = slog.New(slog.NewTextHandler(&logs, nil))
+	badTel := Message{Topic: "devices/dev-1/telemetry", Data: []byte(`{"deviceId":"dev-1","seq":1,"ts":1795766400000,"metrics":{"t":{"value":1,"unit":"furlong"}}}`)}
+	badCfg := Message{Topic: "config/assets/other", Data: []byte(assetCfg)}
+	f.dl.fail.Store(true)
+	for _, m := range []Message{badTel, badCfg} {
+		if err := f.c.Handle(ctx, m); err == nil {
+			t.Fatalf("%s: dead-letter publish failed but the message was acked", m.Topic)
+		}
+	}
+	if got := f.c.Counters().Failed.Load(); got != 2 {
+		t.Fatalf("failed %d; want 2 (telemetry and configuration)", got)
+	}
+	if got := f.c.Counters().Rejected.Load(); got != 0 {
+		t.Fatalf("rejected %d before any dead letter was accepted", got)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"rejected message NOT dead-lettered"); n != 2 {
+		t.Fatalf("%d error lines for the failed dead-letter publishes; want 2:\n%s", n, logs.String())
+	}
+	f.dl.fail.Store(false)
+	for _, m := range []Message{badTel, badCfg} {
+		if err := f.c.Handle(ctx, m); err != nil {
+			t.Fatalf("%s: %v", m.Topic, err)
+		}
+	}
+	if got := f.c.Counters().Rejected.Load(); got != 2 || len(f.dl.msgs) != 2 {
+		t.Fatalf("rejected %d, dead letters %d; want 2 and 2", got, len(f.dl.msgs))
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -42,9 +43,10 @@ type Supervisor struct {
 	HealthInterval time.Duration
 	HealthFailures int
 
-	mu    sync.Mutex // guards procs and the writes to Out
-	procs map[string]*running
-	wg    sync.WaitGroup
+	mu       sync.Mutex // guards procs, stopping and the writes to Out
+	procs    map[string]*running
+	stopping bool // set by stopAll: no process is started after it
+	wg       sync.WaitGroup
 }
 
 type running struct {
@@ -68,13 +70,28 @@ func (s *Supervisor) Run(ctx context.Context, specs []Spec) error {
 	for _, sp := range specs {
 		if err := s.start(ctx, sp); err != nil {
 			s.stopAll(specs)
+			s.wg.Wait()
 			return err
 		}
 	}
+	s.Logf("up: %s", s.pids(specs))
 	<-ctx.Done()
 	s.stopAll(specs)
 	s.wg.Wait()
 	return nil
+}
+
+// pids lists name=pid of the running processes, in start order.
+func (s *Supervisor) pids(specs []Spec) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, sp := range specs {
+		if r, ok := s.procs[sp.Name]; ok {
+			fmt.Fprintf(&b, " %s=%d", sp.Name, r.cmd.Process.Pid)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // Logf writes a supervisor line.
@@ -87,16 +104,21 @@ func (s *Supervisor) Logf(format string, args ...any) {
 func (s *Supervisor) start(ctx context.Context, sp Spec) error {
 	cmd := exec.Command(sp.Path, sp.Args...)
 	cmd.Env = append(os.Environ(), sp.Env...)
-	// Own process group: Ctrl-C in the terminal reaches only the supervisor, which stops the
-	// processes in order (daprd before the components, the broker last).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
+	// Started and registered under the lock, so that stopAll either sees the process or it is
+	// never started (a restart racing the stop would otherwise run unsupervised).
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return fmt.Errorf("start %s: %w", sp.Name, context.Canceled)
+	}
+	// Own process group and killed with the supervisor: procattr_*.go, spawn.go.
+	if err := startCmd(cmd); err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("start %s: %w", sp.Name, err)
 	}
 	r := &running{spec: sp, cmd: cmd, done: make(chan struct{})}
-	s.mu.Lock()
 	if old, ok := s.procs[sp.Name]; ok {
 		r.restarts = old.restarts + 1
 	}
@@ -124,12 +146,21 @@ func (s *Supervisor) start(ctx context.Context, sp Spec) error {
 	if sp.Ready != nil {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
-		select {
-		case <-r.done:
-			return fmt.Errorf("%s exited during start-up", sp.Name)
-		default:
-		}
+		exited := make(chan struct{})
+		go func() { // a process that exits ends the wait at once
+			select {
+			case <-r.done:
+				close(exited)
+				cancel()
+			case <-rctx.Done():
+			}
+		}()
 		if err := sp.Ready(rctx); err != nil {
+			select {
+			case <-exited:
+				return fmt.Errorf("%s exited during start-up", sp.Name)
+			default:
+			}
 			return fmt.Errorf("%s not ready: %w", sp.Name, err)
 		}
 	}
@@ -142,7 +173,7 @@ func (s *Supervisor) start(ctx context.Context, sp Spec) error {
 
 // restart starts sp again (with a short backoff) and, for a component, restarts daprd after it.
 func (s *Supervisor) restart(ctx context.Context, sp Spec) {
-	for attempt := 0; ctx.Err() == nil; attempt++ {
+	for attempt := 0; ctx.Err() == nil && !s.isStopping(); attempt++ {
 		backoff := min(time.Duration(1<<min(attempt, 5))*250*time.Millisecond, 5*time.Second)
 		select {
 		case <-ctx.Done():
@@ -155,7 +186,7 @@ func (s *Supervisor) restart(ctx context.Context, sp Spec) {
 		}
 		break
 	}
-	if !sp.RestartsDaprd || ctx.Err() != nil {
+	if !sp.RestartsDaprd || ctx.Err() != nil || s.isStopping() {
 		return
 	}
 	s.mu.Lock()
@@ -171,6 +202,12 @@ func (s *Supervisor) restart(ctx context.Context, sp Spec) {
 		// Killing it lets its own supervision goroutine start it again.
 		_ = daprd.cmd.Process.Signal(syscall.SIGTERM)
 	}
+}
+
+func (s *Supervisor) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 // watch polls a process's health and kills it after HealthFailures failures in a row.
@@ -203,6 +240,9 @@ func (s *Supervisor) watch(ctx context.Context, r *running) {
 }
 
 func (s *Supervisor) stopAll(specs []Spec) {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
 	for i := len(specs) - 1; i >= 0; i-- {
 		s.mu.Lock()
 		r, ok := s.procs[specs[i].Name]

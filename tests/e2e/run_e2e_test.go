@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mqdapr/mqdapr/internal/devstack"
 	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
@@ -97,7 +98,7 @@ func TestMakeRun(t *testing.T) {
 		t.Fatal("make run did not stop on Ctrl-C")
 	}
 	assert.True(t, has("stopped; data kept"))
-	socks, _ := filepath.Glob(filepath.Join(os.TempDir(), "mqdapr-sock-*", "*.sock"))
+	socks, _ := filepath.Glob(filepath.Join(devstack.SocketDir(dir), "*.sock"))
 	assert.Empty(t, socks, "no stale socket")
 	rows, _ := lakeRows(t, filepath.Join(dir, "lake"))
 	for id, n := range rows {
