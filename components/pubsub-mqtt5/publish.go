@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/eclipse/paho.golang/paho"
@@ -24,18 +23,6 @@ const (
 	mdCorrelationData = "correlationData" // base64 on the wire of metadata; raw bytes in MQTT
 	mdResponseTopic   = "responseTopic"
 	mdRawPayload      = "rawPayload" // interpreted by daprd; never forwarded
-)
-
-// Metadata keys added to received messages.
-const (
-	mdTopic         = "mqtt-topic"
-	mdRetained      = "mqtt-retained"
-	mdQoS           = "mqtt-qos"
-	mdDuplicate     = "mqtt-dup"
-	mdMsgExpiry     = "mqtt-message-expiry"
-	mdInContentType = "mqtt-content-type"
-	mdInRespTopic   = "mqtt-response-topic"
-	mdInCorrData    = "mqtt-correlation-data"
 )
 
 // maxMQTTPacket is the largest packet MQTT can encode (remaining length 268,435,455 + 5 header bytes).
@@ -181,55 +168,4 @@ func varIntLen(n int) int {
 		return 3
 	}
 	return 4
-}
-
-// receivedMetadata renders the MQTT attributes of a received message as Dapr metadata: every user
-// property (the last one wins for a repeated key) plus the mqtt-* keys.
-func receivedMetadata(pub *paho.Publish) map[string]string {
-	md := map[string]string{
-		mdTopic: pub.Topic,
-		mdQoS:   strconv.Itoa(int(pub.QoS)),
-	}
-	if pub.Retain {
-		md[mdRetained] = "true"
-	}
-	if pub.Duplicate() {
-		md[mdDuplicate] = "true"
-	}
-	if pp := pub.Properties; pp != nil {
-		for _, u := range pp.User {
-			md[u.Key] = u.Value
-		}
-		if pp.ContentType != "" {
-			md[mdInContentType] = pp.ContentType
-		}
-		if pp.ResponseTopic != "" {
-			md[mdInRespTopic] = pp.ResponseTopic
-		}
-		if pp.CorrelationData != nil {
-			md[mdInCorrData] = base64.StdEncoding.EncodeToString(pp.CorrelationData)
-		}
-		if pp.MessageExpiry != nil {
-			md[mdMsgExpiry] = strconv.FormatUint(uint64(*pp.MessageExpiry), 10)
-		}
-	}
-	return md
-}
-
-// deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
-// user properties, and returns once the broker acknowledged it.
-func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, attempts int, cause error) error {
-	props := &paho.PublishProperties{}
-	if pub.Properties != nil {
-		cp := *pub.Properties
-		cp.User = append(paho.UserProperties(nil), pub.Properties.User...)
-		cp.SubscriptionIdentifier, cp.TopicAlias = nil, nil
-		props = &cp
-	}
-	props.User.Add("mqdapr-error", cause.Error()).
-		Add("mqdapr-original-topic", pub.Topic).
-		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
-		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
-	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
-	return p.send(ctx, conn, md, dl)
 }
