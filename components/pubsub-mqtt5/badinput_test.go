@@ -42,6 +42,7 @@ func TestInitRejectsMalformedMetadata(t *testing.T) {
 		{"sharedSubscriptionGroup", "a/b", `want a non-empty name without / + or #`},
 		{"deadLetterTopic", "dead/#", "wildcards + and # are allowed only in subscriptions"},
 		{"maxDeliveryAttempts", "-1", "maxDeliveryAttempts=-1: want 0 (no limit) or more"},
+		{"noMatchingSubscribers", "drop", `noMatchingSubscribers="drop": want "fail" or "accept"`},
 		{"caFile", "/nonexistent/ca.pem", "TLS material given but the broker URL is not a TLS one"},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {

@@ -46,11 +46,14 @@ type Stats struct {
 	Acked         atomic.Uint64 // acknowledgements handed to the client
 	HandlerErrors atomic.Uint64 // handler calls that failed (each is retried)
 	DeadLettered  atomic.Uint64 // messages moved to the dead-letter topic
-	Exhausted     atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
-	Unsubscribed  atomic.Uint64 // held messages released after their subscription was removed
-	Held          atomic.Int64  // messages waiting for a subscription stream to open
-	InFlight      atomic.Int64  // handler calls running now
-	MaxInFlight   atomic.Int64  // the most handler calls seen running at once
+	// DeadLetterFailures counts dead-letter publishes not accepted with PUBACK 0x00 (no subscriber,
+	// refused, not acknowledged): each is retried with backoff, the original kept unacknowledged.
+	DeadLetterFailures atomic.Uint64
+	Exhausted          atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
+	Unsubscribed       atomic.Uint64 // held messages released after their subscription was removed
+	Held               atomic.Int64  // messages waiting for a subscription stream to open
+	InFlight           atomic.Int64  // handler calls running now
+	MaxInFlight        atomic.Int64  // the most handler calls seen running at once
 }
 
 // New returns an uninitialised component. It does no I/O.

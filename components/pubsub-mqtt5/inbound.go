@@ -216,8 +216,9 @@ func (p *PubSub) process(l *live, m *inbound) {
 	}
 }
 
-// moveToDeadLetter publishes m to the dead-letter topic (retrying with backoff until the broker
-// acknowledges it) and only then acknowledges m. It reports false when the component stopped first.
+// moveToDeadLetter publishes m to the dead-letter topic, retrying with backoff until the broker
+// accepts it with PUBACK 0x00, and only then acknowledges m. Until then m stays unacknowledged (and
+// holds back the acknowledgements after it). It reports false when the component stopped first.
 func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error) bool {
 	disp, md := l.disp, l.md
 	backoff := md.RetryInitialInterval
@@ -236,7 +237,8 @@ func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error
 			p.ack(m)
 			return true
 		}
-		p.log.Errorf("mqttv5 pub/sub: dead-lettering a message from %q failed, retrying: %v", m.pub.Topic, err)
+		p.stats.DeadLetterFailures.Add(1)
+		p.log.Errorf("mqttv5 pub/sub: dead-lettering a message from %q to %q failed; the message stays unacknowledged (holding back later acknowledgements) and is retried in %s: %v", m.pub.Topic, md.DeadLetterTopic, backoff, err)
 		if !sleep(disp, backoff) {
 			return false
 		}
@@ -316,7 +318,8 @@ func receivedMetadata(pub *paho.Publish) map[string]string {
 }
 
 // deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
-// user properties, and returns once the broker acknowledged it.
+// user properties, and returns nil only once the broker accepted it with PUBACK 0x00: 0x10 (no
+// subscriber, the broker discarded it) is ErrNoSubscribers, whatever noMatchingSubscribers says.
 func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, attempts int, cause error) error {
 	props := &paho.PublishProperties{}
 	if pub.Properties != nil {
@@ -330,5 +333,5 @@ func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadat
 		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
 		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
 	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
-	return p.send(ctx, conn, md, dl)
+	return p.send(ctx, conn, md, dl, false)
 }

@@ -17,6 +17,16 @@ const (
 	OrderingNone = "none"
 )
 
+// What Publish does when the broker answers PUBACK 0x10 "no matching subscribers" (the broker
+// discarded the message: nobody subscribes to its topic).
+const (
+	// NoSubscribersFail returns ErrNoSubscribers: the caller (daprd's resiliency, the app) retries,
+	// so nothing is lost silently. daprd's own dead-lettering arrives as an ordinary Publish.
+	NoSubscribersFail = "fail"
+	// NoSubscribersAccept reports success, as MQTT does: the message is gone.
+	NoSubscribersAccept = "accept"
+)
+
 // Metadata is the component's configuration. Field tags are the metadata keys; metadata.yaml
 // documents each one and a test keeps the two in step.
 type Metadata struct {
@@ -50,6 +60,9 @@ type Metadata struct {
 	// unsubscribed), its MQTT subscription is removed after this grace; when every stream closes
 	// (daprd restarting) subscriptions stay in the session and messages wait for the new streams.
 	UnsubscribeGrace time.Duration `mapstructure:"unsubscribeGrace"`
+	// NoMatchingSubscribers is what Publish does on PUBACK 0x10: "fail" (default) or "accept".
+	// A retained publish is accepted either way (the broker keeps it as the retained message).
+	NoMatchingSubscribers string `mapstructure:"noMatchingSubscribers"`
 	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
 	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
 }
@@ -68,17 +81,18 @@ const (
 
 func defaultMetadata() Metadata {
 	return Metadata{
-		Settings:             mqttconn.DefaultSettings(),
-		QoS:                  DefaultQoS,
-		ReceiveMaximum:       DefaultReceiveMaximum,
-		AckFlushInterval:     mqttconn.DefaultAckFlushInterval,
-		Ordering:             OrderingTopic,
-		MaxDeliveryAttempts:  DefaultMaxDeliveryAttempts,
-		RetryInitialInterval: DefaultRetryInitialInterval,
-		RetryMaxInterval:     DefaultRetryMaxInterval,
-		PublishTimeout:       DefaultPublishTimeout,
-		ShutdownTimeout:      DefaultShutdownTimeout,
-		UnsubscribeGrace:     DefaultUnsubscribeGrace,
+		Settings:              mqttconn.DefaultSettings(),
+		QoS:                   DefaultQoS,
+		ReceiveMaximum:        DefaultReceiveMaximum,
+		AckFlushInterval:      mqttconn.DefaultAckFlushInterval,
+		Ordering:              OrderingTopic,
+		MaxDeliveryAttempts:   DefaultMaxDeliveryAttempts,
+		RetryInitialInterval:  DefaultRetryInitialInterval,
+		RetryMaxInterval:      DefaultRetryMaxInterval,
+		PublishTimeout:        DefaultPublishTimeout,
+		ShutdownTimeout:       DefaultShutdownTimeout,
+		UnsubscribeGrace:      DefaultUnsubscribeGrace,
+		NoMatchingSubscribers: NoSubscribersFail,
 	}
 }
 
@@ -127,6 +141,9 @@ func (m *Metadata) validate() error {
 	}
 	if m.RetryInitialInterval <= 0 || m.RetryMaxInterval < m.RetryInitialInterval {
 		return fmt.Errorf("%w: retryInitialInterval=%s retryMaxInterval=%s: want 0 < initial <= max", ErrInvalidMetadata, m.RetryInitialInterval, m.RetryMaxInterval)
+	}
+	if m.NoMatchingSubscribers != NoSubscribersFail && m.NoMatchingSubscribers != NoSubscribersAccept {
+		return fmt.Errorf("%w: noMatchingSubscribers=%q: want %q or %q", ErrInvalidMetadata, m.NoMatchingSubscribers, NoSubscribersFail, NoSubscribersAccept)
 	}
 	if m.PublishTimeout <= 0 {
 		return fmt.Errorf("%w: publishTimeout=%s: want a positive duration", ErrInvalidMetadata, m.PublishTimeout)

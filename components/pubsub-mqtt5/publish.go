@@ -25,12 +25,17 @@ const (
 	mdRawPayload      = "rawPayload" // interpreted by daprd; never forwarded
 )
 
+// codeNoMatchingSubscribers is the PUBACK reason "no matching subscribers" [MQTT-3.4.2.1].
+const codeNoMatchingSubscribers = 0x10
+
 // maxMQTTPacket is the largest packet MQTT can encode (remaining length 268,435,455 + 5 header bytes).
 const maxMQTTPacket = 268435455 + 5
 
-// Publish sends one message at the configured QoS and returns only after the broker's PUBACK
-// (reason codes below 0x80 are success, 0x10 "no matching subscribers" included). It waits for the
-// connection during a reconnect, up to the context's deadline or publishTimeout.
+// Publish sends one message at the configured QoS and returns only after the broker's PUBACK. A
+// reason code of 0x80 or more is ErrPublishRefused; 0x10 "no matching subscribers" (the broker
+// discarded the message) is ErrNoSubscribers unless noMatchingSubscribers is "accept" or the
+// message is retained. It waits for the connection during a reconnect, up to the context's
+// deadline or publishTimeout.
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
 	conn, _, _, md, err := p.state()
 	if err != nil {
@@ -40,10 +45,12 @@ func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error 
 	if err != nil {
 		return err
 	}
-	return p.send(ctx, conn, md, msg)
+	return p.send(ctx, conn, md, msg, md.NoMatchingSubscribers == NoSubscribersAccept || msg.Retain)
 }
 
-func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg *paho.Publish) error {
+// send publishes msg and waits for its PUBACK. acceptNoSubscribers says whether PUBACK 0x10 (the
+// broker discarded the message for want of a subscriber) counts as success.
+func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg *paho.Publish, acceptNoSubscribers bool) error {
 	if size, limit := packetSize(msg), conn.MaxPacketSize(); limit > 0 && size > int(limit) {
 		return fmt.Errorf("%w: %d bytes for topic %q; the broker accepts at most %d (its Maximum Packet Size)", ErrMessageTooLarge, size, msg.Topic, limit)
 	} else if size > maxMQTTPacket {
@@ -72,6 +79,9 @@ func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg
 				reason += " (" + resp.Properties.ReasonString + ")"
 			}
 			return fmt.Errorf("%w: topic %q: reason %s", ErrPublishRefused, msg.Topic, reason)
+		}
+		if msg.QoS > 0 && resp != nil && resp.ReasonCode == codeNoMatchingSubscribers && !acceptNoSubscribers {
+			return fmt.Errorf("%w: topic %q", ErrNoSubscribers, msg.Topic)
 		}
 		return nil
 	}
