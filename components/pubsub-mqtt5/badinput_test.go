@@ -163,7 +163,7 @@ func TestSubscribeRejectsBadFilters(t *testing.T) {
 func TestPublishOverBrokerMaximumPacketSize(t *testing.T) {
 	needsMosquitto(t)
 	b := testutil.StartMosquitto(t, testutil.MosquittoOptions{MaxPacketSize: 2048})
-	ps := newComponent(t, props(b.URL(false), "r1"))
+	ps := newComponent(t, props(b.URL(false), "r1", "noMatchingSubscribers", "accept")) // nobody subscribes
 	topic := uniqueTopic(t)
 	err := ps.Publish(t.Context(), &pubsub.PublishRequest{Topic: topic, Data: make([]byte, 4096)})
 	require.Error(t, err)
