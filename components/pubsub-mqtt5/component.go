@@ -103,10 +103,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		ReceiveMaximum:   md.ReceiveMaximum,
 		ManualAcks:       true,
 		AckFlushInterval: md.AckFlushInterval,
-		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
-			p.onPublish(l, pr)
-			return true, nil
-		},
+		OnPublish:        func(rc mqttconn.Received) { p.onPublish(l, rc) },
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			disp.goOwned(func() { p.resubscribe(cm, subs, disp) })
 		},

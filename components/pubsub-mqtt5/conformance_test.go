@@ -29,4 +29,7 @@ func TestConformance(t *testing.T) {
 	})
 	require.NoError(t, err)
 	conformance.ConformanceTests(t, p, New(testLog), cfg)
+	if m, ok := b.(interface{ Log() string }); ok && t.Failed() {
+		t.Log(m.Log())
+	}
 }

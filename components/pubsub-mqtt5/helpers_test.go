@@ -73,6 +73,9 @@ func newComponentB(b *testing.B, p map[string]string) *PubSub {
 var testLog = func() logger.Logger {
 	l := logger.NewLogger("mqttv5-test")
 	l.SetOutputLevel(logger.WarnLevel)
+	if os.Getenv("MQDAPR_TEST_DEBUG") != "" {
+		l.SetOutputLevel(logger.DebugLevel)
+	}
 	return l
 }()
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ const (
 type inbound struct {
 	pub    *paho.Publish
 	client *paho.Client // the connection it arrived on: acks go back there
+	subIDs []int        // every Subscription Identifier it carried, read off the wire
 }
 
 // subscription is one Dapr subscription (one PullMessages stream in daprd) and its MQTT filter.
@@ -64,38 +66,66 @@ func (r *registry) notifyLocked() {
 	r.changed = make(chan struct{})
 }
 
-// route finds the handler for a message: first by subscription identifier (exact even with
-// overlapping filters), then by topic match. ok is false when no stream is open for it yet; wait
-// is closed when that may have changed.
-func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Context, wait <-chan struct{}, gone bool) {
+// target names one subscription a message is for: by subscription identifier, or (from a broker
+// that sends none) by the filter that matched its topic.
+type target struct {
+	id     int    // > 0: the subscription with this identifier
+	filter string // otherwise: the subscription with this MQTT filter
+}
+
+// targets lists the subscriptions m is for. A broker sends one copy of a message carrying the
+// identifiers of every matching subscription of the session, or one copy per subscription with
+// its own identifier [MQTT-3.3.4-3], [MQTT-3.3.4-4]: either way every identifier is one target,
+// and a copy is never delivered to a subscription it does not name. Without identifiers (a broker
+// that refused them with 0xA1) every subscription whose filter matches the topic is a target, as
+// the registry stands when the message arrives; a subscription added later does not get it. ok
+// is empty when nothing matches yet; gone is true when what matched was removed by the app.
+func (r *registry) targets(m *inbound) (ts []target, gone bool) {
+	if len(m.subIDs) > 0 {
+		for i, id := range m.subIDs {
+			if !slices.Contains(m.subIDs[:i], id) {
+				ts = append(ts, target{id: id})
+			}
+		}
+		return ts, false
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var ids []int
-	if pub.Properties != nil && pub.Properties.SubscriptionIdentifier != nil {
-		ids = append(ids, *pub.Properties.SubscriptionIdentifier)
-	}
-	var match *subscription
 	for _, s := range r.subs {
-		for _, id := range ids {
-			if s.subID == id && s.handler != nil {
-				return s.handler, s.stream, r.changed, false
-			}
-		}
-		if topicMatches(s.topic, pub.Topic) && (match == nil || (match.handler == nil && s.handler != nil)) {
-			match = s
+		if topicMatches(s.topic, m.pub.Topic) {
+			ts = append(ts, target{filter: s.mqttFilter})
 		}
 	}
-	if match != nil && match.handler != nil {
-		return match.handler, match.stream, r.changed, false
+	if len(ts) > 0 {
+		return ts, false
 	}
-	if match == nil {
-		for _, s := range r.removed {
-			if topicMatches(s.topic, pub.Topic) {
-				return nil, nil, r.changed, true
-			}
+	for _, s := range r.removed {
+		if topicMatches(s.topic, m.pub.Topic) {
+			return nil, true
 		}
 	}
-	return nil, nil, r.changed, false
+	return nil, false
+}
+
+// lookup finds t's subscription: its handler and stream when a stream is open (h nil while none
+// is: hold the message), and gone when the app removed it. wait is closed when that may change.
+func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	match := func(c *subscription) bool {
+		return (t.id > 0 && c.subID == t.id) || (t.id == 0 && c.mqttFilter == t.filter)
+	}
+	for _, c := range r.subs {
+		if match(c) {
+			return *c, false, r.changed
+		}
+	}
+	for _, c := range r.removed {
+		if match(c) {
+			return *c, true, r.changed
+		}
+	}
+	return subscription{}, false, r.changed
 }
 
 // openStreams counts subscriptions with an open stream.
@@ -123,16 +153,67 @@ func (r *registry) all() []*subscription {
 }
 
 // onPublish runs on paho's receive goroutine: it only hands the message over.
-func (p *PubSub) onPublish(l *live, pr paho.PublishReceived) {
+func (p *PubSub) onPublish(l *live, rc mqttconn.Received) {
 	p.stats.Received.Add(1)
-	m := &inbound{pub: pr.Packet, client: pr.Client}
+	m := &inbound{pub: rc.Packet, client: rc.Client, subIDs: rc.SubscriptionIDs}
 	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
 }
 
-// process delivers m to the app until a handler call succeeds, then acknowledges it. It returns
-// without acknowledging when the component stops: the broker redelivers the message later.
+// process delivers m to every subscription it is for, each until a handler call succeeds (or it
+// went to the dead-letter topic), and only then acknowledges it. It returns without acknowledging
+// when the component stops: the broker redelivers the message later.
 func (p *PubSub) process(l *live, m *inbound) {
-	disp, subs, md := l.disp, l.subs, l.md
+	held := false
+	defer func() {
+		if held {
+			p.stats.Held.Add(-1)
+		}
+	}()
+	hold := func(on bool) {
+		if on && !held {
+			p.log.Debugf("mqttv5 pub/sub: holding a message on %q until its subscription stream opens", m.pub.Topic)
+			p.stats.Held.Add(1)
+		} else if !on && held {
+			p.stats.Held.Add(-1)
+		}
+		held = on
+	}
+	var ts []target
+	for {
+		var gone bool
+		l.subs.mu.Lock()
+		wait := l.subs.changed
+		l.subs.mu.Unlock()
+		if ts, gone = l.subs.targets(m); len(ts) > 0 {
+			break
+		}
+		if gone {
+			hold(false)
+			if p.release(l, m, "") {
+				p.ack(m)
+			}
+			return
+		}
+		hold(true)
+		select {
+		case <-wait:
+		case <-l.disp.stopped():
+			return
+		}
+	}
+	for _, t := range ts {
+		if !p.deliver(l, m, t, hold) {
+			return
+		}
+	}
+	p.ack(m)
+}
+
+// deliver hands m to t's subscription until a handler call succeeds, or disposes of it when the
+// app removed that subscription or it exhausted its attempts and went to the dead-letter topic.
+// It reports false when the component stopped first.
+func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
+	disp, md := l.disp, l.md
 	msg := &pubsub.NewMessage{Data: m.pub.Payload, Topic: m.pub.Topic, Metadata: receivedMetadata(m.pub)}
 	if m.pub.Properties != nil && m.pub.Properties.ContentType != "" {
 		ct := m.pub.Properties.ContentType
@@ -140,42 +221,29 @@ func (p *PubSub) process(l *live, m *inbound) {
 	}
 	attempts := 0
 	backoff := md.RetryInitialInterval
-	held := false
-	defer func() {
-		if held {
-			p.stats.Held.Add(-1)
-		}
-	}()
 	for {
 		select {
 		case <-disp.stopped():
-			return // stopping: no new handler calls; the broker keeps the message
+			return false // stopping: no new handler calls; the broker keeps the message
 		default:
 		}
-		h, stream, wait, gone := subs.route(m.pub)
+		s, gone, wait := l.subs.lookup(t)
 		if gone {
-			p.release(l, m)
-			return
+			hold(false)
+			return p.release(l, m, s.mqttFilter)
 		}
-		if h == nil {
-			if !held {
-				held = true
-				p.stats.Held.Add(1)
-				p.log.Debugf("mqttv5 pub/sub: holding a message on %q until its subscription stream opens", m.pub.Topic)
-			}
+		if s.handler == nil {
+			hold(true)
 			select {
 			case <-wait:
 				continue
 			case <-disp.stopped():
-				return
+				return false
 			}
 		}
-		if held {
-			held = false
-			p.stats.Held.Add(-1)
-		}
+		hold(false)
 
-		hctx, cancel := disp.handlerContext(stream)
+		hctx, cancel := disp.handlerContext(s.stream)
 		n := p.stats.InFlight.Add(1)
 		for {
 			mx := p.stats.MaxInFlight.Load()
@@ -183,14 +251,13 @@ func (p *PubSub) process(l *live, m *inbound) {
 				break
 			}
 		}
-		err := h(hctx, msg)
+		err := s.handler(hctx, msg)
 		p.stats.InFlight.Add(-1)
 		streamDone := hctx.Err() != nil
 		cancel()
 		if err == nil {
 			p.stats.Delivered.Add(1)
-			p.ack(m)
-			return
+			return true
 		}
 		if streamDone {
 			continue // the stream closed under the call: hold the message for the next stream
@@ -199,9 +266,7 @@ func (p *PubSub) process(l *live, m *inbound) {
 		p.stats.HandlerErrors.Add(1)
 		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
 			if md.DeadLetterTopic != "" {
-				if p.moveToDeadLetter(l, m, attempts, err) {
-					return
-				}
+				return p.moveToDeadLetter(l, m, s.mqttFilter, attempts, err)
 			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
 				if attempts == md.MaxDeliveryAttempts {
 					p.stats.Exhausted.Add(1)
@@ -210,16 +275,17 @@ func (p *PubSub) process(l *live, m *inbound) {
 			}
 		}
 		if !sleep(disp, backoff) {
-			return
+			return false
 		}
 		backoff = min(backoff*2, md.RetryMaxInterval)
 	}
 }
 
-// moveToDeadLetter publishes m to the dead-letter topic, retrying with backoff until the broker
-// accepts it with PUBACK 0x00, and only then acknowledges m. Until then m stays unacknowledged (and
-// holds back the acknowledgements after it). It reports false when the component stopped first.
-func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error) bool {
+// moveToDeadLetter publishes m (the copy for subscription filter) to the dead-letter topic,
+// retrying with backoff until the broker accepts it with PUBACK 0x00. Until then m stays
+// unacknowledged (and holds back the acknowledgements after it). It reports false when the
+// component stopped first.
+func (p *PubSub) moveToDeadLetter(l *live, m *inbound, filter string, attempts int, cause error) bool {
 	disp, md := l.disp, l.md
 	backoff := md.RetryInitialInterval
 	for {
@@ -227,14 +293,13 @@ func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error
 		if c := l.conn.Load(); c != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
 			stop := context.AfterFunc(disp.hard, cancel)
-			err = p.deadLetter(ctx, c, md, m.pub, attempts, cause)
+			err = p.deadLetter(ctx, c, md, m.pub, filter, attempts, cause)
 			stop()
 			cancel()
 		}
 		if err == nil {
 			p.stats.DeadLettered.Add(1)
 			p.log.Warnf("mqttv5 pub/sub: message on %q moved to dead-letter topic %q after %d attempts (last error: %v)", m.pub.Topic, md.DeadLetterTopic, attempts, cause)
-			p.ack(m)
 			return true
 		}
 		p.stats.DeadLetterFailures.Add(1)
@@ -247,16 +312,16 @@ func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error
 }
 
 // release disposes of a message held for a subscription the app removed: to the dead-letter topic
-// when there is one, otherwise acknowledged with a warning and a count (the app asked to stop
-// receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either).
-func (p *PubSub) release(l *live, m *inbound) {
+// when there is one, otherwise counted with a warning, to be acknowledged (the app asked to stop
+// receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either). It
+// reports false when the component stopped first.
+func (p *PubSub) release(l *live, m *inbound, filter string) bool {
 	if l.md.DeadLetterTopic != "" {
-		p.moveToDeadLetter(l, m, 0, errors.New("subscription removed by the app"))
-		return
+		return p.moveToDeadLetter(l, m, filter, 0, errors.New("subscription removed by the app"))
 	}
 	p.stats.Unsubscribed.Add(1)
-	p.log.Warnf("mqttv5 pub/sub: a message on %q arrived for a subscription the app removed; acknowledged without delivery", m.pub.Topic)
-	p.ack(m)
+	p.log.Warnf("mqttv5 pub/sub: a message on %q arrived for a subscription the app removed (%q); acknowledged without delivery", m.pub.Topic, filter)
+	return true
 }
 
 // ack acknowledges m on the connection it came from. paho sends acknowledgements in receive
@@ -320,7 +385,7 @@ func receivedMetadata(pub *paho.Publish) map[string]string {
 // deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
 // user properties, and returns nil only once the broker accepted it with PUBACK 0x00: 0x10 (no
 // subscriber, the broker discarded it) is ErrNoSubscribers, whatever noMatchingSubscribers says.
-func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, attempts int, cause error) error {
+func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, filter string, attempts int, cause error) error {
 	props := &paho.PublishProperties{}
 	if pub.Properties != nil {
 		cp := *pub.Properties
@@ -331,6 +396,7 @@ func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadat
 	props.User.Add("mqdapr-error", cause.Error()).
 		Add("mqdapr-original-topic", pub.Topic).
 		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
+		Add("mqdapr-subscription", filter).
 		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
 	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
 	return p.send(ctx, conn, md, dl, false)
