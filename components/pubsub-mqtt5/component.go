@@ -89,7 +89,20 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.log.Infof("mqttv5 pub/sub: no deadLetterTopic: a message failing %d times is reported and retried for ever, holding back the acknowledgements after it", md.MaxDeliveryAttempts)
 	}
 
-	subs := newRegistry()
+	clientID, err := md.Settings.ResolveClientID(mqttconn.KindPubSub)
+	if err != nil {
+		return err
+	}
+	dir := md.StateDir
+	if dir == "" {
+		dir = defaultStateDir()
+	}
+	rec, err := openRecord(dir, clientID)
+	if err != nil {
+		p.log.Errorf("mqttv5 pub/sub: the record of subscribed filters is not kept: %v. Filters an earlier run left in the broker session cannot be removed; their messages are released after unsubscribeGrace", err)
+		rec = &filterRecord{}
+	}
+	subs := newRegistry(rec, clientID, md.QoS)
 	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
 	// The receive path works from this snapshot and never takes p.mu: Close holds p.mu while it
 	// waits for running handlers.
@@ -116,6 +129,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 	}
 	p.conn = conn
 	l.conn.Store(conn)
+	disp.goOwned(func() { p.reconcile(l) })
 	return nil
 }
 

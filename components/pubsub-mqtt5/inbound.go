@@ -37,33 +37,121 @@ type inbound struct {
 	subIDs []int        // every Subscription Identifier it carried, read off the wire
 }
 
-// subscription is one Dapr subscription (one PullMessages stream in daprd) and its MQTT filter.
+// subscription is one MQTT subscription of the session: a Dapr subscription (one PullMessages
+// stream in daprd), or a filter known only from the record of an earlier run, or (placeholder) a
+// subscription identifier that messages carry but whose filter nobody knows.
 type subscription struct {
 	topic      string // the filter as Dapr gave it, without $share
-	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared)
+	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared); "" for a placeholder
 	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
 	qos        byte
 
-	handler pubsub.Handler  // nil while no stream is open: messages are held
-	stream  context.Context // the open stream's context
+	handler   pubsub.Handler  // nil while no stream is open: messages are held
+	stream    context.Context // the open stream's context
+	active    bool            // the app subscribed to it since Init (renewed on reconnect)
+	idleSince time.Time       // when it last had no stream (its stream closed, or it was created without one)
 }
 
+// key is the registry key of s.
+func (s *subscription) key() string {
+	if s.mqttFilter == "" {
+		return placeholderKey(s.subID)
+	}
+	return s.mqttFilter
+}
+
+func placeholderKey(id int) string { return "#" + strconv.Itoa(id) } // never a valid filter
+
 // registry holds the subscriptions. Entries outlive their streams: the MQTT subscription stays in
-// the broker session, and messages that arrive while no stream is open are held until one opens.
+// the broker session, and messages that arrive while no stream is open are held until one opens,
+// or until the subscription is found abandoned (see abandoned).
 type registry struct {
-	mu      sync.Mutex // guards subs, removed and changed
+	// session serialises changes of the broker session (SUBSCRIBE, UNSUBSCRIBE) with the record
+	// and the entries they concern. Taken before mu, never from the receive path.
+	session  sync.Mutex
+	rec      *filterRecord
+	clientID string
+
+	mu      sync.Mutex // guards everything below
 	subs    map[string]*subscription
 	removed map[string]*subscription // unsubscribed filters: their held messages are released
+	upSince time.Time                // when the number of open streams last went from 0 to 1
 	changed chan struct{}            // closed and replaced on every change, to wake held messages
 }
 
-func newRegistry() *registry {
-	return &registry{subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
+// newRegistry returns a registry holding, without streams, the filters of rec: the subscriptions
+// an earlier run may have left in the broker session.
+func newRegistry(rec *filterRecord, clientID string, qos byte) *registry {
+	r := &registry{rec: rec, clientID: clientID, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
+	now := time.Now()
+	for _, f := range rec.list() {
+		topic := f
+		if _, t, shared, err := splitShared(f); err == nil && shared {
+			topic = t
+		}
+		r.subs[f] = &subscription{topic: topic, mqttFilter: f, subID: subscriptionID(f), qos: qos, idleSince: now}
+	}
+	return r
 }
 
 func (r *registry) notifyLocked() {
 	close(r.changed)
 	r.changed = make(chan struct{})
+}
+
+func (r *registry) openStreamsLocked() int {
+	n := 0
+	for _, s := range r.subs {
+		if s.handler != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// abandoned returns the subscriptions without a stream that have had none for grace since the app
+// was last seen subscribing: while at least one stream is open, a subscription is abandoned once
+// grace has passed since both its stream closed (or it was found without one) and the first
+// stream reopened after an interval with none (daprd restarting reopens its streams one by one).
+// While no stream is open (daprd away) nothing is abandoned. next is the earliest time another
+// may become abandoned (zero: none can until something changes). The condition is re-evaluated
+// on every change, not once per closed stream.
+func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscription, next time.Time, wait <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.openStreamsLocked() == 0 {
+		return nil, time.Time{}, r.changed
+	}
+	for _, s := range r.subs {
+		if s.handler != nil {
+			continue
+		}
+		at := s.idleSince
+		if r.upSince.After(at) {
+			at = r.upSince
+		}
+		at = at.Add(grace)
+		if !at.After(now) {
+			due = append(due, s)
+		} else if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return due, next, r.changed
+}
+
+// remove moves s (if it is still the entry for its key and still has no stream) to removed:
+// messages held for it are released. It reports false when s came back meanwhile.
+func (r *registry) remove(s *subscription) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.handler != nil {
+		return false
+	}
+	delete(r.subs, s.key())
+	r.removed[s.key()] = s
+	r.notifyLocked()
+	return true
 }
 
 // target names one subscription a message is for: by subscription identifier, or (from a broker
@@ -92,7 +180,7 @@ func (r *registry) targets(m *inbound) (ts []target, gone bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, s := range r.subs {
-		if topicMatches(s.topic, m.pub.Topic) {
+		if s.mqttFilter != "" && topicMatches(s.topic, m.pub.Topic) {
 			ts = append(ts, target{filter: s.mqttFilter})
 		}
 	}
@@ -100,7 +188,7 @@ func (r *registry) targets(m *inbound) (ts []target, gone bool) {
 		return ts, false
 	}
 	for _, s := range r.removed {
-		if topicMatches(s.topic, m.pub.Topic) {
+		if s.mqttFilter != "" && topicMatches(s.topic, m.pub.Topic) {
 			return nil, true
 		}
 	}
@@ -125,29 +213,26 @@ func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan stru
 			return *c, true, r.changed
 		}
 	}
+	if t.id > 0 {
+		// A subscription of the session that neither the app nor the record knows (yet): hold its
+		// messages under a placeholder, which abandoned finds like any subscription without a stream.
+		ph := &subscription{subID: t.id, idleSince: time.Now()}
+		r.subs[ph.key()] = ph
+		r.notifyLocked()
+		return *ph, false, r.changed
+	}
 	return subscription{}, false, r.changed
 }
 
-// openStreams counts subscriptions with an open stream.
-func (r *registry) openStreams() int {
+// active returns the subscriptions the app made since Init (the ones to renew on reconnect).
+func (r *registry) active() []*subscription {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
+	var out []*subscription
 	for _, s := range r.subs {
-		if s.handler != nil {
-			n++
+		if s.active {
+			out = append(out, s)
 		}
-	}
-	return n
-}
-
-func (r *registry) all() []*subscription {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*subscription, 0, len(r.subs))
-	for _, s := range r.subs {
-		c := *s
-		out = append(out, &c)
 	}
 	return out
 }

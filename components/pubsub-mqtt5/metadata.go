@@ -56,13 +56,18 @@ type Metadata struct {
 	// PublishTimeout bounds a publish (waiting for the connection and the PUBACK) when the caller's
 	// context has no earlier deadline.
 	PublishTimeout time.Duration `mapstructure:"publishTimeout"`
-	// UnsubscribeGrace: when one subscription stream closes while others stay open (the app
-	// unsubscribed), its MQTT subscription is removed after this grace; when every stream closes
-	// (daprd restarting) subscriptions stay in the session and messages wait for the new streams.
+	// UnsubscribeGrace: a subscription without a stream while others are open is removed from the
+	// session (its held messages released) once it has had none for this long, counted from the
+	// later of its stream closing and the first stream reopening after none were open; while no
+	// stream is open (daprd restarting) subscriptions stay and messages wait for the new streams.
 	UnsubscribeGrace time.Duration `mapstructure:"unsubscribeGrace"`
 	// NoMatchingSubscribers is what Publish does on PUBACK 0x10: "fail" (default) or "accept".
 	// A retained publish is accepted either way (the broker keeps it as the retained message).
 	NoMatchingSubscribers string `mapstructure:"noMatchingSubscribers"`
+	// StateDir holds one small file per client id: the MQTT filters the component may have in its
+	// broker session, so that a restarted component can remove the ones the app no longer
+	// subscribes to. "" means $XDG_STATE_HOME/mqdapr/pubsub, else ~/.local/state/mqdapr/pubsub.
+	StateDir string `mapstructure:"stateDir"`
 	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
 	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
 }
@@ -76,7 +81,7 @@ const (
 	DefaultRetryMaxInterval     = 10 * time.Second
 	DefaultPublishTimeout       = 30 * time.Second
 	DefaultShutdownTimeout      = 10 * time.Second
-	DefaultUnsubscribeGrace     = 2 * time.Second
+	DefaultUnsubscribeGrace     = 10 * time.Second
 )
 
 func defaultMetadata() Metadata {

@@ -56,9 +56,21 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if group != "" {
 		filter = "$share/" + group + "/" + topic
 	}
-	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS}
+	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS, active: true}
 
+	// The filter is recorded before the SUBSCRIBE: after a crash, the record must list every
+	// filter the session may hold. The session lock keeps a concurrent removal of the same filter
+	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE.
+	subs.session.Lock()
+	defer subs.session.Unlock()
+	added, err := subs.rec.add(subs.clientID, filter)
+	if err != nil {
+		p.log.Errorf("mqttv5 pub/sub: %v: if the component restarts while %q is in the broker session and the app no longer subscribes to it, its messages are held for unsubscribeGrace and then released, and the filter stays in the session", err, filter)
+	}
 	if err := p.sendSubscribe(ctx, conn.Manager(), s); err != nil {
+		if added && errors.Is(err, ErrSubscribeRefused) {
+			_ = subs.rec.remove(subs.clientID, filter)
+		}
 		return err
 	}
 
@@ -66,9 +78,14 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if old, ok := subs.subs[filter]; ok && old.handler != nil && old.stream.Err() == nil {
 		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", filter)
 	}
+	if subs.openStreamsLocked() == 0 {
+		subs.upSince = time.Now()
+	}
 	s.handler, s.stream = handler, ctx
 	subs.subs[filter] = s
+	delete(subs.subs, placeholderKey(s.subID))
 	delete(subs.removed, filter)
+	delete(subs.removed, placeholderKey(s.subID))
 	subs.notifyLocked()
 	subs.mu.Unlock()
 	p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
@@ -81,44 +98,79 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 		}
 		subs.mu.Lock()
 		if cur, ok := subs.subs[filter]; ok && cur == s {
-			cur.handler, cur.stream = nil, nil
+			cur.handler, cur.stream, cur.idleSince = nil, nil, time.Now()
 			subs.notifyLocked()
 		}
 		subs.mu.Unlock()
-		p.unsubscribeIfAbandoned(conn.Manager(), subs, disp, s, md.UnsubscribeGrace)
 	})
 	return nil
 }
 
-// unsubscribeIfAbandoned decides, after a grace, what a closed stream meant. If other streams are
-// open, the app dropped this subscription: it is removed from the session and the messages held
-// for it are released. If no stream is open, daprd is restarting: the subscription stays in the
-// session and messages wait for the new streams.
-func (p *PubSub) unsubscribeIfAbandoned(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-disp.stopped():
+// reconcile removes, for as long as the component runs, the subscriptions the app no longer
+// makes: a filter without a stream (closed, or known only from the record of an earlier run, or a
+// subscription identifier nobody knows) that registry.abandoned finds abandoned is UNSUBSCRIBEd
+// and the messages held for it are released (dead-letter topic, or acknowledged and counted).
+// While no stream is open (daprd restarting) subscriptions stay and their messages wait.
+func (p *PubSub) reconcile(l *live) {
+	for {
+		due, next, changed := l.subs.abandoned(time.Now(), l.md.UnsubscribeGrace)
+		for _, s := range due {
+			p.removeSubscription(l, s)
+		}
+		if len(due) > 0 {
+			continue
+		}
+		var timer <-chan time.Time // nil: nothing can become abandoned before the registry changes
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(time.Until(next))
+			timer = t.C
+		}
+		select {
+		case <-changed:
+		case <-timer:
+		case <-l.disp.stopped():
+		}
+		if t != nil {
+			t.Stop()
+		}
+		select {
+		case <-l.disp.stopped():
+			return
+		default:
+		}
+	}
+}
+
+// removeSubscription takes s out of the registry (its held messages are released) and the filter
+// out of the session and then the record. An UNSUBSCRIBE that fails leaves the filter recorded:
+// its messages keep being released, and the next run of the component tries again.
+func (p *PubSub) removeSubscription(l *live, s *subscription) {
+	l.subs.session.Lock()
+	defer l.subs.session.Unlock()
+	if !l.subs.remove(s) {
+		return // a stream reopened meanwhile
+	}
+	if s.mqttFilter == "" {
+		p.log.Errorf("mqttv5 pub/sub: messages carry subscription identifier %d, which matches no subscription of the app and no filter in the record (%s): they are released (to the dead-letter topic, or acknowledged and counted) and keep arriving; the filter cannot be removed from the broker session without its name", s.subID, l.subs.rec.path)
 		return
 	}
-	if subs.openStreams() == 0 {
+	conn := l.conn.Load()
+	if conn == nil {
+		p.log.Warnf("mqttv5 pub/sub: %q is no longer subscribed by the app; not connected yet to remove it from the session (retried at the next start)", s.mqttFilter)
 		return
 	}
-	subs.mu.Lock()
-	cur, ok := subs.subs[s.mqttFilter]
-	if !ok || cur != s || cur.handler != nil {
-		subs.mu.Unlock()
-		return // re-opened meanwhile
-	}
-	delete(subs.subs, s.mqttFilter)
-	subs.removed[s.mqttFilter] = s
-	subs.notifyLocked()
-	subs.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{s.mqttFilter}}); err != nil {
-		p.log.Warnf("mqttv5 pub/sub: unsubscribing %q: %v", s.mqttFilter, err)
+	stop := context.AfterFunc(l.disp.hard, cancel)
+	defer stop()
+	ack, err := conn.Manager().Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{s.mqttFilter}})
+	if err != nil && (ack == nil || len(ack.Reasons) == 0) {
+		p.log.Warnf("mqttv5 pub/sub: unsubscribing %q: %v (its messages are released; retried at the next start)", s.mqttFilter, err)
+		return
+	}
+	if err := l.subs.rec.remove(l.subs.clientID, s.mqttFilter); err != nil {
+		p.log.Warnf("mqttv5 pub/sub: %v", err)
 	}
 	p.log.Infof("mqttv5 pub/sub: the app no longer subscribes to %q: removed from the session", s.mqttFilter)
 }
@@ -166,7 +218,8 @@ func (p *PubSub) sendSubscribe(ctx context.Context, cm *autopaho.ConnectionManag
 	}
 }
 
-// resubscribe renews every subscription after a (re)connection, without blocking paho.
+// resubscribe renews the app's subscriptions after a (re)connection, without blocking paho.
+// Filters known only from the record are not renewed: they are on their way out.
 func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -177,9 +230,18 @@ func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, dis
 		case <-ctx.Done():
 		}
 	}()
-	for _, s := range subs.all() {
-		if err := p.sendSubscribe(ctx, cm, s); err != nil && ctx.Err() == nil {
-			p.log.Errorf("mqttv5 pub/sub: re-subscribing after reconnect: %v", err)
+	for _, s := range subs.active() {
+		// Under the session lock, and only while s is still the registry's entry: a filter removed
+		// meanwhile is not added back to the session.
+		subs.session.Lock()
+		subs.mu.Lock()
+		current := subs.subs[s.key()] == s
+		subs.mu.Unlock()
+		if current {
+			if err := p.sendSubscribe(ctx, cm, s); err != nil && ctx.Err() == nil {
+				p.log.Errorf("mqttv5 pub/sub: re-subscribing after reconnect: %v", err)
+			}
 		}
+		subs.session.Unlock()
 	}
 }
