@@ -2,6 +2,7 @@ package pubsubmqtt5
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -157,4 +158,35 @@ func TestStaleSubscriptionWithoutRecordReleasesMessages(t *testing.T) {
 	publish(t, pub, x, "again") // still in the session: accepted, then released
 	require.Eventually(t, func() bool { return again.stats.Unsubscribed.Load() == 2 }, 15*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return again.stats.Acked.Load() == again.stats.Received.Load() }, 10*time.Second, 10*time.Millisecond)
+}
+
+// A subscription the app drops while the broker is unreachable is removed from the registry at
+// once (its messages are released), and the UNSUBSCRIBE that could not be sent then is sent after
+// the reconnection: the filter does not linger in the session.
+func TestUnsubscribeWhileDisconnectedIsSentAfterReconnect(t *testing.T) {
+	b := startBroker(t)
+	base := uniqueTopic(t)
+	a, bt := base+"/a", base+"/b"
+	ps := newComponent(t, props(b.URL(false), "r1", "unsubscribeGrace", "1s"))
+	ctxA, closeA := context.WithCancel(t.Context())
+	require.NoError(t, ps.Subscribe(ctxA, pubsub.SubscribeRequest{Topic: a}, newCollector().handler))
+	require.NoError(t, ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: bt}, newCollector().handler))
+
+	b.Stop()
+	require.Eventually(t, func() bool { return !ps.conn.Connected() }, 10*time.Second, 5*time.Millisecond)
+	closeA()
+	subs := ps.subs
+	require.Eventually(t, func() bool {
+		subs.mu.Lock()
+		defer subs.mu.Unlock()
+		_, removed := subs.removed[a]
+		return removed
+	}, 10*time.Second, 10*time.Millisecond, "the dropped subscription is removed while the broker is down")
+	b.Start()
+
+	strict := newComponent(t, props(b.URL(false), "strict"))
+	require.Eventually(t, func() bool {
+		err := strict.Publish(t.Context(), &pubsub.PublishRequest{Topic: a, Data: []byte("x")})
+		return errors.Is(err, ErrNoSubscribers)
+	}, 20*time.Second, 50*time.Millisecond, "the filter is UNSUBSCRIBEd once the broker is back")
 }

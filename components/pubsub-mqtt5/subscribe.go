@@ -157,22 +157,31 @@ func (p *PubSub) removeSubscription(l *live, s *subscription) {
 	}
 	conn := l.conn.Load()
 	if conn == nil {
-		p.log.Warnf("mqttv5 pub/sub: %q is no longer subscribed by the app; not connected yet to remove it from the session (retried at the next start)", s.mqttFilter)
+		p.log.Warnf("mqttv5 pub/sub: %q is no longer subscribed by the app; not connected yet to remove it from the session (done once connected)", s.mqttFilter)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stop := context.AfterFunc(l.disp.hard, cancel)
 	defer stop()
-	ack, err := conn.Manager().Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{s.mqttFilter}})
-	if err != nil && (ack == nil || len(ack.Reasons) == 0) {
-		p.log.Warnf("mqttv5 pub/sub: unsubscribing %q: %v (its messages are released; retried at the next start)", s.mqttFilter, err)
+	if err := p.sendUnsubscribe(ctx, conn.Manager(), l.subs, s.mqttFilter); err != nil {
+		p.log.Warnf("mqttv5 pub/sub: %v (its messages are released meanwhile; retried on reconnection and at the next start)", err)
 		return
 	}
-	if err := l.subs.rec.remove(l.subs.clientID, s.mqttFilter); err != nil {
+	p.log.Infof("mqttv5 pub/sub: the app no longer subscribes to %q: removed from the session", s.mqttFilter)
+}
+
+// sendUnsubscribe removes filter from the session and, once the broker answered (0x11 "no
+// subscription existed" included), from the record. Call with subs.session held.
+func (p *PubSub) sendUnsubscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs *registry, filter string) error {
+	ack, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}})
+	if err != nil && (ack == nil || len(ack.Reasons) == 0) {
+		return fmt.Errorf("unsubscribing %q: %w", filter, err)
+	}
+	if err := subs.rec.remove(subs.clientID, filter); err != nil {
 		p.log.Warnf("mqttv5 pub/sub: %v", err)
 	}
-	p.log.Infof("mqttv5 pub/sub: the app no longer subscribes to %q: removed from the session", s.mqttFilter)
+	return nil
 }
 
 // sendSubscribe sends one SUBSCRIBE and checks the SUBACK. Retain Handling 1: retained messages are
@@ -218,8 +227,9 @@ func (p *PubSub) sendSubscribe(ctx context.Context, cm *autopaho.ConnectionManag
 	}
 }
 
-// resubscribe renews the app's subscriptions after a (re)connection, without blocking paho.
-// Filters known only from the record are not renewed: they are on their way out.
+// resubscribe renews the app's subscriptions after a (re)connection, without blocking paho, and
+// sends the UNSUBSCRIBEs that failed while the connection was down. Filters known only from the
+// record are not renewed: they are on their way out.
 func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -240,6 +250,20 @@ func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, dis
 		if current {
 			if err := p.sendSubscribe(ctx, cm, s); err != nil && ctx.Err() == nil {
 				p.log.Errorf("mqttv5 pub/sub: re-subscribing after reconnect: %v", err)
+			}
+		}
+		subs.session.Unlock()
+	}
+	// Filters removed while the connection was down are still in the session: remove them now.
+	for _, f := range subs.rec.list() {
+		subs.session.Lock()
+		subs.mu.Lock()
+		_, gone := subs.removed[f]
+		_, back := subs.subs[f]
+		subs.mu.Unlock()
+		if gone && !back {
+			if err := p.sendUnsubscribe(ctx, cm, subs, f); err != nil && ctx.Err() == nil {
+				p.log.Warnf("mqttv5 pub/sub: after reconnect: %v", err)
 			}
 		}
 		subs.session.Unlock()
