@@ -190,3 +190,30 @@ func TestUnsubscribeWhileDisconnectedIsSentAfterReconnect(t *testing.T) {
 		return errors.Is(err, ErrNoSubscribers)
 	}, 20*time.Second, 50*time.Millisecond, "the filter is UNSUBSCRIBEd once the broker is back")
 }
+
+// With a dead-letter topic, the messages held for a subscription the app dropped go there (with
+// the filter they were for) instead of being acknowledged undelivered.
+func TestDroppedSubscriptionMessagesGoToDeadLetterTopic(t *testing.T) {
+	b := startBroker(t)
+	base := uniqueTopic(t)
+	a, bt, dlt := base+"/a", base+"/b", base+"/dead"
+	dead := newCollector()
+	consumer := newComponent(t, props(b.URL(false), "dead-letter-consumer"))
+	require.NoError(t, consumer.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: dlt}, dead.handler))
+
+	ps := newComponent(t, props(b.URL(false), "r1", "unsubscribeGrace", "3s", "deadLetterTopic", dlt))
+	ctxA, closeA := context.WithCancel(t.Context())
+	require.NoError(t, ps.Subscribe(ctxA, pubsub.SubscribeRequest{Topic: a}, newCollector().handler))
+	require.NoError(t, ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: bt}, newCollector().handler))
+	closeA()
+	require.Eventually(t, func() bool { return openStreams(ps) == 1 }, 10*time.Second, 5*time.Millisecond)
+	pub := newComponent(t, props(b.URL(false), "publisher"))
+	publish(t, pub, a, "for-a") // held, then released to the dead-letter topic
+
+	m := dead.next(t, 15*time.Second)
+	assert.Equal(t, "for-a", string(m.Data))
+	assert.Equal(t, a, m.Metadata["mqdapr-original-topic"])
+	assert.Equal(t, a, m.Metadata["mqdapr-subscription"])
+	require.Eventually(t, func() bool { return ps.stats.Acked.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, uint64(0), ps.stats.Unsubscribed.Load())
+}
