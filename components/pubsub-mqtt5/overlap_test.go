@@ -21,16 +21,19 @@ import (
 // startMochi runs mochi-mqtt/server v2.7.9 in process on a loopback port: a third-party MQTT v5
 // broker that sends one copy of a message carrying the subscription identifiers of every
 // overlapping subscription [MQTT-3.3.4-3] (server.go, publishToClient).
-func startMochi(t *testing.T) string {
+func startMochi(t *testing.T, hooks ...mochi.Hook) (*mochi.Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, srv.AddHook(new(auth.AllowHook), nil))
+	for _, h := range hooks {
+		require.NoError(t, srv.AddHook(h, nil))
+	}
 	require.NoError(t, srv.AddListener(listeners.NewNet("t", ln)))
 	require.NoError(t, srv.Serve())
 	t.Cleanup(func() { _ = srv.Close() })
-	return "mqtt://" + ln.Addr().String()
+	return srv, "mqtt://" + ln.Addr().String()
 }
 
 // overlapping subscribes one component to three overlapping filters and publishes one message
@@ -70,7 +73,8 @@ func overlapping(t *testing.T, url string) {
 
 // mochi sends one copy with every identifier: paho keeps the last, the component reads them all.
 func TestOverlappingSubscriptionsOneCopyManyIdentifiers(t *testing.T) {
-	overlapping(t, startMochi(t))
+	_, url := startMochi(t)
+	overlapping(t, url)
 }
 
 // Against the suite's broker (Mosquitto, or the embedded one) the same holds, whether it sends
