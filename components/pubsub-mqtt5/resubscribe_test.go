@@ -28,7 +28,9 @@ type subscribeGate struct {
 
 func (g *subscribeGate) ID() string { return "subscribe-gate" }
 
-func (g *subscribeGate) Provides(b byte) bool { return b == mochi.OnSubscribe || b == mochi.OnUnsubscribe }
+func (g *subscribeGate) Provides(b byte) bool {
+	return b == mochi.OnSubscribe || b == mochi.OnUnsubscribe
+}
 
 func (g *subscribeGate) arm(client string, filters ...string) {
 	g.mu.Lock()
