@@ -42,6 +42,7 @@ func TestInitRejectsMalformedMetadata(t *testing.T) {
 		{"sharedSubscriptionGroup", "a/b", `want a non-empty name without / + or #`},
 		{"deadLetterTopic", "dead/#", "wildcards + and # are allowed only in subscriptions"},
 		{"maxDeliveryAttempts", "-1", "maxDeliveryAttempts=-1: want 0 (no limit) or more"},
+		{"noMatchingSubscribers", "drop", `noMatchingSubscribers="drop": want "fail" or "accept"`},
 		{"caFile", "/nonexistent/ca.pem", "TLS material given but the broker URL is not a TLS one"},
 	} {
 		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
@@ -162,7 +163,7 @@ func TestSubscribeRejectsBadFilters(t *testing.T) {
 func TestPublishOverBrokerMaximumPacketSize(t *testing.T) {
 	needsMosquitto(t)
 	b := testutil.StartMosquitto(t, testutil.MosquittoOptions{MaxPacketSize: 2048})
-	ps := newComponent(t, props(b.URL(false), "r1"))
+	ps := newComponent(t, props(b.URL(false), "r1", "noMatchingSubscribers", "accept")) // nobody subscribes
 	topic := uniqueTopic(t)
 	err := ps.Publish(t.Context(), &pubsub.PublishRequest{Topic: topic, Data: make([]byte, 4096)})
 	require.Error(t, err)

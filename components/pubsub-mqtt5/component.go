@@ -46,11 +46,14 @@ type Stats struct {
 	Acked         atomic.Uint64 // acknowledgements handed to the client
 	HandlerErrors atomic.Uint64 // handler calls that failed (each is retried)
 	DeadLettered  atomic.Uint64 // messages moved to the dead-letter topic
-	Exhausted     atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
-	Unsubscribed  atomic.Uint64 // held messages released after their subscription was removed
-	Held          atomic.Int64  // messages waiting for a subscription stream to open
-	InFlight      atomic.Int64  // handler calls running now
-	MaxInFlight   atomic.Int64  // the most handler calls seen running at once
+	// DeadLetterFailures counts dead-letter publishes not accepted with PUBACK 0x00 (no subscriber,
+	// refused, not acknowledged): each is retried with backoff, the original kept unacknowledged.
+	DeadLetterFailures atomic.Uint64
+	Exhausted          atomic.Uint64 // messages past maxDeliveryAttempts with no dead-letter topic (still retried)
+	Unsubscribed       atomic.Uint64 // held messages released after their subscription was removed
+	Held               atomic.Int64  // messages waiting for a subscription stream to open
+	InFlight           atomic.Int64  // handler calls running now
+	MaxInFlight        atomic.Int64  // the most handler calls seen running at once
 }
 
 // New returns an uninitialised component. It does no I/O.
@@ -86,7 +89,20 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.log.Infof("mqttv5 pub/sub: no deadLetterTopic: a message failing %d times is reported and retried for ever, holding back the acknowledgements after it", md.MaxDeliveryAttempts)
 	}
 
-	subs := newRegistry()
+	clientID, err := md.Settings.ResolveClientID(mqttconn.KindPubSub)
+	if err != nil {
+		return err
+	}
+	dir := md.StateDir
+	if dir == "" {
+		dir = defaultStateDir()
+	}
+	rec, err := openRecord(dir, clientID)
+	if err != nil {
+		p.log.Errorf("mqttv5 pub/sub: the record of subscribed filters is not kept: %v. Filters an earlier run left in the broker session cannot be removed; their messages are released after unsubscribeGrace", err)
+		rec = &filterRecord{}
+	}
+	subs := newRegistry(rec, clientID, md.QoS)
 	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
 	// The receive path works from this snapshot and never takes p.mu: Close holds p.mu while it
 	// waits for running handlers.
@@ -100,10 +116,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		ReceiveMaximum:   md.ReceiveMaximum,
 		ManualAcks:       true,
 		AckFlushInterval: md.AckFlushInterval,
-		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
-			p.onPublish(l, pr)
-			return true, nil
-		},
+		OnPublish:        func(rc mqttconn.Received) { p.onPublish(l, rc) },
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			disp.goOwned(func() { p.resubscribe(cm, subs, disp) })
 		},
@@ -116,6 +129,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 	}
 	p.conn = conn
 	l.conn.Store(conn)
+	disp.goOwned(func() { p.reconcile(l) })
 	return nil
 }
 

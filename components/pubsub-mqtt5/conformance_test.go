@@ -17,7 +17,11 @@ func TestConformance(t *testing.T) {
 		t.Skip("conformance suite skipped in -short mode")
 	}
 	b := startBroker(t)
-	p := props(b.URL(false), "conformance")
+	// The suite publishes to a topic whose subscribers it stopped and expects success: Dapr's
+	// contract for brokers that keep messages without subscribers. MQTT discards them (PUBACK 0x10),
+	// so the suite runs with noMatchingSubscribers "accept" (the default, "fail", is tested in
+	// TestPublishNoMatchingSubscribers).
+	p := props(b.URL(false), "conformance", "noMatchingSubscribers", "accept")
 	cfg, err := conformance.NewTestConfig(ComponentName, nil, map[string]any{
 		"maxReadDuration":       30 * time.Second,
 		"waitDurationToPublish": 500 * time.Millisecond,
@@ -25,4 +29,7 @@ func TestConformance(t *testing.T) {
 	})
 	require.NoError(t, err)
 	conformance.ConformanceTests(t, p, New(testLog), cfg)
+	if m, ok := b.(interface{ Log() string }); ok && t.Failed() {
+		t.Log(m.Log())
+	}
 }

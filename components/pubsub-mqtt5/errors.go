@@ -16,6 +16,10 @@ var (
 	ErrMessageTooLarge = errors.New("mqttv5 pub/sub: message too large")
 	// ErrPublishRefused is returned when the broker answers a publish with a failure reason code.
 	ErrPublishRefused = errors.New("mqttv5 pub/sub: broker refused the publish")
+	// ErrNoSubscribers is returned when the broker answered PUBACK 0x10 "no matching subscribers"
+	// (it discarded the message) and noMatchingSubscribers is "fail". Retriable: once a subscriber
+	// (or a persistent session holding a subscription) exists, the same publish succeeds.
+	ErrNoSubscribers = errors.New("mqttv5 pub/sub: no subscriber for the topic: the broker discarded the message (PUBACK 0x10)")
 	// ErrPublishFailed is returned when the PUBACK did not arrive (connection lost, time-out); the
 	// message may or may not have reached the broker, so a retry can duplicate it.
 	ErrPublishFailed = errors.New("mqttv5 pub/sub: publish not acknowledged")

@@ -22,9 +22,20 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelperProcess())
 	}
+	// The components' filter records (stateDir's default) go to a folder of this run, which the
+	// kill -9 helper processes inherit.
+	state, err := os.MkdirTemp("", "mqdapr-pubsub-state-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_STATE_HOME", state)
 	goleak.VerifyTestMain(m,
 		// grpc/opencensus background goroutines started by imported packages.
 		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.Cleanup(func(code int) {
+			_ = os.RemoveAll(state)
+			os.Exit(code)
+		}),
 	)
 }
 
@@ -73,6 +84,9 @@ func newComponentB(b *testing.B, p map[string]string) *PubSub {
 var testLog = func() logger.Logger {
 	l := logger.NewLogger("mqttv5-test")
 	l.SetOutputLevel(logger.WarnLevel)
+	if os.Getenv("MQDAPR_TEST_DEBUG") != "" {
+		l.SetOutputLevel(logger.DebugLevel)
+	}
 	return l
 }()
 

@@ -17,6 +17,16 @@ const (
 	OrderingNone = "none"
 )
 
+// What Publish does when the broker answers PUBACK 0x10 "no matching subscribers" (the broker
+// discarded the message: nobody subscribes to its topic).
+const (
+	// NoSubscribersFail returns ErrNoSubscribers: the caller (daprd's resiliency, the app) retries,
+	// so nothing is lost silently. daprd's own dead-lettering arrives as an ordinary Publish.
+	NoSubscribersFail = "fail"
+	// NoSubscribersAccept reports success, as MQTT does: the message is gone.
+	NoSubscribersAccept = "accept"
+)
+
 // Metadata is the component's configuration. Field tags are the metadata keys; metadata.yaml
 // documents each one and a test keeps the two in step.
 type Metadata struct {
@@ -46,10 +56,18 @@ type Metadata struct {
 	// PublishTimeout bounds a publish (waiting for the connection and the PUBACK) when the caller's
 	// context has no earlier deadline.
 	PublishTimeout time.Duration `mapstructure:"publishTimeout"`
-	// UnsubscribeGrace: when one subscription stream closes while others stay open (the app
-	// unsubscribed), its MQTT subscription is removed after this grace; when every stream closes
-	// (daprd restarting) subscriptions stay in the session and messages wait for the new streams.
+	// UnsubscribeGrace: a subscription without a stream while others are open is removed from the
+	// session (its held messages released) once it has had none for this long, counted from the
+	// later of its stream closing and the first stream reopening after none were open; while no
+	// stream is open (daprd restarting) subscriptions stay and messages wait for the new streams.
 	UnsubscribeGrace time.Duration `mapstructure:"unsubscribeGrace"`
+	// NoMatchingSubscribers is what Publish does on PUBACK 0x10: "fail" (default) or "accept".
+	// A retained publish is accepted either way (the broker keeps it as the retained message).
+	NoMatchingSubscribers string `mapstructure:"noMatchingSubscribers"`
+	// StateDir holds one small file per client id: the MQTT filters the component may have in its
+	// broker session, so that a restarted component can remove the ones the app no longer
+	// subscribes to. "" means $XDG_STATE_HOME/mqdapr/pubsub, else ~/.local/state/mqdapr/pubsub.
+	StateDir string `mapstructure:"stateDir"`
 	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
 	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
 }
@@ -63,22 +81,23 @@ const (
 	DefaultRetryMaxInterval     = 10 * time.Second
 	DefaultPublishTimeout       = 30 * time.Second
 	DefaultShutdownTimeout      = 10 * time.Second
-	DefaultUnsubscribeGrace     = 2 * time.Second
+	DefaultUnsubscribeGrace     = 10 * time.Second
 )
 
 func defaultMetadata() Metadata {
 	return Metadata{
-		Settings:             mqttconn.DefaultSettings(),
-		QoS:                  DefaultQoS,
-		ReceiveMaximum:       DefaultReceiveMaximum,
-		AckFlushInterval:     mqttconn.DefaultAckFlushInterval,
-		Ordering:             OrderingTopic,
-		MaxDeliveryAttempts:  DefaultMaxDeliveryAttempts,
-		RetryInitialInterval: DefaultRetryInitialInterval,
-		RetryMaxInterval:     DefaultRetryMaxInterval,
-		PublishTimeout:       DefaultPublishTimeout,
-		ShutdownTimeout:      DefaultShutdownTimeout,
-		UnsubscribeGrace:     DefaultUnsubscribeGrace,
+		Settings:              mqttconn.DefaultSettings(),
+		QoS:                   DefaultQoS,
+		ReceiveMaximum:        DefaultReceiveMaximum,
+		AckFlushInterval:      mqttconn.DefaultAckFlushInterval,
+		Ordering:              OrderingTopic,
+		MaxDeliveryAttempts:   DefaultMaxDeliveryAttempts,
+		RetryInitialInterval:  DefaultRetryInitialInterval,
+		RetryMaxInterval:      DefaultRetryMaxInterval,
+		PublishTimeout:        DefaultPublishTimeout,
+		ShutdownTimeout:       DefaultShutdownTimeout,
+		UnsubscribeGrace:      DefaultUnsubscribeGrace,
+		NoMatchingSubscribers: NoSubscribersFail,
 	}
 }
 
@@ -127,6 +146,9 @@ func (m *Metadata) validate() error {
 	}
 	if m.RetryInitialInterval <= 0 || m.RetryMaxInterval < m.RetryInitialInterval {
 		return fmt.Errorf("%w: retryInitialInterval=%s retryMaxInterval=%s: want 0 < initial <= max", ErrInvalidMetadata, m.RetryInitialInterval, m.RetryMaxInterval)
+	}
+	if m.NoMatchingSubscribers != NoSubscribersFail && m.NoMatchingSubscribers != NoSubscribersAccept {
+		return fmt.Errorf("%w: noMatchingSubscribers=%q: want %q or %q", ErrInvalidMetadata, m.NoMatchingSubscribers, NoSubscribersFail, NoSubscribersAccept)
 	}
 	if m.PublishTimeout <= 0 {
 		return fmt.Errorf("%w: publishTimeout=%s: want a positive duration", ErrInvalidMetadata, m.PublishTimeout)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/eclipse/paho.golang/paho"
@@ -26,24 +25,17 @@ const (
 	mdRawPayload      = "rawPayload" // interpreted by daprd; never forwarded
 )
 
-// Metadata keys added to received messages.
-const (
-	mdTopic         = "mqtt-topic"
-	mdRetained      = "mqtt-retained"
-	mdQoS           = "mqtt-qos"
-	mdDuplicate     = "mqtt-dup"
-	mdMsgExpiry     = "mqtt-message-expiry"
-	mdInContentType = "mqtt-content-type"
-	mdInRespTopic   = "mqtt-response-topic"
-	mdInCorrData    = "mqtt-correlation-data"
-)
+// codeNoMatchingSubscribers is the PUBACK reason "no matching subscribers" [MQTT-3.4.2.1].
+const codeNoMatchingSubscribers = 0x10
 
 // maxMQTTPacket is the largest packet MQTT can encode (remaining length 268,435,455 + 5 header bytes).
 const maxMQTTPacket = 268435455 + 5
 
-// Publish sends one message at the configured QoS and returns only after the broker's PUBACK
-// (reason codes below 0x80 are success, 0x10 "no matching subscribers" included). It waits for the
-// connection during a reconnect, up to the context's deadline or publishTimeout.
+// Publish sends one message at the configured QoS and returns only after the broker's PUBACK. A
+// reason code of 0x80 or more is ErrPublishRefused; 0x10 "no matching subscribers" (the broker
+// discarded the message) is ErrNoSubscribers unless noMatchingSubscribers is "accept" or the
+// message is retained. It waits for the connection during a reconnect, up to the context's
+// deadline or publishTimeout.
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
 	conn, _, _, md, err := p.state()
 	if err != nil {
@@ -53,10 +45,12 @@ func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error 
 	if err != nil {
 		return err
 	}
-	return p.send(ctx, conn, md, msg)
+	return p.send(ctx, conn, md, msg, md.NoMatchingSubscribers == NoSubscribersAccept || msg.Retain)
 }
 
-func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg *paho.Publish) error {
+// send publishes msg and waits for its PUBACK. acceptNoSubscribers says whether PUBACK 0x10 (the
+// broker discarded the message for want of a subscriber) counts as success.
+func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg *paho.Publish, acceptNoSubscribers bool) error {
 	if size, limit := packetSize(msg), conn.MaxPacketSize(); limit > 0 && size > int(limit) {
 		return fmt.Errorf("%w: %d bytes for topic %q; the broker accepts at most %d (its Maximum Packet Size)", ErrMessageTooLarge, size, msg.Topic, limit)
 	} else if size > maxMQTTPacket {
@@ -85,6 +79,9 @@ func (p *PubSub) send(ctx context.Context, conn *mqttconn.Conn, md Metadata, msg
 				reason += " (" + resp.Properties.ReasonString + ")"
 			}
 			return fmt.Errorf("%w: topic %q: reason %s", ErrPublishRefused, msg.Topic, reason)
+		}
+		if msg.QoS > 0 && resp != nil && resp.ReasonCode == codeNoMatchingSubscribers && !acceptNoSubscribers {
+			return fmt.Errorf("%w: topic %q", ErrNoSubscribers, msg.Topic)
 		}
 		return nil
 	}
@@ -181,55 +178,4 @@ func varIntLen(n int) int {
 		return 3
 	}
 	return 4
-}
-
-// receivedMetadata renders the MQTT attributes of a received message as Dapr metadata: every user
-// property (the last one wins for a repeated key) plus the mqtt-* keys.
-func receivedMetadata(pub *paho.Publish) map[string]string {
-	md := map[string]string{
-		mdTopic: pub.Topic,
-		mdQoS:   strconv.Itoa(int(pub.QoS)),
-	}
-	if pub.Retain {
-		md[mdRetained] = "true"
-	}
-	if pub.Duplicate() {
-		md[mdDuplicate] = "true"
-	}
-	if pp := pub.Properties; pp != nil {
-		for _, u := range pp.User {
-			md[u.Key] = u.Value
-		}
-		if pp.ContentType != "" {
-			md[mdInContentType] = pp.ContentType
-		}
-		if pp.ResponseTopic != "" {
-			md[mdInRespTopic] = pp.ResponseTopic
-		}
-		if pp.CorrelationData != nil {
-			md[mdInCorrData] = base64.StdEncoding.EncodeToString(pp.CorrelationData)
-		}
-		if pp.MessageExpiry != nil {
-			md[mdMsgExpiry] = strconv.FormatUint(uint64(*pp.MessageExpiry), 10)
-		}
-	}
-	return md
-}
-
-// deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
-// user properties, and returns once the broker acknowledged it.
-func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, attempts int, cause error) error {
-	props := &paho.PublishProperties{}
-	if pub.Properties != nil {
-		cp := *pub.Properties
-		cp.User = append(paho.UserProperties(nil), pub.Properties.User...)
-		cp.SubscriptionIdentifier, cp.TopicAlias = nil, nil
-		props = &cp
-	}
-	props.User.Add("mqdapr-error", cause.Error()).
-		Add("mqdapr-original-topic", pub.Topic).
-		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
-		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
-	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
-	return p.send(ctx, conn, md, dl)
 }

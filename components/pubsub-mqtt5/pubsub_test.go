@@ -60,7 +60,8 @@ func TestWildcardSubscription(t *testing.T) {
 	c := newCollector()
 	require.NoError(t, ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: base + "/+/telemetry"}, c.handler))
 	publish(t, ps, base+"/dev1/telemetry", "a")
-	publish(t, ps, base+"/dev1/status", "ignored")
+	err := ps.Publish(t.Context(), &pubsub.PublishRequest{Topic: base + "/dev1/status", Data: []byte("ignored")})
+	require.ErrorIs(t, err, ErrNoSubscribers, "nobody subscribes to it: the broker discarded it")
 	publish(t, ps, base+"/dev2/telemetry", "b")
 	got := map[string]string{}
 	for range 2 {
@@ -384,7 +385,7 @@ const helperEnv = "MQDAPR_PUBSUB_HELPER"
 // runHelperProcess is a component in a child process whose handler reports each message on stdout
 // and then blocks for ever, so the message is never acknowledged.
 func runHelperProcess() int {
-	p := props(os.Getenv("HELPER_URL"), os.Getenv("HELPER_REPLICA"))
+	p := props(os.Getenv("HELPER_URL"), os.Getenv("HELPER_REPLICA"), "unsubscribeGrace", "1s")
 	ps := New(testLog)
 	if err := ps.Init(context.Background(), pubsub.Metadata{Base: metadata.Base{Properties: p}}); err != nil {
 		fmt.Println("ERR", err)
@@ -399,6 +400,15 @@ func runHelperProcess() int {
 		fmt.Println("ERR", err)
 		return 1
 	}
+	if t := os.Getenv("HELPER_TOPIC2"); t != "" {
+		if err := ps.Subscribe(context.Background(), pubsub.SubscribeRequest{Topic: t}, func(ctx context.Context, _ *pubsub.NewMessage) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}); err != nil {
+			fmt.Println("ERR", err)
+			return 1
+		}
+	}
 	fmt.Println("READY")
 	select {}
 }
@@ -406,14 +416,31 @@ func runHelperProcess() int {
 func TestUnackedMessageSurvivesKill9(t *testing.T) {
 	b := startBroker(t)
 	topic := uniqueTopic(t)
+	expect, kill9 := startHelper(t, "HELPER_URL="+b.URL(false), "HELPER_REPLICA=victim", "HELPER_TOPIC="+topic)
+	expect("READY")
+	pub := newComponent(t, props(b.URL(false), "publisher"))
+	publish(t, pub, topic, "reading-7")
+	assert.Equal(t, "GOT reading-7", expect("GOT"))
+	kill9()
+
+	again := newComponent(t, props(b.URL(false), "victim"))
+	c := newCollector()
+	require.NoError(t, again.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: topic}, c.handler))
+	m := c.next(t, 15*time.Second)
+	assert.Equal(t, "reading-7", string(m.Data), "the unacknowledged message is redelivered after kill -9")
+}
+
+// startHelper starts runHelperProcess in a child process with env added. expect waits for a line
+// of its output starting with prefix; kill9 sends SIGKILL and waits for the process to end.
+func startHelper(t *testing.T, env ...string) (expect func(prefix string) string, kill9 func()) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "HELPER_URL="+b.URL(false), "HELPER_REPLICA=victim", "HELPER_TOPIC="+topic)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=1"), env...)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	waited := make(chan struct{})
-	defer func() { _ = cmd.Process.Kill(); <-waited }()
 	lines := make(chan string, 10)
 	go func() {
 		defer close(waited)
@@ -424,7 +451,13 @@ func TestUnackedMessageSurvivesKill9(t *testing.T) {
 		_ = cmd.Wait()
 		close(lines)
 	}()
-	expect := func(prefix string) string {
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		for range lines {
+		}
+		<-waited
+	})
+	expect = func(prefix string) string {
 		timeout := time.After(20 * time.Second)
 		for {
 			select {
@@ -440,17 +473,11 @@ func TestUnackedMessageSurvivesKill9(t *testing.T) {
 			}
 		}
 	}
-	expect("READY")
-	pub := newComponent(t, props(b.URL(false), "publisher"))
-	publish(t, pub, topic, "reading-7")
-	assert.Equal(t, "GOT reading-7", expect("GOT"))
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	for range lines {
+	kill9 = func() {
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		for range lines {
+		}
+		<-waited
 	}
-
-	again := newComponent(t, props(b.URL(false), "victim"))
-	c := newCollector()
-	require.NoError(t, again.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: topic}, c.handler))
-	m := c.next(t, 15*time.Second)
-	assert.Equal(t, "reading-7", string(m.Data), "the unacknowledged message is redelivered after kill -9")
+	return expect, kill9
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
@@ -15,99 +14,6 @@ import (
 
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
-
-// inbound is one received PUBLISH on its way to the app.
-type inbound struct {
-	pub    *paho.Publish
-	client *paho.Client // the connection it arrived on: acks go back there
-}
-
-// subscription is one Dapr subscription (one PullMessages stream in daprd) and its MQTT filter.
-type subscription struct {
-	topic      string // the filter as Dapr gave it, without $share
-	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared)
-	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
-	qos        byte
-
-	handler pubsub.Handler  // nil while no stream is open: messages are held
-	stream  context.Context // the open stream's context
-}
-
-// registry holds the subscriptions. Entries outlive their streams: the MQTT subscription stays in
-// the broker session, and messages that arrive while no stream is open are held until one opens.
-type registry struct {
-	mu      sync.Mutex // guards subs, removed and changed
-	subs    map[string]*subscription
-	removed map[string]*subscription // unsubscribed filters: their held messages are released
-	changed chan struct{}            // closed and replaced on every change, to wake held messages
-}
-
-func newRegistry() *registry {
-	return &registry{subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
-}
-
-func (r *registry) notifyLocked() {
-	close(r.changed)
-	r.changed = make(chan struct{})
-}
-
-// route finds the handler for a message: first by subscription identifier (exact even with
-// overlapping filters), then by topic match. ok is false when no stream is open for it yet; wait
-// is closed when that may have changed.
-func (r *registry) route(pub *paho.Publish) (h pubsub.Handler, stream context.Context, wait <-chan struct{}, gone bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var ids []int
-	if pub.Properties != nil && pub.Properties.SubscriptionIdentifier != nil {
-		ids = append(ids, *pub.Properties.SubscriptionIdentifier)
-	}
-	var match *subscription
-	for _, s := range r.subs {
-		for _, id := range ids {
-			if s.subID == id && s.handler != nil {
-				return s.handler, s.stream, r.changed, false
-			}
-		}
-		if topicMatches(s.topic, pub.Topic) && (match == nil || (match.handler == nil && s.handler != nil)) {
-			match = s
-		}
-	}
-	if match != nil && match.handler != nil {
-		return match.handler, match.stream, r.changed, false
-	}
-	if match == nil {
-		for _, s := range r.removed {
-			if topicMatches(s.topic, pub.Topic) {
-				return nil, nil, r.changed, true
-			}
-		}
-	}
-	return nil, nil, r.changed, false
-}
-
-// openStreams counts subscriptions with an open stream.
-func (r *registry) openStreams() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, s := range r.subs {
-		if s.handler != nil {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *registry) all() []*subscription {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*subscription, 0, len(r.subs))
-	for _, s := range r.subs {
-		c := *s
-		out = append(out, &c)
-	}
-	return out
-}
 
 func subscriptionID(filter string) int {
 	h := fnv.New32a()
@@ -150,9 +56,21 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if group != "" {
 		filter = "$share/" + group + "/" + topic
 	}
-	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS}
+	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS, active: true}
 
+	// The filter is recorded before the SUBSCRIBE: after a crash, the record must list every
+	// filter the session may hold. The session lock keeps a concurrent removal of the same filter
+	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE.
+	subs.session.Lock()
+	defer subs.session.Unlock()
+	added, err := subs.rec.add(subs.clientID, filter)
+	if err != nil {
+		p.log.Errorf("mqttv5 pub/sub: %v: if the component restarts while %q is in the broker session and the app no longer subscribes to it, its messages are held for unsubscribeGrace and then released, and the filter stays in the session", err, filter)
+	}
 	if err := p.sendSubscribe(ctx, conn.Manager(), s); err != nil {
+		if added && errors.Is(err, ErrSubscribeRefused) {
+			_ = subs.rec.remove(subs.clientID, filter)
+		}
 		return err
 	}
 
@@ -160,9 +78,14 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if old, ok := subs.subs[filter]; ok && old.handler != nil && old.stream.Err() == nil {
 		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", filter)
 	}
+	if subs.openStreamsLocked() == 0 {
+		subs.upSince = time.Now()
+	}
 	s.handler, s.stream = handler, ctx
 	subs.subs[filter] = s
+	delete(subs.subs, placeholderKey(s.subID))
 	delete(subs.removed, filter)
+	delete(subs.removed, placeholderKey(s.subID))
 	subs.notifyLocked()
 	subs.mu.Unlock()
 	p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
@@ -175,46 +98,90 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 		}
 		subs.mu.Lock()
 		if cur, ok := subs.subs[filter]; ok && cur == s {
-			cur.handler, cur.stream = nil, nil
+			cur.handler, cur.stream, cur.idleSince = nil, nil, time.Now()
 			subs.notifyLocked()
 		}
 		subs.mu.Unlock()
-		p.unsubscribeIfAbandoned(conn.Manager(), subs, disp, s, md.UnsubscribeGrace)
 	})
 	return nil
 }
 
-// unsubscribeIfAbandoned decides, after a grace, what a closed stream meant. If other streams are
-// open, the app dropped this subscription: it is removed from the session and the messages held
-// for it are released. If no stream is open, daprd is restarting: the subscription stays in the
-// session and messages wait for the new streams.
-func (p *PubSub) unsubscribeIfAbandoned(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-disp.stopped():
+// reconcile removes, for as long as the component runs, the subscriptions the app no longer
+// makes: a filter without a stream (closed, or known only from the record of an earlier run, or a
+// subscription identifier nobody knows) that registry.abandoned finds abandoned is UNSUBSCRIBEd
+// and the messages held for it are released (dead-letter topic, or acknowledged and counted).
+// While no stream is open (daprd restarting) subscriptions stay and their messages wait.
+func (p *PubSub) reconcile(l *live) {
+	for {
+		due, next, changed := l.subs.abandoned(time.Now(), l.md.UnsubscribeGrace)
+		for _, s := range due {
+			p.removeSubscription(l, s)
+		}
+		if len(due) > 0 {
+			continue
+		}
+		var timer <-chan time.Time // nil: nothing can become abandoned before the registry changes
+		var t *time.Timer
+		if !next.IsZero() {
+			t = time.NewTimer(time.Until(next))
+			timer = t.C
+		}
+		select {
+		case <-changed:
+		case <-timer:
+		case <-l.disp.stopped():
+		}
+		if t != nil {
+			t.Stop()
+		}
+		select {
+		case <-l.disp.stopped():
+			return
+		default:
+		}
+	}
+}
+
+// removeSubscription takes s out of the registry (its held messages are released) and the filter
+// out of the session and then the record. An UNSUBSCRIBE that fails leaves the filter recorded:
+// its messages keep being released, and the next run of the component tries again.
+func (p *PubSub) removeSubscription(l *live, s *subscription) {
+	l.subs.session.Lock()
+	defer l.subs.session.Unlock()
+	if !l.subs.remove(s) {
+		return // a stream reopened meanwhile
+	}
+	if s.mqttFilter == "" {
+		p.log.Errorf("mqttv5 pub/sub: messages carry subscription identifier %d, which matches no subscription of the app and no filter in the record (%s): they are released (to the dead-letter topic, or acknowledged and counted) and keep arriving; the filter cannot be removed from the broker session without its name", s.subID, l.subs.rec.path)
 		return
 	}
-	if subs.openStreams() == 0 {
+	conn := l.conn.Load()
+	if conn == nil {
+		p.log.Warnf("mqttv5 pub/sub: %q is no longer subscribed by the app; not connected yet to remove it from the session (done once connected)", s.mqttFilter)
 		return
 	}
-	subs.mu.Lock()
-	cur, ok := subs.subs[s.mqttFilter]
-	if !ok || cur != s || cur.handler != nil {
-		subs.mu.Unlock()
-		return // re-opened meanwhile
-	}
-	delete(subs.subs, s.mqttFilter)
-	subs.removed[s.mqttFilter] = s
-	subs.notifyLocked()
-	subs.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{s.mqttFilter}}); err != nil {
-		p.log.Warnf("mqttv5 pub/sub: unsubscribing %q: %v", s.mqttFilter, err)
+	stop := context.AfterFunc(l.disp.hard, cancel)
+	defer stop()
+	if err := p.sendUnsubscribe(ctx, conn.Manager(), l.subs, s.mqttFilter); err != nil {
+		p.log.Warnf("mqttv5 pub/sub: %v (its messages are released meanwhile; retried on reconnection and at the next start)", err)
+		return
 	}
 	p.log.Infof("mqttv5 pub/sub: the app no longer subscribes to %q: removed from the session", s.mqttFilter)
+}
+
+// sendUnsubscribe removes filter from the session and, once the broker answered (0x11 "no
+// subscription existed" included), from the record. Call with subs.session held.
+func (p *PubSub) sendUnsubscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs *registry, filter string) error {
+	ack, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{filter}})
+	if err != nil && (ack == nil || len(ack.Reasons) == 0) {
+		return fmt.Errorf("unsubscribing %q: %w", filter, err)
+	}
+	if err := subs.rec.remove(subs.clientID, filter); err != nil {
+		p.log.Warnf("mqttv5 pub/sub: %v", err)
+	}
+	return nil
 }
 
 // sendSubscribe sends one SUBSCRIBE and checks the SUBACK. Retain Handling 1: retained messages are
@@ -260,7 +227,9 @@ func (p *PubSub) sendSubscribe(ctx context.Context, cm *autopaho.ConnectionManag
 	}
 }
 
-// resubscribe renews every subscription after a (re)connection, without blocking paho.
+// resubscribe renews the app's subscriptions after a (re)connection, without blocking paho, and
+// sends the UNSUBSCRIBEs that failed while the connection was down. Filters known only from the
+// record are not renewed: they are on their way out.
 func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, disp *dispatcher) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -271,169 +240,32 @@ func (p *PubSub) resubscribe(cm *autopaho.ConnectionManager, subs *registry, dis
 		case <-ctx.Done():
 		}
 	}()
-	for _, s := range subs.all() {
-		if err := p.sendSubscribe(ctx, cm, s); err != nil && ctx.Err() == nil {
-			p.log.Errorf("mqttv5 pub/sub: re-subscribing after reconnect: %v", err)
-		}
-	}
-}
-
-// onPublish runs on paho's receive goroutine: it only hands the message over.
-func (p *PubSub) onPublish(l *live, pr paho.PublishReceived) {
-	p.stats.Received.Add(1)
-	m := &inbound{pub: pr.Packet, client: pr.Client}
-	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
-}
-
-// process delivers m to the app until a handler call succeeds, then acknowledges it. It returns
-// without acknowledging when the component stops: the broker redelivers the message later.
-func (p *PubSub) process(l *live, m *inbound) {
-	disp, subs, md := l.disp, l.subs, l.md
-	msg := &pubsub.NewMessage{Data: m.pub.Payload, Topic: m.pub.Topic, Metadata: receivedMetadata(m.pub)}
-	if m.pub.Properties != nil && m.pub.Properties.ContentType != "" {
-		ct := m.pub.Properties.ContentType
-		msg.ContentType = &ct
-	}
-	attempts := 0
-	backoff := md.RetryInitialInterval
-	held := false
-	defer func() {
-		if held {
-			p.stats.Held.Add(-1)
-		}
-	}()
-	for {
-		select {
-		case <-disp.stopped():
-			return // stopping: no new handler calls; the broker keeps the message
-		default:
-		}
-		h, stream, wait, gone := subs.route(m.pub)
-		if gone {
-			p.release(l, m)
-			return
-		}
-		if h == nil {
-			if !held {
-				held = true
-				p.stats.Held.Add(1)
-				p.log.Debugf("mqttv5 pub/sub: holding a message on %q until its subscription stream opens", m.pub.Topic)
-			}
-			select {
-			case <-wait:
-				continue
-			case <-disp.stopped():
-				return
+	for _, s := range subs.active() {
+		// Under the session lock, and only while s is still the registry's entry: a filter removed
+		// meanwhile is not added back to the session.
+		subs.session.Lock()
+		subs.mu.Lock()
+		current := subs.subs[s.key()] == s
+		subs.mu.Unlock()
+		if current {
+			if err := p.sendSubscribe(ctx, cm, s); err != nil && ctx.Err() == nil {
+				p.log.Errorf("mqttv5 pub/sub: re-subscribing after reconnect: %v", err)
 			}
 		}
-		if held {
-			held = false
-			p.stats.Held.Add(-1)
-		}
-
-		hctx, cancel := disp.handlerContext(stream)
-		n := p.stats.InFlight.Add(1)
-		for {
-			mx := p.stats.MaxInFlight.Load()
-			if n <= mx || p.stats.MaxInFlight.CompareAndSwap(mx, n) {
-				break
+		subs.session.Unlock()
+	}
+	// Filters removed while the connection was down are still in the session: remove them now.
+	for _, f := range subs.rec.list() {
+		subs.session.Lock()
+		subs.mu.Lock()
+		_, gone := subs.removed[f]
+		_, back := subs.subs[f]
+		subs.mu.Unlock()
+		if gone && !back {
+			if err := p.sendUnsubscribe(ctx, cm, subs, f); err != nil && ctx.Err() == nil {
+				p.log.Warnf("mqttv5 pub/sub: after reconnect: %v", err)
 			}
 		}
-		err := h(hctx, msg)
-		p.stats.InFlight.Add(-1)
-		streamDone := hctx.Err() != nil
-		cancel()
-		if err == nil {
-			p.stats.Delivered.Add(1)
-			p.ack(m)
-			return
-		}
-		if streamDone {
-			continue // the stream closed under the call: hold the message for the next stream
-		}
-		attempts++
-		p.stats.HandlerErrors.Add(1)
-		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
-			if md.DeadLetterTopic != "" {
-				if p.moveToDeadLetter(l, m, attempts, err) {
-					return
-				}
-			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
-				if attempts == md.MaxDeliveryAttempts {
-					p.stats.Exhausted.Add(1)
-				}
-				p.log.Errorf("mqttv5 pub/sub: message on %q failed %d times and there is no deadLetterTopic: retrying on; later acknowledgements are held back until it succeeds (last error: %v)", m.pub.Topic, attempts, err)
-			}
-		}
-		if !sleep(disp, backoff) {
-			return
-		}
-		backoff = min(backoff*2, md.RetryMaxInterval)
-	}
-}
-
-// moveToDeadLetter publishes m to the dead-letter topic (retrying with backoff until the broker
-// acknowledges it) and only then acknowledges m. It reports false when the component stopped first.
-func (p *PubSub) moveToDeadLetter(l *live, m *inbound, attempts int, cause error) bool {
-	disp, md := l.disp, l.md
-	backoff := md.RetryInitialInterval
-	for {
-		err := errors.New("not connected yet")
-		if c := l.conn.Load(); c != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
-			stop := context.AfterFunc(disp.hard, cancel)
-			err = p.deadLetter(ctx, c, md, m.pub, attempts, cause)
-			stop()
-			cancel()
-		}
-		if err == nil {
-			p.stats.DeadLettered.Add(1)
-			p.log.Warnf("mqttv5 pub/sub: message on %q moved to dead-letter topic %q after %d attempts (last error: %v)", m.pub.Topic, md.DeadLetterTopic, attempts, cause)
-			p.ack(m)
-			return true
-		}
-		p.log.Errorf("mqttv5 pub/sub: dead-lettering a message from %q failed, retrying: %v", m.pub.Topic, err)
-		if !sleep(disp, backoff) {
-			return false
-		}
-		backoff = min(backoff*2, md.RetryMaxInterval)
-	}
-}
-
-// release disposes of a message held for a subscription the app removed: to the dead-letter topic
-// when there is one, otherwise acknowledged with a warning and a count (the app asked to stop
-// receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either).
-func (p *PubSub) release(l *live, m *inbound) {
-	if l.md.DeadLetterTopic != "" {
-		p.moveToDeadLetter(l, m, 0, errors.New("subscription removed by the app"))
-		return
-	}
-	p.stats.Unsubscribed.Add(1)
-	p.log.Warnf("mqttv5 pub/sub: a message on %q arrived for a subscription the app removed; acknowledged without delivery", m.pub.Topic)
-	p.ack(m)
-}
-
-// ack acknowledges m on the connection it came from. paho sends acknowledgements in receive
-// order [MQTT-4.6.0-2]. If that connection is gone, the broker redelivers m on the new one.
-func (p *PubSub) ack(m *inbound) {
-	if m.pub.QoS == 0 {
-		return
-	}
-	if err := m.client.Ack(m.pub); err != nil {
-		p.log.Debugf("mqttv5 pub/sub: ack of a message on %q not sent (%v); the broker will redeliver it", m.pub.Topic, err)
-		return
-	}
-	p.stats.Acked.Add(1)
-}
-
-// sleep waits d unless the component stops first.
-func sleep(disp *dispatcher, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-disp.stopped():
-		return false
+		subs.session.Unlock()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,10 @@ type Options struct {
 	AckFlushInterval time.Duration
 	// OnPublishReceived is called on paho's single receive goroutine: it must not block.
 	OnPublishReceived func(paho.PublishReceived) (bool, error)
+	// OnPublish, when set, replaces OnPublishReceived: it gets every subscription identifier the
+	// PUBLISH carried (read off the wire). Called on paho's single receive goroutine: it must not
+	// block.
+	OnPublish func(Received)
 	// OnConnectionUp is called after every (re)connection, on its own goroutine.
 	OnConnectionUp func(cm *autopaho.ConnectionManager, connack *paho.Connack)
 	// OnConnectionDown is called when an established connection is lost. It must not block.
@@ -71,6 +76,7 @@ type Conn struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	tap           atomic.Pointer[subIDTap] // of the current connection, when Options.OnPublish is set
 	connected     atomic.Bool
 	closing       atomic.Bool
 	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
@@ -197,6 +203,24 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	}
 	if o.OnPublishReceived != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
+	}
+	if o.OnPublish != nil {
+		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			t := newSubIDTap()
+			c.tap.Store(t) // the previous connection's client has shut down (autopaho waits for it)
+			return dial(ctx, cc, u, t)
+		}
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			ids, ok := c.tap.Load().take(pr.Packet)
+			if !ok {
+				c.log.Warnf("mqtt: subscription identifiers of a PUBLISH on %q not decoded; using paho's", pr.Packet.Topic)
+				if pp := pr.Packet.Properties; pp != nil && pp.SubscriptionIdentifier != nil {
+					ids = []int{*pp.SubscriptionIdentifier}
+				}
+			}
+			o.OnPublish(Received{PublishReceived: pr, SubscriptionIDs: ids})
+			return true, nil
+		}}
 	}
 	if s.SATAuthFile != "" {
 		cfg.AuthHandler = satAuther{file: s.SATAuthFile}

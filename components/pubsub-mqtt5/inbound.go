@@ -1,0 +1,488 @@
+package pubsubmqtt5
+
+// The inbound path: the registry of subscriptions, routing a received PUBLISH to its handler,
+// processing with retries, acknowledgement, dead-lettering, and the metadata of received messages.
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dapr/components-contrib/pubsub"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
+)
+
+// Metadata keys added to received messages.
+const (
+	mdTopic         = "mqtt-topic"
+	mdRetained      = "mqtt-retained"
+	mdQoS           = "mqtt-qos"
+	mdDuplicate     = "mqtt-dup"
+	mdMsgExpiry     = "mqtt-message-expiry"
+	mdInContentType = "mqtt-content-type"
+	mdInRespTopic   = "mqtt-response-topic"
+	mdInCorrData    = "mqtt-correlation-data"
+)
+
+// inbound is one received PUBLISH on its way to the app.
+type inbound struct {
+	pub    *paho.Publish
+	client *paho.Client // the connection it arrived on: acks go back there
+	subIDs []int        // every Subscription Identifier it carried, read off the wire
+}
+
+// subscription is one MQTT subscription of the session: a Dapr subscription (one PullMessages
+// stream in daprd), or a filter known only from the record of an earlier run, or (placeholder) a
+// subscription identifier that messages carry but whose filter nobody knows.
+type subscription struct {
+	topic      string // the filter as Dapr gave it, without $share
+	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared); "" for a placeholder
+	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
+	qos        byte
+
+	handler   pubsub.Handler  // nil while no stream is open: messages are held
+	stream    context.Context // the open stream's context
+	active    bool            // the app subscribed to it since Init (renewed on reconnect)
+	idleSince time.Time       // when it last had no stream (its stream closed, or it was created without one)
+}
+
+// key is the registry key of s.
+func (s *subscription) key() string {
+	if s.mqttFilter == "" {
+		return placeholderKey(s.subID)
+	}
+	return s.mqttFilter
+}
+
+func placeholderKey(id int) string { return "#" + strconv.Itoa(id) } // never a valid filter
+
+// registry holds the subscriptions. Entries outlive their streams: the MQTT subscription stays in
+// the broker session, and messages that arrive while no stream is open are held until one opens,
+// or until the subscription is found abandoned (see abandoned).
+type registry struct {
+	// session serialises changes of the broker session (SUBSCRIBE, UNSUBSCRIBE) with the record
+	// and the entries they concern. Taken before mu, never from the receive path.
+	session  sync.Mutex
+	rec      *filterRecord
+	clientID string
+
+	mu      sync.Mutex // guards everything below
+	subs    map[string]*subscription
+	removed map[string]*subscription // unsubscribed filters: their held messages are released
+	upSince time.Time                // when the number of open streams last went from 0 to 1
+	changed chan struct{}            // closed and replaced on every change, to wake held messages
+}
+
+// newRegistry returns a registry holding, without streams, the filters of rec: the subscriptions
+// an earlier run may have left in the broker session.
+func newRegistry(rec *filterRecord, clientID string, qos byte) *registry {
+	r := &registry{rec: rec, clientID: clientID, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
+	now := time.Now()
+	for _, f := range rec.list() {
+		topic := f
+		if _, t, shared, err := splitShared(f); err == nil && shared {
+			topic = t
+		}
+		r.subs[f] = &subscription{topic: topic, mqttFilter: f, subID: subscriptionID(f), qos: qos, idleSince: now}
+	}
+	return r
+}
+
+func (r *registry) notifyLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *registry) openStreamsLocked() int {
+	n := 0
+	for _, s := range r.subs {
+		if s.handler != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// abandoned returns the subscriptions without a stream that have had none for grace since the app
+// was last seen subscribing: while at least one stream is open, a subscription is abandoned once
+// grace has passed since both its stream closed (or it was found without one) and the first
+// stream reopened after an interval with none (daprd restarting reopens its streams one by one).
+// While no stream is open (daprd away) nothing is abandoned. next is the earliest time another
+// may become abandoned (zero: none can until something changes). The condition is re-evaluated
+// on every change, not once per closed stream.
+func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscription, next time.Time, wait <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.openStreamsLocked() == 0 {
+		return nil, time.Time{}, r.changed
+	}
+	for _, s := range r.subs {
+		if s.handler != nil {
+			continue
+		}
+		at := s.idleSince
+		if r.upSince.After(at) {
+			at = r.upSince
+		}
+		at = at.Add(grace)
+		if !at.After(now) {
+			due = append(due, s)
+		} else if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return due, next, r.changed
+}
+
+// remove moves s (if it is still the entry for its key and still has no stream) to removed:
+// messages held for it are released. It reports false when s came back meanwhile.
+func (r *registry) remove(s *subscription) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.handler != nil {
+		return false
+	}
+	delete(r.subs, s.key())
+	r.removed[s.key()] = s
+	r.notifyLocked()
+	return true
+}
+
+// target names one subscription a message is for: by subscription identifier, or (from a broker
+// that sends none) by the filter that matched its topic.
+type target struct {
+	id     int    // > 0: the subscription with this identifier
+	filter string // otherwise: the subscription with this MQTT filter
+}
+
+// targets lists the subscriptions m is for. A broker sends one copy of a message carrying the
+// identifiers of every matching subscription of the session, or one copy per subscription with
+// its own identifier [MQTT-3.3.4-3], [MQTT-3.3.4-4]: either way every identifier is one target,
+// and a copy is never delivered to a subscription it does not name. Without identifiers (a broker
+// that refused them with 0xA1) every subscription whose filter matches the topic is a target, as
+// the registry stands when the message arrives; a subscription added later does not get it. ok
+// is empty when nothing matches yet; gone is true when what matched was removed by the app.
+func (r *registry) targets(m *inbound) (ts []target, gone bool) {
+	if len(m.subIDs) > 0 {
+		for i, id := range m.subIDs {
+			if !slices.Contains(m.subIDs[:i], id) {
+				ts = append(ts, target{id: id})
+			}
+		}
+		return ts, false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.subs {
+		if s.mqttFilter != "" && topicMatches(s.topic, m.pub.Topic) {
+			ts = append(ts, target{filter: s.mqttFilter})
+		}
+	}
+	if len(ts) > 0 {
+		return ts, false
+	}
+	for _, s := range r.removed {
+		if s.mqttFilter != "" && topicMatches(s.topic, m.pub.Topic) {
+			return nil, true
+		}
+	}
+	return nil, false
+}
+
+// lookup finds t's subscription: its handler and stream when a stream is open (h nil while none
+// is: hold the message), and gone when the app removed it. wait is closed when that may change.
+func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	match := func(c *subscription) bool {
+		return (t.id > 0 && c.subID == t.id) || (t.id == 0 && c.mqttFilter == t.filter)
+	}
+	for _, c := range r.subs {
+		if match(c) {
+			return *c, false, r.changed
+		}
+	}
+	for _, c := range r.removed {
+		if match(c) {
+			return *c, true, r.changed
+		}
+	}
+	if t.id > 0 {
+		// A subscription of the session that neither the app nor the record knows (yet): hold its
+		// messages under a placeholder, which abandoned finds like any subscription without a stream.
+		ph := &subscription{subID: t.id, idleSince: time.Now()}
+		r.subs[ph.key()] = ph
+		r.notifyLocked()
+		return *ph, false, r.changed
+	}
+	return subscription{}, false, r.changed
+}
+
+// active returns the subscriptions the app made since Init (the ones to renew on reconnect).
+func (r *registry) active() []*subscription {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*subscription
+	for _, s := range r.subs {
+		if s.active {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// onPublish runs on paho's receive goroutine: it only hands the message over.
+func (p *PubSub) onPublish(l *live, rc mqttconn.Received) {
+	p.stats.Received.Add(1)
+	m := &inbound{pub: rc.Packet, client: rc.Client, subIDs: rc.SubscriptionIDs}
+	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
+}
+
+// process delivers m to every subscription it is for, each until a handler call succeeds (or it
+// went to the dead-letter topic), and only then acknowledges it. It returns without acknowledging
+// when the component stops: the broker redelivers the message later.
+func (p *PubSub) process(l *live, m *inbound) {
+	held := false
+	defer func() {
+		if held {
+			p.stats.Held.Add(-1)
+		}
+	}()
+	hold := func(on bool) {
+		if on && !held {
+			p.log.Debugf("mqttv5 pub/sub: holding a message on %q until its subscription stream opens", m.pub.Topic)
+			p.stats.Held.Add(1)
+		} else if !on && held {
+			p.stats.Held.Add(-1)
+		}
+		held = on
+	}
+	var ts []target
+	for {
+		var gone bool
+		l.subs.mu.Lock()
+		wait := l.subs.changed
+		l.subs.mu.Unlock()
+		if ts, gone = l.subs.targets(m); len(ts) > 0 {
+			break
+		}
+		if gone {
+			hold(false)
+			if p.release(l, m, "") {
+				p.ack(m)
+			}
+			return
+		}
+		hold(true)
+		select {
+		case <-wait:
+		case <-l.disp.stopped():
+			return
+		}
+	}
+	for _, t := range ts {
+		if !p.deliver(l, m, t, hold) {
+			return
+		}
+	}
+	p.ack(m)
+}
+
+// deliver hands m to t's subscription until a handler call succeeds, or disposes of it when the
+// app removed that subscription or it exhausted its attempts and went to the dead-letter topic.
+// It reports false when the component stopped first.
+func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
+	disp, md := l.disp, l.md
+	msg := &pubsub.NewMessage{Data: m.pub.Payload, Topic: m.pub.Topic, Metadata: receivedMetadata(m.pub)}
+	if m.pub.Properties != nil && m.pub.Properties.ContentType != "" {
+		ct := m.pub.Properties.ContentType
+		msg.ContentType = &ct
+	}
+	attempts := 0
+	backoff := md.RetryInitialInterval
+	for {
+		select {
+		case <-disp.stopped():
+			return false // stopping: no new handler calls; the broker keeps the message
+		default:
+		}
+		s, gone, wait := l.subs.lookup(t)
+		if gone {
+			hold(false)
+			return p.release(l, m, s.mqttFilter)
+		}
+		if s.handler == nil {
+			hold(true)
+			select {
+			case <-wait:
+				continue
+			case <-disp.stopped():
+				return false
+			}
+		}
+		hold(false)
+
+		hctx, cancel := disp.handlerContext(s.stream)
+		n := p.stats.InFlight.Add(1)
+		for {
+			mx := p.stats.MaxInFlight.Load()
+			if n <= mx || p.stats.MaxInFlight.CompareAndSwap(mx, n) {
+				break
+			}
+		}
+		err := s.handler(hctx, msg)
+		p.stats.InFlight.Add(-1)
+		streamDone := hctx.Err() != nil
+		cancel()
+		if err == nil {
+			p.stats.Delivered.Add(1)
+			return true
+		}
+		if streamDone {
+			continue // the stream closed under the call: hold the message for the next stream
+		}
+		attempts++
+		p.stats.HandlerErrors.Add(1)
+		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
+			if md.DeadLetterTopic != "" {
+				return p.moveToDeadLetter(l, m, s.mqttFilter, attempts, err)
+			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
+				if attempts == md.MaxDeliveryAttempts {
+					p.stats.Exhausted.Add(1)
+				}
+				p.log.Errorf("mqttv5 pub/sub: message on %q failed %d times and there is no deadLetterTopic: retrying on; later acknowledgements are held back until it succeeds (last error: %v)", m.pub.Topic, attempts, err)
+			}
+		}
+		if !sleep(disp, backoff) {
+			return false
+		}
+		backoff = min(backoff*2, md.RetryMaxInterval)
+	}
+}
+
+// moveToDeadLetter publishes m (the copy for subscription filter) to the dead-letter topic,
+// retrying with backoff until the broker accepts it with PUBACK 0x00. Until then m stays
+// unacknowledged (and holds back the acknowledgements after it). It reports false when the
+// component stopped first.
+func (p *PubSub) moveToDeadLetter(l *live, m *inbound, filter string, attempts int, cause error) bool {
+	disp, md := l.disp, l.md
+	backoff := md.RetryInitialInterval
+	for {
+		err := errors.New("not connected yet")
+		if c := l.conn.Load(); c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
+			stop := context.AfterFunc(disp.hard, cancel)
+			err = p.deadLetter(ctx, c, md, m.pub, filter, attempts, cause)
+			stop()
+			cancel()
+		}
+		if err == nil {
+			p.stats.DeadLettered.Add(1)
+			p.log.Warnf("mqttv5 pub/sub: message on %q moved to dead-letter topic %q after %d attempts (last error: %v)", m.pub.Topic, md.DeadLetterTopic, attempts, cause)
+			return true
+		}
+		p.stats.DeadLetterFailures.Add(1)
+		p.log.Errorf("mqttv5 pub/sub: dead-lettering a message from %q to %q failed; the message stays unacknowledged (holding back later acknowledgements) and is retried in %s: %v", m.pub.Topic, md.DeadLetterTopic, backoff, err)
+		if !sleep(disp, backoff) {
+			return false
+		}
+		backoff = min(backoff*2, md.RetryMaxInterval)
+	}
+}
+
+// release disposes of a message held for a subscription the app removed: to the dead-letter topic
+// when there is one, otherwise counted with a warning, to be acknowledged (the app asked to stop
+// receiving these; an MQTT broker would not have queued them after the UNSUBSCRIBE either). It
+// reports false when the component stopped first.
+func (p *PubSub) release(l *live, m *inbound, filter string) bool {
+	if l.md.DeadLetterTopic != "" {
+		return p.moveToDeadLetter(l, m, filter, 0, errors.New("subscription removed by the app"))
+	}
+	p.stats.Unsubscribed.Add(1)
+	p.log.Warnf("mqttv5 pub/sub: a message on %q arrived for a subscription the app removed (%q); acknowledged without delivery", m.pub.Topic, filter)
+	return true
+}
+
+// ack acknowledges m on the connection it came from. paho sends acknowledgements in receive
+// order [MQTT-4.6.0-2]. If that connection is gone, the broker redelivers m on the new one.
+func (p *PubSub) ack(m *inbound) {
+	if m.pub.QoS == 0 {
+		return
+	}
+	if err := m.client.Ack(m.pub); err != nil {
+		p.log.Debugf("mqttv5 pub/sub: ack of a message on %q not sent (%v); the broker will redeliver it", m.pub.Topic, err)
+		return
+	}
+	p.stats.Acked.Add(1)
+}
+
+// sleep waits d unless the component stops first.
+func sleep(disp *dispatcher, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-disp.stopped():
+		return false
+	}
+}
+
+// receivedMetadata renders the MQTT attributes of a received message as Dapr metadata: every user
+// property (the last one wins for a repeated key) plus the mqtt-* keys.
+func receivedMetadata(pub *paho.Publish) map[string]string {
+	md := map[string]string{
+		mdTopic: pub.Topic,
+		mdQoS:   strconv.Itoa(int(pub.QoS)),
+	}
+	if pub.Retain {
+		md[mdRetained] = "true"
+	}
+	if pub.Duplicate() {
+		md[mdDuplicate] = "true"
+	}
+	if pp := pub.Properties; pp != nil {
+		for _, u := range pp.User {
+			md[u.Key] = u.Value
+		}
+		if pp.ContentType != "" {
+			md[mdInContentType] = pp.ContentType
+		}
+		if pp.ResponseTopic != "" {
+			md[mdInRespTopic] = pp.ResponseTopic
+		}
+		if pp.CorrelationData != nil {
+			md[mdInCorrData] = base64.StdEncoding.EncodeToString(pp.CorrelationData)
+		}
+		if pp.MessageExpiry != nil {
+			md[mdMsgExpiry] = strconv.FormatUint(uint64(*pp.MessageExpiry), 10)
+		}
+	}
+	return md
+}
+
+// deadLetter republishes msg to the dead-letter topic keeping its properties, with the failure in
+// user properties, and returns nil only once the broker accepted it with PUBACK 0x00: 0x10 (no
+// subscriber, the broker discarded it) is ErrNoSubscribers, whatever noMatchingSubscribers says.
+func (p *PubSub) deadLetter(ctx context.Context, conn *mqttconn.Conn, md Metadata, pub *paho.Publish, filter string, attempts int, cause error) error {
+	props := &paho.PublishProperties{}
+	if pub.Properties != nil {
+		cp := *pub.Properties
+		cp.User = append(paho.UserProperties(nil), pub.Properties.User...)
+		cp.SubscriptionIdentifier, cp.TopicAlias = nil, nil
+		props = &cp
+	}
+	props.User.Add("mqdapr-error", cause.Error()).
+		Add("mqdapr-original-topic", pub.Topic).
+		Add("mqdapr-delivery-attempts", strconv.Itoa(attempts)).
+		Add("mqdapr-subscription", filter).
+		Add("mqdapr-dead-lettered-at", time.Now().UTC().Format(time.RFC3339Nano))
+	dl := &paho.Publish{QoS: 1, Topic: md.DeadLetterTopic, Payload: pub.Payload, Properties: props}
+	return p.send(ctx, conn, md, dl, false)
+}
