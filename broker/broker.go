@@ -234,9 +234,9 @@ func (b *Broker) Close() error {
 	return nil
 }
 
-// Publish routes msg like a client publish (Publisher for services and embedding code). It returns
-// once msg is queued for every matching subscriber, durably with a data directory.
-func (b *Broker) Publish(ctx context.Context, msg *Message) error {
+// checkMessage says why the broker cannot take msg from embedding code (Publish, Deliver): the
+// broker is not running, or the topic name or QoS is invalid.
+func (b *Broker) checkMessage(msg *Message) error {
 	if b.closed.Load() || !b.started.Load() {
 		return ErrClosed
 	}
@@ -245,6 +245,15 @@ func (b *Broker) Publish(ctx context.Context, msg *Message) error {
 	}
 	if msg.QoS > 2 {
 		return fmt.Errorf("%w: %d, want 0, 1 or 2", ErrInvalidQoS, msg.QoS)
+	}
+	return nil
+}
+
+// Publish routes msg like a client publish (Publisher for services and embedding code). It returns
+// once msg is queued for every matching subscriber, durably with a data directory.
+func (b *Broker) Publish(ctx context.Context, msg *Message) error {
+	if err := b.checkMessage(msg); err != nil {
+		return err
 	}
 	m := *msg
 	m.stamp(time.Now())

@@ -55,14 +55,8 @@ func withConnID(ctx context.Context, id ConnID) context.Context {
 // durably when the session is stored; an entry queued for a persistent session is sent again on
 // its next connection if this one ends before the client acknowledges it (QoS 1 and 2).
 func (b *Broker) Deliver(ctx context.Context, clientID string, id ConnID, msg *Message) error {
-	if b.closed.Load() || !b.started.Load() {
-		return ErrClosed
-	}
-	if !validTopicName(msg.Topic) {
-		return fmt.Errorf("%w: %q", ErrInvalidTopic, msg.Topic)
-	}
-	if msg.QoS > 2 {
-		return fmt.Errorf("%w: %d, want 0, 1 or 2", ErrInvalidQoS, msg.QoS)
+	if err := b.checkMessage(msg); err != nil {
+		return err
 	}
 	now := time.Now()
 	m := *msg
