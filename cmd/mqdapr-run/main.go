@@ -135,7 +135,9 @@ func run() error {
 			return err
 		}
 	}
-	if err := writeResources(resources, mqttURL); err != nil {
+	// The pub/sub component's record of its session's filters lives with the broker's data: both
+	// describe the same session, and deleting the run folder ends both.
+	if err := writeResources(resources, mqttURL, filepath.Join(dir, "state", "pubsub")); err != nil {
 		return err
 	}
 	ports := freePorts(5)
@@ -254,7 +256,7 @@ const (
 	noMatchingSetting = "noMatchingSubscribers"
 )
 
-func writeResources(dir, mqttURL string) error {
+func writeResources(dir, mqttURL, stateDir string) error {
 	files := map[string]string{
 		"pubsub.yaml": fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -272,7 +274,9 @@ spec:
       value: %s
     - name: %s
       value: fail
-`, mqttURL, deadLetterTopic, noMatchingSetting),
+    - name: stateDir
+      value: %q
+`, mqttURL, deadLetterTopic, noMatchingSetting, stateDir),
 		"state.yaml": fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata:

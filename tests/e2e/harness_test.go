@@ -186,7 +186,9 @@ func (r *replica) socketEnv() []string {
 // startComponents starts both component processes and waits for their sockets.
 func (r *replica) startComponents() {
 	t := r.s.t
-	r.pubsub = start(t, r.name+"-pubsub", r.s.dir, r.socketEnv(), filepath.Join(bins.dir, "pubsub-mqtt5"))
+	// The record of the session's filters (stateDir's default) stays inside the scenario's folder.
+	env := append(r.socketEnv(), "XDG_STATE_HOME="+filepath.Join(r.s.dir, "state"))
+	r.pubsub = start(t, r.name+"-pubsub", r.s.dir, env, filepath.Join(bins.dir, "pubsub-mqtt5"))
 	waitFile(t, filepath.Join(r.sockets, "mqttv5.sock"), 20*time.Second)
 	if r.hasState {
 		r.state = start(t, r.name+"-state", r.s.dir, r.socketEnv(), filepath.Join(bins.dir, "state-kv"))

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,13 +15,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// publishRaw publishes through daprd's HTTP API with a raw payload.
+// publishRaw publishes through daprd's HTTP API with a raw payload. daprd reports healthy before
+// the app's subscription streams reach the broker, so a publish right after start-up can find no
+// subscriber: the broker discards it (PUBACK 0x10) and the component fails the publish
+// (noMatchingSubscribers: fail), which is retried here as a publisher should; nothing was kept, so
+// the retry cannot duplicate it.
 func publishRaw(t *testing.T, r *replica, topic, payload string) {
 	t.Helper()
-	resp, err := http.Post(r.daprURL("/v1.0/publish/mqtt/"+topic+"?metadata.rawPayload=true"), "application/json", bytes.NewBufferString(payload))
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusNoContent, resp.StatusCode, "publish %s", payload)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Post(r.daprURL("/v1.0/publish/mqtt/"+topic+"?metadata.rawPayload=true"), "application/json", bytes.NewBufferString(payload))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent && bytes.Contains(body, []byte("PUBACK 0x10")) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond) // poll interval: the subscription appears on its own
+			continue
+		}
+		require.Equal(t, http.StatusNoContent, resp.StatusCode, "publish %s: %s", payload, body)
+		return
+	}
 }
 
 func waitDelivered(t *testing.T, a *testApp, want map[string]bool, timeout time.Duration) {
