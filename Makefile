@@ -17,12 +17,17 @@ FUZZ_TARGETS := \
 	./internal/resp3:FuzzDecodeResponse \
 	./internal/resp3:FuzzEncodeDecodeArray
 
-.PHONY: all build test fuzz vet run bench clean
+.PHONY: all build images test fuzz vet run bench clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./app
+
+## images: one FROM scratch image per program, linux/amd64 and linux/arm64, from static binaries
+## built here; nothing pulled (scripts/images.sh; IMAGE_ARCHES, VERSION, IMAGE_PREFIX override).
+images:
+	./scripts/images.sh
 
 vet:
 	$(GO) vet ./...
