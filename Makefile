@@ -43,6 +43,9 @@ test:
 	MQDAPR_TEST_BROKER=embedded $(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./components/pubsub-mqtt5/...
 	# The key-value store driven by the public AIO Go SDK (a module of its own: tests/aiosdk/go.mod).
 	cd tests/aiosdk && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./...
+	# The images built from their Dockerfiles and run as containers with testcontainers-go (a module
+	# of its own: tests/containers/go.mod). Not under -race: the work is in the containers.
+	cd tests/containers && $(GO) vet ./... && MQDAPR_TEST_DOCKER=required $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 ## fuzz: every fuzz target for FUZZTIME each.
