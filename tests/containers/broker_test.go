@@ -94,7 +94,7 @@ func healthLog(t *testing.T, c *testcontainers.DockerContainer) (container.Healt
 func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	requireDocker(t)
 	const n = 200
-	image := buildImage(t, "mqbroker")
+	image := buildImages(t, "mqbroker")["mqbroker"]
 	vol := volume(t)
 	cli := dockerClient(t)
 
@@ -102,12 +102,16 @@ func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	status, out := healthLog(t, first)
 	require.Equal(t, container.Healthy, status)
 	require.Equal(t, "healthy: 127.0.0.1:1883 accepted an MQTT v5 connection", out)
+	in, err := first.Inspect(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, "65532:65532", in.Config.User)
+	require.Equal(t, "test", in.Config.Labels["org.opencontainers.image.version"])
 
 	// The subscriber's session, subscribed at QoS 1, then offline.
 	sub, _ := connect(t, addr, "ctest-sub", true)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	_, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "ctest/#", QoS: 1}}})
+	_, err = sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "ctest/#", QoS: 1}}})
 	require.NoError(t, err)
 	require.NoError(t, sub.Disconnect(&paho.Disconnect{ReasonCode: 0}))
 	<-sub.Done()

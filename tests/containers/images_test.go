@@ -43,44 +43,48 @@ func dockerClient(t *testing.T) *testcontainers.DockerClient {
 	return cli
 }
 
-// buildImage builds program's image for the host's architecture from its Dockerfile: the static
-// binary and the build context come from scripts/images.sh (IMAGES_NO_DOCKER=1, into a temporary
-// folder), the build from testcontainers-go. It returns the tag; the image is removed at the end
-// of the test.
-func buildImage(t *testing.T, program string) string {
+// buildImages builds the programs' images for the host's architecture from their Dockerfiles: the
+// static binaries and the build contexts come from scripts/images.sh (IMAGES_NO_DOCKER=1, into a
+// temporary folder), the builds from testcontainers-go. It returns the tags by program; the
+// images are removed at the end of the test.
+func buildImages(t *testing.T, programs ...string) map[string]string {
 	t.Helper()
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "images.sh"), program)
-	cmd.Env = append(os.Environ(), "IMAGES_NO_DOCKER=1", "IMAGE_ARCHES="+runtime.GOARCH, "IMAGES_OUT="+out, "VERSION=test")
+	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "scripts", "images.sh"), programs...)
+	cmd.Env = append(os.Environ(), "IMAGES_NO_DOCKER=1", "IMAGE_ARCHES="+runtime.GOARCH, "IMAGES_OUT="+out)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/images.sh %s: %v\n%s", program, err, b)
+		t.Fatalf("scripts/images.sh %v: %v\n%s", programs, err, b)
 	}
-	version := "test"
-	req := testcontainers.ContainerRequest{FromDockerfile: testcontainers.FromDockerfile{
-		Context:   filepath.Join(out, "images", "linux_"+runtime.GOARCH, program),
-		Repo:      "mqdapr-test/" + program,
-		Tag:       suffix(),
-		BuildArgs: map[string]*string{"VERSION": &version},
-		KeepImage: true,
-	}}
 	provider, err := testcontainers.NewDockerProvider()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer provider.Close()
-	tag, err := provider.BuildImage(ctx, &req)
-	if err != nil {
-		t.Fatalf("building %s: %v", program, err)
-	}
 	cli := dockerClient(t)
-	t.Cleanup(func() {
-		if _, err := cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
-			t.Errorf("removing image %s: %v", tag, err)
+	version := "test"
+	tags := make(map[string]string, len(programs))
+	for _, program := range programs {
+		req := testcontainers.ContainerRequest{FromDockerfile: testcontainers.FromDockerfile{
+			Context:   filepath.Join(out, "images", "linux_"+runtime.GOARCH, program),
+			Repo:      "mqdapr-test/" + program,
+			Tag:       suffix(),
+			BuildArgs: map[string]*string{"VERSION": &version},
+			KeepImage: true,
+		}}
+		tag, err := provider.BuildImage(ctx, &req)
+		if err != nil {
+			t.Fatalf("building %s: %v", program, err)
 		}
-	})
-	return tag
+		t.Cleanup(func() {
+			if _, err := cli.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
+				t.Errorf("removing image %s: %v", tag, err)
+			}
+		})
+		tags[program] = tag
+	}
+	return tags
 }
 
 // volume creates a named volume, labelled as this test session's, removed at the end of the test
