@@ -93,6 +93,7 @@ func healthLog(t *testing.T, c *testcontainers.DockerContainer) (container.Healt
 // (`mqbroker healthcheck`: CONNECT/CONNACK inside the container).
 func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	requireDocker(t)
+	t.Parallel()
 	const n = 200
 	image := buildImages(t, "mqbroker")["mqbroker"]
 	vol := volume(t)

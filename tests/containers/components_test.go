@@ -16,6 +16,7 @@ import (
 // by 65532) and answers Ping on it; the app answers /healthz.
 func TestComponentAndAppImagesHealthy(t *testing.T) {
 	requireDocker(t)
+	t.Parallel()
 	tags := buildImages(t, "pubsub-mqtt5", "state-kv", "app")
 	for program, want := range map[string]string{
 		"pubsub-mqtt5": "healthy: /tmp/dapr-components-sockets/mqttv5.sock answered Ping",
