@@ -17,12 +17,17 @@ FUZZ_TARGETS := \
 	./internal/resp3:FuzzDecodeResponse \
 	./internal/resp3:FuzzEncodeDecodeArray
 
-.PHONY: all build test fuzz vet run bench clean
+.PHONY: all build images test fuzz vet run bench clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/... ./app
+
+## images: one FROM scratch image per program, linux/amd64 and linux/arm64, from static binaries
+## built here; nothing pulled (scripts/images.sh; IMAGE_ARCHES, VERSION, IMAGE_PREFIX override).
+images:
+	./scripts/images.sh
 
 vet:
 	$(GO) vet ./...
@@ -38,6 +43,9 @@ test:
 	MQDAPR_TEST_BROKER=embedded $(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./components/pubsub-mqtt5/...
 	# The key-value store driven by the public AIO Go SDK (a module of its own: tests/aiosdk/go.mod).
 	cd tests/aiosdk && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) -timeout $(TEST_TIMEOUT) ./...
+	# The images built from their Dockerfiles and run as containers with testcontainers-go (a module
+	# of its own: tests/containers/go.mod). Not under -race: the work is in the containers.
+	cd tests/containers && $(GO) vet ./... && MQDAPR_TEST_DOCKER=required $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 ## fuzz: every fuzz target for FUZZTIME each.

@@ -29,6 +29,9 @@ type config struct {
 	logLevel         slog.Level
 }
 
+// defaultHealthAddr is where /healthz is served unless HEALTH_ADDR or -health-addr says otherwise.
+const defaultHealthAddr = "127.0.0.1:8081"
+
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok {
 		return v
@@ -43,7 +46,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.appHost, "app-host", env("APP_HOST", "127.0.0.1"), "address the gRPC app server listens on (env APP_HOST)")
 	fs.StringVar(&c.appPort, "app-port", env("APP_PORT", "6002"), "gRPC app port that daprd calls, daprd --app-port with --app-protocol grpc (env APP_PORT)")
 	fs.StringVar(&c.daprGRPCPort, "dapr-grpc-port", env("DAPR_GRPC_PORT", "50001"), "daprd gRPC API port on 127.0.0.1 (env DAPR_GRPC_PORT)")
-	fs.StringVar(&c.healthAddr, "health-addr", env("HEALTH_ADDR", "127.0.0.1:8081"), "HTTP address of /healthz and /metrics (env HEALTH_ADDR)")
+	fs.StringVar(&c.healthAddr, "health-addr", env("HEALTH_ADDR", defaultHealthAddr), "HTTP address of /healthz and /metrics (env HEALTH_ADDR)")
 	fs.StringVar(&c.pubsub, "pubsub", env("PUBSUB_NAME", "mqtt"), "pub/sub component name (env PUBSUB_NAME)")
 	fs.StringVar(&c.stateStore, "statestore", env("STATESTORE_NAME", "kv"), "state store component name (env STATESTORE_NAME)")
 	fs.StringVar(&c.telemetryTopic, "telemetry-topic", env("TELEMETRY_TOPIC", "devices/+/telemetry"), "MQTT filter of telemetry; the level at + is the device id (env TELEMETRY_TOPIC)")

@@ -2,6 +2,8 @@
 // to device telemetry with a shared subscription and to retained asset configuration, and appends
 // validated, contextualised, deduplicated rows durably to a local JSON Lines lake. See README.md.
 //
+// `app healthcheck` probes a running app's /healthz (the image's HEALTHCHECK).
+//
 // This package only wires; the logic is in app/connector, app/dedup, app/lake, app/telemetry.
 package main
 
@@ -33,6 +35,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(healthcheckMain(os.Args[2:], os.Stdout))
+	}
 	cfg, err := parseConfig(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)

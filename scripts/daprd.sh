@@ -3,6 +3,15 @@
 # when none fits. Order: $DAPRD if set, daprd on PATH, ~/.dapr/bin/daprd (when its version
 # matches), then $MQDAPR_TOOLS/daprd-<version> (built here from the Go module proxy).
 #
+#   scripts/daprd.sh            any daprd of the version (the end-to-end tests run it as a process)
+#   scripts/daprd.sh --static   only a statically linked one (for a FROM scratch image): daprd on
+#                               PATH or in ~/.dapr/bin is skipped when it is not static
+#
+# The cache entry is always built static (CGO_ENABLED=0): a cached daprd that is not (built by an
+# older version of this script) is rebuilt once, in place. "Static" is read from the binary's Go
+# build information (`go version -m`: CGO_ENABLED=0), which needs nothing but Go; where readelf
+# exists, the ELF program headers are checked for an interpreter too.
+#
 # Why v1.16.0: it builds from the module proxy on this kind of machine (v1.16.2/.5/.8 and v1.17.0
 # do not: dependencies missing from the proxy or checksum database). daprd 1.16 dispatches
 # pluggable pub/sub messages one at a time per subscription; DAPRD_VERSION=v1.15.0 also builds
@@ -14,6 +23,12 @@
 # at start). Cold: about 15 minutes on 2 cores; cached: instant.
 set -euo pipefail
 
+static_only=
+case "${1:-}" in
+  --static) static_only=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--static]" >&2; exit 2 ;;
+esac
 VERSION=${DAPRD_VERSION:-v1.16.0}
 TOOLS=${MQDAPR_TOOLS:-$HOME/.cache/mqdapr/tools}
 want=${VERSION#v}
@@ -25,18 +40,33 @@ fits() { # $1: a daprd binary
   [ "$v" = "$want" ]
 }
 
+static() { # $1: a daprd binary; true when statically linked
+  go version -m "$1" 2>/dev/null | grep -q '^[[:space:]]*build[[:space:]]*CGO_ENABLED=0$' || return 1
+  if command -v readelf >/dev/null 2>&1; then
+    ! readelf -lW "$1" 2>/dev/null | grep -q 'Requesting program interpreter'
+  fi
+}
+
+usable() { fits "$1" && { [ -z "$static_only" ] || static "$1"; }; }
+
 if [ -n "${DAPRD:-}" ]; then
   fits "$DAPRD" || { echo "daprd.sh: \$DAPRD=$DAPRD is not daprd $want" >&2; exit 1; }
+  if [ -n "$static_only" ] && ! static "$DAPRD"; then
+    echo "daprd.sh: \$DAPRD=$DAPRD is not statically linked" >&2; exit 1
+  fi
   echo "$DAPRD"; exit 0
 fi
-if p=$(command -v daprd 2>/dev/null) && fits "$p"; then echo "$p"; exit 0; fi
-if fits "$HOME/.dapr/bin/daprd"; then echo "$HOME/.dapr/bin/daprd"; exit 0; fi
+if p=$(command -v daprd 2>/dev/null) && usable "$p"; then echo "$p"; exit 0; fi
+if usable "$HOME/.dapr/bin/daprd"; then echo "$HOME/.dapr/bin/daprd"; exit 0; fi
 out="$TOOLS/daprd-$VERSION"
-if fits "$out"; then echo "$out"; exit 0; fi
+if fits "$out" && static "$out"; then echo "$out"; exit 0; fi
+if [ -e "$out" ]; then
+  echo "daprd.sh: $out is not a static daprd $want: rebuilding it (once)" >&2
+fi
 
 mkdir -p "$TOOLS"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "${tmp:-}"' EXIT
 echo "daprd.sh: building daprd $VERSION into $out (first time only, ~15 min on 2 cores)" >&2
 cd "$work"
 moddir=$(GOFLAGS=-mod=mod go mod download -json "github.com/dapr/dapr@$VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
@@ -47,9 +77,12 @@ sed -e 's#^module github.com/dapr/dapr$#module mqdapr.local/daprdbuild#' \
 cp "$moddir/go.sum" go.sum
 chmod u+w go.mod go.sum
 printf '\nrequire github.com/dapr/dapr %s\n' "$VERSION" >> go.mod
-go build -mod=mod -tags stablecomponents \
+tmp="$out.tmp.$$"
+CGO_ENABLED=0 go build -mod=mod -tags stablecomponents \
   -ldflags "-X github.com/dapr/dapr/pkg/buildinfo.version=$want" \
-  -o "$out.tmp" github.com/dapr/dapr/cmd/daprd
-mv "$out.tmp" "$out"
+  -o "$tmp" github.com/dapr/dapr/cmd/daprd
+static "$tmp" || { echo "daprd.sh: built $tmp but it is not statically linked" >&2; exit 1; }
+# Atomic: a daprd already running from the old entry keeps its file.
+mv "$tmp" "$out"
 fits "$out" || { echo "daprd.sh: built $out but it does not report version $want" >&2; exit 1; }
 echo "$out"

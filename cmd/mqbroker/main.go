@@ -2,6 +2,7 @@
 //
 //	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
+//	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
 package main
 
 import (
@@ -51,6 +52,9 @@ type config struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(healthcheckMain(os.Args[2:], os.Stdout))
+	}
 	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "mqbroker:", err)
 		os.Exit(1)

@@ -2,9 +2,14 @@
 // socket <DAPR_COMPONENT_SOCKETS_FOLDER>/mqttv5.sock (default folder /tmp/dapr-components-sockets).
 // On SIGINT/SIGTERM it stops taking messages, lets running handlers finish so their messages are
 // acknowledged, disconnects keeping the MQTT session, and removes its socket.
+//
+// `pubsub-mqtt5 healthcheck` pings the component on that socket (gRPC Ping, as daprd does) and exits 0
+// when it answers, 1 when not, with one line saying which: the image's HEALTHCHECK.
 package main
 
 import (
+	"os"
+
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkpubsub "github.com/dapr-sandbox/components-go-sdk/pubsub/v1"
 
@@ -13,6 +18,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(pluggable.Healthcheck(os.Args[2:], os.Stdout, pubsubmqtt5.ComponentName, pluggable.PubSub))
+	}
 	log := pluggable.NewLogger("mqttv5-pubsub")
 	var instances pluggable.Instances
 	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {

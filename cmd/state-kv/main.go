@@ -2,9 +2,14 @@
 // <DAPR_COMPONENT_SOCKETS_FOLDER>/mqttkv.sock (default folder /tmp/dapr-components-sockets). It
 // needs an MQTT v5 broker with the Azure IoT Operations key-value store (mqdapr's broker, or AIO's).
 // On SIGINT/SIGTERM it disconnects and removes its socket.
+//
+// `state-kv healthcheck` pings the component on that socket (gRPC Ping, as daprd does) and exits 0
+// when it answers, 1 when not, with one line saying which: the image's HEALTHCHECK.
 package main
 
 import (
+	"os"
+
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkstate "github.com/dapr-sandbox/components-go-sdk/state/v1"
 
@@ -13,6 +18,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(pluggable.Healthcheck(os.Args[2:], os.Stdout, statekv.ComponentName, pluggable.StateStore))
+	}
 	log := pluggable.NewLogger("mqttkv-state")
 	var instances pluggable.Instances
 	dapr.Register(statekv.ComponentName, dapr.WithStateStore(func() sdkstate.Store {

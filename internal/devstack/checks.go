@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
-	proto "github.com/dapr/dapr/pkg/proto/components/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"github.com/mqdapr/mqdapr/internal/pluggable"
 )
 
 // WaitTCP waits until addr accepts connections.
@@ -60,20 +57,12 @@ func WaitSocket(path string, pubsub bool) func(ctx context.Context) error {
 
 // PingSocket is one health probe of a pluggable component: the gRPC Ping every component serves.
 func PingSocket(path string, pubsub bool) func(ctx context.Context) error {
+	kind := pluggable.StateStore
+	if pubsub {
+		kind = pluggable.PubSub
+	}
 	return func(ctx context.Context) error {
-		if _, err := os.Stat(path); err != nil {
-			return err
-		}
-		conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		if pubsub {
-			_, err = proto.NewPubSubClient(conn).Ping(ctx, &proto.PingRequest{})
-		} else {
-			_, err = proto.NewStateStoreClient(conn).Ping(ctx, &proto.PingRequest{})
-		}
+		_, err := pluggable.Ping(ctx, path, kind)
 		return err
 	}
 }

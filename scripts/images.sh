@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds one FROM scratch image per program for each architecture, from static binaries built on
+# this machine: nothing is pulled, so it works with no registry (see README, "Container images").
+#
+#   scripts/images.sh                       every program, linux/amd64 and linux/arm64
+#   scripts/images.sh mqbroker app          some programs
+#   IMAGE_ARCHES=amd64 scripts/images.sh    one architecture
+#   IMAGES_NO_DOCKER=1 scripts/images.sh    the binaries and build contexts only
+#   IMAGES_OUT=dir scripts/images.sh        under dir instead of bin/
+#
+# For each architecture A: `go build` with CGO_ENABLED=0 GOOS=linux GOARCH=A into bin/linux_A/,
+# then per program P a build context bin/images/linux_A/P/ (P's Dockerfile, the binary, and an
+# empty folder that the Dockerfile copies in as each writable path, owned by 65532), then
+# `docker build --platform linux/A` of that folder. The container tests (tests/containers) build
+# the same contexts with IMAGES_NO_DOCKER=1 and hand them to testcontainers-go. Tags: $IMAGE_PREFIX/P:$VERSION-A, and
+# $IMAGE_PREFIX/P:$VERSION for the host's architecture. Works with the legacy builder (Docker
+# Engine 20.10, no buildx) and with BuildKit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+ARCHES=${IMAGE_ARCHES:-amd64 arm64}
+PREFIX=${IMAGE_PREFIX:-mqdapr}
+VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+SOURCE=${SOURCE:-https://github.com/mqdapr/mqdapr}
+HOSTARCH=$($GO env GOHOSTARCH)
+OUT=${IMAGES_OUT:-bin}
+
+# program, its package, its Dockerfile
+PROGRAMS=(
+  "mqbroker     ./cmd/mqbroker     cmd/mqbroker/Dockerfile"
+  "pubsub-mqtt5 ./cmd/pubsub-mqtt5 cmd/pubsub-mqtt5/Dockerfile"
+  "state-kv     ./cmd/state-kv     cmd/state-kv/Dockerfile"
+  "app          ./app              app/Dockerfile"
+  "devicesim    ./cmd/devicesim    cmd/devicesim/Dockerfile"
+)
+
+if [ $# -gt 0 ]; then # keep the programs named on the command line
+  chosen=()
+  for want in "$@"; do
+    found=
+    for p in "${PROGRAMS[@]}"; do read -r name _ _ <<<"$p"; [ "$name" = "$want" ] && chosen+=("$p") && found=1; done
+    [ -n "$found" ] || { echo "images.sh: no program $want (mqbroker pubsub-mqtt5 state-kv app devicesim)" >&2; exit 2; }
+  done
+  PROGRAMS=("${chosen[@]}")
+fi
+pkgs=()
+for p in "${PROGRAMS[@]}"; do read -r _ pkg _ <<<"$p"; pkgs+=("$pkg"); done
+
+start=$SECONDS
+for arch in $ARCHES; do
+  out=$OUT/linux_$arch
+  echo "images.sh: building static binaries for linux/$arch into $out/" >&2
+  mkdir -p "$out"
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch $GO build -trimpath -ldflags '-s -w' -o "$out/" "${pkgs[@]}"
+  for p in "${PROGRAMS[@]}"; do
+    read -r name _ dockerfile <<<"$p"
+    ctx=$OUT/images/linux_$arch/$name
+    rm -rf "$ctx"
+    mkdir -p "$ctx/empty"
+    chmod 0755 "$ctx/empty"
+    cp "$dockerfile" "$ctx/Dockerfile"
+    ln "$out/$name" "$ctx/$name" 2>/dev/null || cp "$out/$name" "$ctx/$name"
+  done
+done
+echo "images.sh: binaries in $((SECONDS - start)) s" >&2
+
+if [ -n "${IMAGES_NO_DOCKER:-}" ]; then exit 0; fi
+if ! docker info >/dev/null 2>&1; then
+  echo "images.sh: no Docker Engine answers: built the binaries and contexts under $OUT/ only" >&2
+  exit 1
+fi
+
+start=$SECONDS
+for arch in $ARCHES; do
+  for p in "${PROGRAMS[@]}"; do
+    read -r name _ _ <<<"$p"
+    tags=(-t "$PREFIX/$name:$VERSION-$arch")
+    [ "$arch" = "$HOSTARCH" ] && tags+=(-t "$PREFIX/$name:$VERSION")
+    docker build -q --platform "linux/$arch" \
+      --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE" \
+      "${tags[@]}" "$OUT/images/linux_$arch/$name" >/dev/null
+    echo "$PREFIX/$name:$VERSION-$arch"
+  done
+done
+echo "images.sh: images in $((SECONDS - start)) s" >&2
