@@ -206,6 +206,7 @@ func (b *Broker) Stats() Stats {
 	st := b.stats.snapshot()
 	if b.store != nil {
 		st.StoreCommits = b.store.commits.Load()
+		st.StoreOps = b.store.ops.Load()
 	}
 	return st
 }

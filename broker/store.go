@@ -80,6 +80,7 @@ type committer struct {
 	be       backend
 	interval time.Duration // minimum time between two transactions (more batching), 0 for none
 	commits  atomic.Int64  // backend transactions applied (fsyncs with bbolt)
+	ops      atomic.Int64  // ops applied
 
 	mu      sync.Mutex // guards pending and closed
 	pending []batch
@@ -143,6 +144,7 @@ func (c *committer) run() {
 		if len(all) > 0 {
 			err = c.be.apply(all)
 			c.commits.Add(1)
+			c.ops.Add(int64(len(all)))
 			last = time.Now()
 		}
 		for _, b := range batches {
