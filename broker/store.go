@@ -82,7 +82,8 @@ const (
 )
 
 // committer applies submitted batches in order, many per backend transaction (group commit), and
-// then calls each batch's done, in order, from its own goroutine. A transaction starts as soon as a
+// then calls each batch's done, in order, from a goroutine of its own while the next transaction
+// runs (the callbacks take the broker lock and write to connections: they never delay a commit). A transaction starts as soon as a
 // batch from submit is pending; batches from submitLazy only ride along with it (or, with nothing
 // else to do, start one after lazyDelay), so that what no one waits for never costs an fsync of
 // its own.
@@ -99,12 +100,20 @@ type committer struct {
 	since   time.Time // when the oldest pending lazy batch came
 	closed  bool
 	wake    chan struct{}
+	applied chan applied // transactions whose callbacks are due, to the callback goroutine
 	stopped chan struct{}
 }
 
+// applied is one transaction's batches and its result.
+type applied struct {
+	batches []batch
+	err     error
+}
+
 func newCommitter(be backend, interval time.Duration) *committer {
-	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), applied: make(chan applied, 1), stopped: make(chan struct{})}
 	go c.run()
+	go c.callbacks()
 	return c
 }
 
@@ -161,7 +170,7 @@ func (c *committer) signal() {
 }
 
 func (c *committer) run() {
-	defer close(c.stopped)
+	defer close(c.applied)
 	var all []op
 	puts := map[entryID]int{}
 	var last time.Time
@@ -210,9 +219,17 @@ func (c *committer) run() {
 			c.ops.Add(int64(len(all)))
 			last = time.Now()
 		}
-		for _, b := range batches {
+		c.applied <- applied{batches, err}
+	}
+}
+
+// callbacks runs the done of every applied batch, in order.
+func (c *committer) callbacks() {
+	defer close(c.stopped)
+	for a := range c.applied {
+		for _, b := range a.batches {
 			if b.done != nil {
-				b.done(err)
+				b.done(a.err)
 			}
 		}
 	}
@@ -258,7 +275,8 @@ func coalesce(all []op, puts map[entryID]int) []op {
 	return out
 }
 
-// close applies what is pending and stops; submit after close fails with ErrClosed.
+// close applies what is pending, runs its callbacks and stops; submit after close fails with
+// ErrClosed.
 func (c *committer) close() {
 	c.mu.Lock()
 	c.closed = true
