@@ -206,6 +206,7 @@ func (b *Broker) Stats() Stats {
 	st := b.stats.snapshot()
 	if b.store != nil {
 		st.StoreCommits = b.store.commits.Load()
+		st.StoreOps = b.store.ops.Load()
 	}
 	return st
 }
@@ -311,7 +312,7 @@ func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error))
 			b.pump(s, time.Now(), &ops2)
 		}
 		if len(ops2) > 0 {
-			b.store.submit(ops2, nil)
+			b.store.submitLazy(ops2) // packet ids of QoS 1 messages sent: a crash only resends them
 		}
 		b.mu.Unlock()
 		done(n, err)

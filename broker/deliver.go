@@ -108,7 +108,7 @@ func (b *Broker) Deliver(ctx context.Context, clientID string, id ConnID, msg *M
 		var ops2 []op
 		b.pump(s, time.Now(), &ops2)
 		if len(ops2) > 0 {
-			b.store.submit(ops2, nil)
+			b.store.submitLazy(ops2)
 		}
 		b.mu.Unlock()
 		done <- err

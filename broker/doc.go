@@ -18,7 +18,12 @@
 // publishes) and then runs the batches' callbacks in order. A PUBACK/PUBREC, SUBACK and PUBCOMP is
 // sent only from such a callback, so an acknowledged message or subscription is on disk. Messages to
 // subscribers are sent after the commit that stored them; a QoS 2 packet id is durable before the
-// PUBLISH carrying it is written. Without a data directory nothing waits. A failed commit is
+// PUBLISH carrying it is written. What only spares a redelivery is stored lazily (submitLazy): a
+// subscriber's PUBACK/PUBREC/PUBCOMP and the sends that follow it ride along with the next commit
+// that someone waits for (after 50 ms at most when none comes), never with an fsync of their own; a
+// crash before then sends those messages again (at least once). A QoS 1 message sent from a stored
+// session queue is not rewritten with its packet id: after a crash it is sent again as a new
+// PUBLISH. So a QoS 1 delivery costs the store one put (with the publish) and one delete. Without a data directory nothing waits. A failed commit is
 // answered 0x80: a refused QoS 2 PUBLISH frees its packet id, a refused SUBSCRIBE is taken back. A
 // session is stored with an offline time only while it has no connection: a session connected at a
 // crash counts its expiry and delayed will from the restart.

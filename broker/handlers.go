@@ -276,7 +276,9 @@ func (b *Broker) outboundAck(c *conn, pid uint16, typ byte, code byte) {
 		b.pump(s, time.Now(), &ops)
 	}
 	if len(ops) > 0 {
-		b.store.submit(ops, nil)
+		// The subscriber's acknowledgement rides along with the next commit: lost in a crash, it
+		// only makes the message be sent again (at least once; a QoS 2 receiver drops the copy).
+		b.store.submitLazy(ops)
 	}
 }
 

@@ -269,16 +269,21 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 	}
 	var pkts []*packets.ControlPacket
 	deferSend := false
-	send := func(e *entry) {
+	// send sends e; stored says that e is already stored under s (from s's queue), not under a group.
+	send := func(e *entry, stored bool) {
 		e.pid = s.allocPID()
 		e.state = stSent
 		s.pids[e.pid] = e
 		s.inflight = append(s.inflight, e)
 		p := e.msg.toPublish(e.qos, e.retain, e.subID, now)
 		p.PacketID = e.pid
-		if s.persistent {
+		// A QoS 1 message stored under s stays stored as queued: after a crash it is sent again
+		// with a new packet identifier, which at least once allows (its receiver keeps no state for
+		// it), and delivering one costs no store write but its deletion when acknowledged. A QoS 2
+		// packet id must be durable before the client can PUBREC it [MQTT-4.3.3-10]; a message from
+		// a group changes owner here.
+		if s.persistent && (e.qos == 2 || !stored) {
 			*ops = append(*ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
-			// A QoS 2 packet id must be durable before the client can PUBREC it.
 			deferSend = deferSend || (e.qos == 2 && !b.memory)
 		}
 		pkts = append(pkts, p.ToControlPacket())
@@ -302,7 +307,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 		if b.dropUnsendable(s, e, now, ops) {
 			continue
 		}
-		send(e)
+		send(e, true)
 	}
 	if s.peekQueued() == nil {
 		for _, sub := range s.subs {
@@ -328,7 +333,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 					pkts = append(pkts, p.ToControlPacket())
 					continue
 				}
-				send(e)
+				send(e, false)
 			}
 		}
 	}

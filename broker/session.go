@@ -34,7 +34,8 @@ type entry struct {
 }
 
 func (e *entry) encode() []byte {
-	b := []byte{1, e.state, byte(e.pid >> 8), byte(e.pid), e.qos, 0}
+	b := make([]byte, 0, 24+int(entrySize(e.msg))+len(e.msg.from))
+	b = append(b, 1, e.state, byte(e.pid>>8), byte(e.pid), e.qos, 0)
 	if e.retain {
 		b[5] = 1
 	}

@@ -33,6 +33,8 @@ type Stats struct {
 	// StoreCommits counts store transactions (one fsync each with a data directory): group commit
 	// makes it much smaller than the number of stored messages.
 	StoreCommits int64
+	// StoreOps counts the changes those transactions applied (puts and deletes of records).
+	StoreOps int64
 	// Refused counts refusals and disconnections by MQTT reason code name.
 	Refused map[string]int64
 }

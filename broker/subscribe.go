@@ -125,7 +125,7 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 			b.pump(s, time.Now(), &ops2)
 		}
 		if len(ops2) > 0 {
-			b.store.submit(ops2, nil)
+			b.store.submitLazy(ops2)
 		}
 	}
 	if len(ops) == 0 {
