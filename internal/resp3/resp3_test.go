@@ -3,6 +3,7 @@ package resp3
 import (
 	"bytes"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -282,12 +283,20 @@ func TestDecodeAliasesInput(t *testing.T) {
 }
 
 func TestDecodeArrayAllocationBounded(t *testing.T) {
-	// A tiny input declaring a huge array must fail before allocating for the declared count.
+	// A tiny input declaring a huge array must fail before allocating for the declared count
+	// (100M elements would be gigabytes). Bytes, not allocation counts: the race detector adds
+	// allocations of its own, and what matters is the size.
 	in := []byte("*100000000\r\n")
-	allocs := testing.AllocsPerRun(10, func() {
-		_, _ = DecodeArray(in)
-	})
-	if allocs > 5 {
-		t.Errorf("DecodeArray allocated %v times for a refused length", allocs)
+	const runs = 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if _, err := DecodeArray(in); err == nil {
+			t.Fatal("DecodeArray accepted an array without its elements")
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 1<<20 {
+		t.Errorf("DecodeArray allocated %d bytes for a refused length", per)
 	}
 }
