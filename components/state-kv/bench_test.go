@@ -1,12 +1,23 @@
 package statekv
 
 import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/components-contrib/state"
+
+	"github.com/mqdapr/mqdapr/broker"
+	"github.com/mqdapr/mqdapr/broker/kvservice"
+	"github.com/mqdapr/mqdapr/broker/statestore"
 )
 
 // Round trips through the embedded broker on loopback (one component, requests from parallel
@@ -137,4 +148,178 @@ func BenchmarkBulkGet(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(reqs))/b.Elapsed().Seconds(), "keys/s")
+}
+
+// BenchmarkDurability runs Set and Get of 64 B values from 8 goroutines through one component
+// (persistent: true, as `make run`) against two embedded brokers side by side: one in memory and one
+// with a data directory (the broker's sessions and the key-value file, as mqbroker -data-dir). One
+// benchmark iteration is one round: each kind of request on each broker, the order of the brokers
+// swapped every round. It reports the medians over the rounds of each broker's ops/s, the ratio
+// durable/memory, and the process CPU (user + system, component and broker together, both in this
+// process) per request.
+//
+//	go test -run '^$' -bench BenchmarkDurability -benchtime 6x ./components/state-kv/
+func BenchmarkDurability(b *testing.B) {
+	const (
+		clients  = 8
+		keys     = 1000
+		perRound = 4000 // requests per kind, broker and round
+	)
+	type contender struct {
+		name string
+		s    *Store
+	}
+	cs := []contender{
+		{"memory", New(testLog)},
+		{"durable", New(testLog)},
+	}
+	for i, c := range cs {
+		dir := ""
+		if c.name == "durable" {
+			dir = b.TempDir()
+		}
+		url := startBenchBroker(b, dir)
+		if err := c.s.Init(b.Context(), state.Metadata{Base: metadata.Base{Properties: props(url, "bench-"+c.name)}}); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = cs[i].s.Close() })
+	}
+	value := make([]byte, 64)
+	key := func(i int64) string { return "k" + strconv.FormatInt(i%keys, 10) }
+	for _, c := range cs {
+		for i := range int64(keys) {
+			if err := c.s.Set(b.Context(), &state.SetRequest{Key: key(i), Value: value}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ops := map[string]func(*Store, int64) error{
+		"Set": func(s *Store, i int64) error {
+			return s.Set(b.Context(), &state.SetRequest{Key: key(i), Value: value})
+		},
+		"Get": func(s *Store, i int64) error {
+			res, err := s.Get(b.Context(), &state.GetRequest{Key: key(i)})
+			if err == nil && len(res.Data) != len(value) {
+				b.Errorf("Get %s: %d bytes, want %d", key(i), len(res.Data), len(value))
+			}
+			return err
+		},
+	}
+	// round runs perRound requests of one kind from clients goroutines; it returns the wall time and
+	// the process CPU time.
+	round := func(s *Store, op func(*Store, int64) error) (wall, cpu time.Duration) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		cpu0 := processCPU(b)
+		start := time.Now()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := next.Add(1); i <= perRound; i = next.Add(1) {
+					if err := op(s, i); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(start), processCPU(b) - cpu0
+	}
+	type sample struct{ opsPerSec, cpuPerOp []float64 }
+	samples := map[string]*sample{}
+	n := 0
+	for b.Loop() {
+		order := cs
+		if n%2 == 1 {
+			order = []contender{cs[1], cs[0]}
+		}
+		n++
+		for _, kind := range []string{"Set", "Get"} {
+			for _, c := range order {
+				wall, cpu := round(c.s, ops[kind])
+				k := kind + "/" + c.name
+				if samples[k] == nil {
+					samples[k] = &sample{}
+				}
+				samples[k].opsPerSec = append(samples[k].opsPerSec, perRound/wall.Seconds())
+				samples[k].cpuPerOp = append(samples[k].cpuPerOp, float64(cpu.Microseconds())/perRound)
+			}
+		}
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	for _, kind := range []string{"Set", "Get"} {
+		mem, dur := samples[kind+"/memory"], samples[kind+"/durable"]
+		b.ReportMetric(median(mem.opsPerSec), kind+"-memory-ops/s")
+		b.ReportMetric(median(dur.opsPerSec), kind+"-durable-ops/s")
+		b.ReportMetric(median(dur.opsPerSec)/median(mem.opsPerSec), kind+"-durable/memory")
+		b.ReportMetric(median(mem.cpuPerOp), kind+"-memory-CPU-µs/op")
+		b.ReportMetric(median(dur.cpuPerOp), kind+"-durable-CPU-µs/op")
+	}
+	b.ReportMetric(0, "ns/op") // a round's time says nothing; the figures above do
+}
+
+// startBenchBroker starts an embedded broker with its key-value service on 127.0.0.1:0 and returns
+// its URL. With dataDir, the broker keeps its sessions there and the key-value store its durable
+// keys in dataDir/kv, as mqbroker -data-dir does; empty runs in memory.
+func startBenchBroker(b *testing.B, dataDir string) string {
+	b.Helper()
+	eo := statestore.NewDefaultOptions()
+	var store *kvservice.BoltStore
+	if dataDir != "" {
+		var err error
+		if store, err = kvservice.OpenBoltStore(filepath.Join(dataDir, "kv")); err != nil {
+			b.Fatal(err)
+		}
+		eo.Store = store
+	}
+	engine, err := statestore.NewEngine(eo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := kvservice.New(kvservice.Options{Engine: engine})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := broker.NewDefaultOptions()
+	o.Addr, o.DataDir = "127.0.0.1:0", dataDir
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.Services = []broker.Service{svc}
+	o.Authenticator = svc.Authenticator(nil)
+	br, err := broker.New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := br.Start(); err != nil {
+		b.Fatal(err)
+	}
+	if err := svc.Start(br); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = svc.Close()
+		_ = br.Close()
+		_ = engine.Close()
+		if store != nil {
+			_ = store.Close()
+		}
+	})
+	return "mqtt://" + br.Addrs()[0]
+}
+
+// processCPU is the CPU time (user + system) this process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -221,6 +221,10 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			o.OnPublish(Received{PublishReceived: pr, SubscriptionIDs: ids})
 			return true, nil
 		}}
+	} else {
+		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return dial(ctx, cc, u, nil) // buffered reads (bufferedTCPConn)
+		}
 	}
 	if s.SATAuthFile != "" {
 		cfg.AuthHandler = satAuther{file: s.SATAuthFile}

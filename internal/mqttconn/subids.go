@@ -1,10 +1,12 @@
 package mqttconn
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -235,8 +237,35 @@ func (c *tapConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// bufferedTCPConn is a TCP connection with buffered reads. paho's packets.ReadPacket reads a
+// packet's fixed header a byte at a time (the type, then each byte of the remaining length), then
+// the rest: three or more read system calls per packet on the bare connection, one or none through
+// the buffer (packets that arrived together come out of one read). Every read goes through the one
+// bufferedTCPConn (paho reads the CONNACK, then every later packet, from it), so no byte is left in
+// the buffer for another reader. It embeds the *net.TCPConn itself, not a net.Conn, so paho's
+// net.Buffers writes are still one writev system call each (net.Buffers.WriteTo finds the
+// connection's unexported writeBuffers method), atomic without packets.NewThreadSafeConn's lock.
+type bufferedTCPConn struct {
+	*net.TCPConn
+	br *bufio.Reader
+}
+
+// readBufferSize is the size of bufferedTCPConn's read buffer; bufio reads a larger request (a
+// large PUBLISH's body) straight into the caller's slice.
+const readBufferSize = 16 << 10
+
+func newBufferedTCPConn(c *net.TCPConn) *bufferedTCPConn {
+	return &bufferedTCPConn{TCPConn: c, br: bufio.NewReaderSize(c, readBufferSize)}
+}
+
+func (c *bufferedTCPConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// WriteTo hides the *net.TCPConn's, which would read past the buffer.
+func (c *bufferedTCPConn) WriteTo(w io.Writer) (int64, error) { return c.br.WriteTo(w) }
+
 // dial opens the network connection of one attempt (what autopaho does for tcp and tls, with its
-// all_proxy support) with the reads tapped.
+// all_proxy support) with the reads tapped; with a nil tap, untapped and, over plain TCP, buffered
+// (bufferedTCPConn).
 func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subIDTap) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -257,12 +286,21 @@ func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subID
 	// malformed packets).
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp", "":
+		if tap == nil {
+			if tc, ok := raw.(*net.TCPConn); ok {
+				return newBufferedTCPConn(tc), nil
+			}
+			return raw, nil
+		}
 		return packets.NewThreadSafeConn(&tapConn{Conn: raw, tap: tap}), nil
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
 		tc := tls.Client(raw, cfg.TlsCfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
 			return nil, err
+		}
+		if tap == nil {
+			return tc, nil // tls.Conn reads whole records into its own buffer
 		}
 		return packets.NewThreadSafeConn(&tapConn{Conn: tc, tap: tap}), nil
 	}
