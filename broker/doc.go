@@ -24,8 +24,9 @@
 // crash before then sends those messages again (at least once). A QoS 1 message sent from a stored
 // session queue is not rewritten with its packet id: after a crash it is sent again as a new
 // PUBLISH. So a QoS 1 delivery costs the store one put (with the publish) and one delete. Without a
-// data directory nothing waits. A failed commit is answered 0x80: a refused QoS 2 PUBLISH frees its packet id, a refused SUBSCRIBE is taken back. A
-// session is stored with an offline time only while it has no connection: a session connected at a
+// data directory nothing waits. A failed commit is answered 0x80: a refused QoS 2 PUBLISH frees its
+// packet id, a refused SUBSCRIBE is taken back, a PUBREL whose release of the packet id fails gets
+// no PUBCOMP (the connection ends and the client sends the PUBREL again). A session is stored with an offline time only while it has no connection: a session connected at a
 // crash counts its expiry and delayed will from the restart.
 //
 // Shared subscriptions. A group delivers round robin over connected members that have send quota

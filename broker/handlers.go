@@ -228,7 +228,25 @@ func (c *conn) handlePubrel(p *packets.Pubrel) {
 		c.enqueue(cp)
 	}
 	if len(ops) > 0 {
-		b.store.submit(ops, send) // PUBCOMP only once the id is durably released
+		// PUBCOMP only once the id is durably released. If that commit fails, the id is still
+		// stored: after a restart the publisher's next QoS 2 message with it would be taken for a
+		// duplicate and never routed. So the id stays taken, no PUBCOMP goes out, and the connection
+		// ends: the client sends the PUBREL again when it reconnects [MQTT-4.4.0-1], and the release
+		// is tried again.
+		b.store.submit(ops, func(err error) {
+			if err == nil {
+				send(nil)
+				return
+			}
+			b.log.Error("store commit failed: QoS 2 packet id not released; disconnecting", "err", err, "packet_id", p.PacketID)
+			b.mu.Lock()
+			if c.sess == s {
+				s.inbound[p.PacketID] = true
+			}
+			b.mu.Unlock()
+			b.stats.refuse(CodeUnspecifiedError)
+			c.closeWith(codePtr(CodeUnspecifiedError))
+		})
 		b.mu.Unlock()
 		return
 	}

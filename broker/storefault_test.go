@@ -199,3 +199,55 @@ func TestStoreFaultServicePubrec(t *testing.T) {
 	pub.completeQoS2(t, 3)
 	require.Equal(t, int64(2), svc.calls.Load(), "the second message did not reach the service")
 }
+
+// A PUBREL whose release of the packet id fails to commit must not be answered PUBCOMP: the id
+// stays stored, so after a restart the publisher's next QoS 2 message with that id would be taken
+// for a duplicate and never routed. The broker keeps the id and ends the connection; the client
+// sends the PUBREL again when it reconnects, and then the id is released, on disk too.
+func TestStoreFaultPubrelKeepsPacketID(t *testing.T) {
+	b, fb := startFaulty(t, nil)
+	dir := b.opts.DataDir
+	dialClient(t, b, "sub", withExpiry(60)).subscribe(t, "t", 2)
+	pub := dialRaw(t, b)
+	require.Equal(t, CodeSuccess, pub.connect(t, "pub", true, 60).ReasonCode)
+	pub.publishQoS2(t, 5, "t", "first", false)
+	require.Equal(t, CodeSuccess, pub.readPubrec(t).ReasonCode)
+
+	fb.fail.Store(true)
+	rel := packets.NewControlPacket(packets.PUBREL)
+	rel.Content.(*packets.Pubrel).PacketID = 5
+	pub.send(t, rel)
+	for {
+		cp := pub.read(t)
+		require.NotNil(t, cp, "connection closed without DISCONNECT")
+		require.NotEqual(t, packets.PUBCOMP, cp.Type, "PUBCOMP for a release that is not durable")
+		if d, ok := cp.Content.(*packets.Disconnect); ok {
+			require.Equal(t, CodeUnspecifiedError, d.ReasonCode)
+			break
+		}
+	}
+	fb.fail.Store(false)
+
+	// The client resends its PUBREL on the next connection; now the release is durable.
+	again := dialRaw(t, b)
+	require.True(t, again.connect(t, "pub", false, 60).SessionPresent)
+	again.completeQoS2(t, 5)
+
+	// After a restart the id is free: a new message with it is routed.
+	require.NoError(t, b.Close())
+	o := NewDefaultOptions()
+	o.Addr, o.DataDir = "127.0.0.1:0", dir
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b2, err := New(o)
+	require.NoError(t, err)
+	require.NoError(t, b2.Start())
+	t.Cleanup(func() { _ = b2.Close() })
+	sub := dialClient(t, b2, "sub", withExpiry(60))
+	sub.subscribe(t, "t", 2)
+	pub2 := dialRaw(t, b2)
+	require.True(t, pub2.connect(t, "pub", false, 60).SessionPresent)
+	pub2.publishQoS2(t, 5, "t", "second", false)
+	require.Equal(t, CodeSuccess, pub2.readPubrec(t).ReasonCode)
+	pub2.completeQoS2(t, 5)
+	sub.waitPayload(t, "second")
+}
