@@ -288,13 +288,20 @@ func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error))
 	if pre != nil {
 		pre(&ops)
 	}
+	b.commitRouted(ents, now, ops, func(err error) { done(n, err) })
+}
+
+// commitRouted makes the routing of ents (with ops, its store changes) durable, then marks the
+// entries committed and lets their sessions send them; done(err) follows, without b.mu. In memory
+// nothing waits. Called with b.mu held, which it releases.
+func (b *Broker) commitRouted(ents []*entry, now time.Time, ops []op, done func(error)) {
 	sessions := b.touched(ents)
 	if b.memory {
 		for _, s := range sessions {
 			b.pump(s, now, &ops)
 		}
 		b.mu.Unlock()
-		done(n, nil)
+		done(nil)
 		return
 	}
 	b.store.submit(ops, func(err error) {
@@ -315,7 +322,7 @@ func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error))
 			b.store.submitLazy(ops2) // packet ids of QoS 1 messages sent: a crash only resends them
 		}
 		b.mu.Unlock()
-		done(n, err)
+		done(err)
 	})
 	b.mu.Unlock()
 }

@@ -87,33 +87,13 @@ func (b *Broker) Deliver(ctx context.Context, clientID string, id ConnID, msg *M
 	e := b.newEntry(&m, m.QoS, false, subID, nil)
 	e.sess = s
 	s.pushQueued(e)
-	if !s.persistent {
+	if s.persistent {
+		ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
+	} else {
 		e.committed = true
-		b.pump(s, now, &ops)
-		if len(ops) > 0 {
-			b.store.submit(ops, nil)
-		}
-		b.mu.Unlock()
-		return nil
 	}
-	ops = append(ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
 	done := make(chan error, 1)
-	b.store.submit(ops, func(err error) {
-		if errors.Is(err, ErrClosed) {
-			done <- err // the store is closed: nothing to send, and the caller may hold b.mu
-			return
-		}
-		b.mu.Lock()
-		e.committed = true
-		var ops2 []op
-		b.pump(s, time.Now(), &ops2)
-		if len(ops2) > 0 {
-			b.store.submitLazy(ops2)
-		}
-		b.mu.Unlock()
-		done <- err
-	})
-	b.mu.Unlock()
+	b.commitRouted([]*entry{e}, now, ops, func(err error) { done <- err })
 	select {
 	case err := <-done:
 		return err
