@@ -55,23 +55,3 @@ func TestKeyLevelAuthorizationThroughBrokerHook(t *testing.T) {
 	}
 	require.Equal(t, "$1\r\n1\r\n", string(w.call(t, "*2\r\n$3\r\nGET\r\n$7\r\nplant/a\r\n", "__ts", ts0).Payload), "nothing changed")
 }
-
-// The deprecated Authenticator wrapper only delegates (nil: no authentication method accepted) and
-// drops no registration.
-func TestAuthenticatorWrapperDelegates(t *testing.T) {
-	f := newFixture(t)
-	a := f.svc.Authenticator(nil)
-	_, err := a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c", Method: "K8S-SAT"})
-	var re *broker.ReasonError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, broker.CodeBadAuthenticationMethod, re.Code)
-	_, err = a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c"})
-	require.NoError(t, err)
-
-	w := f.dial(t, "c")
-	w.subscribe(t, responseTopic("c"))
-	w.call(t, "*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n", "__ts", ts0)
-	_, err = a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c"})
-	require.NoError(t, err)
-	require.True(t, f.engine.Watching("c", []byte("k")))
-}
