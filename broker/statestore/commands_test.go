@@ -35,7 +35,7 @@ func TestCommandErrors(t *testing.T) {
 		{"mixed-case verb", array("Set", "k", "v"), unknown},
 		{"unknown verb", array("INCR", "k"), unknown},
 		{"MGET is not a command", array("MGET", "a", "b"), unknown},
-		{"SCAN is not in the snapshot", array("SCAN", "0"), unknown},
+		{"SCAN is not offered yet", array("SCAN", "0"), unknown},
 		// Exact element counts.
 		{"GET no key", array("GET"), wrongNum},
 		{"GET two keys", array("GET", "a", "b"), wrongNum},
