@@ -29,7 +29,8 @@ func (keyPolicy) AuthorizeKey(c broker.Client, key []byte, access statestore.Acc
 }
 
 // Key-level authorization through the broker's authorization hook: read is GET and KEYNOTIFY,
-// write is SET, DEL and VDEL; a refusal is `-ERR not authorized` (spec §1.5).
+// write is SET, DEL and VDEL; a refusal is `-ERR not authorized`
+// (docs/state-store-protocol.md#responses).
 func TestKeyLevelAuthorizationThroughBrokerHook(t *testing.T) {
 	require.Nil(t, KeyAuthorization(nil), "no KeyAuthorizer: every key allowed")
 	f := newFixture(t, func(eo *statestore.Options, bo *broker.Options) {
