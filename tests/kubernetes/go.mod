@@ -4,6 +4,13 @@ go 1.26.8
 
 replace github.com/mqdapr/mqdapr => ../..
 
+// No replace directive of dapr's own go.mod is needed: the packages used here (the injector's
+// patcher, the Component type, the metadata conversion and socket discovery) pull in none of the
+// modules dapr replaces, and the versions resolve to dapr v1.16.0's pins (k8s.io/api v0.31.0,
+// apimachinery v0.33.0, kube-openapi 2025-03-18). kustomize/api v0.21.1, not v0.21.2: v0.21.2
+// requires a 2026 kube-openapi built on structured-merge-diff/v6, which apimachinery v0.33.0
+// (v4) does not compile with.
+
 require (
 	github.com/dapr/dapr v1.16.0
 	github.com/mqdapr/mqdapr v0.0.0-00010101000000-000000000000

@@ -106,13 +106,13 @@ func decode(doc []byte) (runtime.Object, error) {
 	if err != nil {
 		return nil, fmt.Errorf("strict decoding: %w", err)
 	}
+	if gvk.Kind == "" {
+		return nil, fmt.Errorf("no kind in %q", doc)
+	}
 	if c, ok := obj.(*componentsapi.Component); ok {
 		if _, err := componentContainer(*c); err != nil {
 			return nil, err
 		}
-	}
-	if gvk.Kind == "" {
-		return nil, fmt.Errorf("no kind in %q", doc)
 	}
 	return obj, nil
 }
