@@ -125,6 +125,9 @@ func TestChecksFail(t *testing.T) {
 		{"a Component whose scopes miss the app gets no container, and is not loaded", overlayEmbedded, func(r *rendered) {
 			component(r, "kv").Scopes = []string{"other-app"}
 		}, `containers ["app" "daprd" "pubsub-mqtt5"]`},
+		{"without dapr.io/inject-pluggable-components no component container is injected", overlayEmbedded, func(r *rendered) {
+			delete(r.sets[appSet].Spec.Template.Annotations, "dapr.io/inject-pluggable-components")
+		}, `containers ["app" "daprd"]`},
 		{"a Component without its container annotation is loaded with no container", overlayEmbedded, func(r *rendered) {
 			delete(component(r, "kv").Annotations, annotationComponentContainer)
 		}, "daprd loads Component kv (state.mqttkv) but no container kv serves its socket"},

@@ -231,6 +231,11 @@ func TestStrictDecodingRejects(t *testing.T) {
 	comp["spec"].(map[string]any)["metdata"] = []any{}
 	mustFail(comp, "metdata")
 
+	// A kind the scheme does not know: its fields could not be checked.
+	if _, err := decode([]byte("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n")); err == nil || !strings.Contains(err.Error(), "CronJob") {
+		t.Fatalf("decode of an unregistered kind: %v, want an error naming it", err)
+	}
+
 	comp = find("Component", "mqtt")
 	ann := comp["metadata"].(map[string]any)["annotations"].(map[string]any)
 	ann[annotationComponentContainer] = strings.Replace(ann[annotationComponentContainer].(string), `"volumeMounts"`, `"volumeMount"`, 1)
