@@ -81,6 +81,28 @@ func TestAIO(t *testing.T) {
 	}
 }
 
+// TestConsumerIDPerNamespace: the README's advice for two deployments of one app id on one
+// broker, consumerID "{namespace}" on both Components, gives every client id the namespace
+// (daprd's own template expansion, then the components' derivation).
+func TestConsumerIDPerNamespace(t *testing.T) {
+	r := render(t, overlayAIO)
+	for i := range r.components {
+		r.components[i].Spec.Metadata = append(r.components[i].Spec.Metadata, common.NameValuePair{Name: "consumerID",
+			Value: common.DynamicValue{JSON: apiextensionsv1.JSON{Raw: []byte(`"{namespace}"`)}}})
+	}
+	a, err := analyse(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"azure-iot-operations.connector-connector-0-ps", "azure-iot-operations.connector-connector-0-kv",
+		"azure-iot-operations.connector-connector-1-ps", "azure-iot-operations.connector-connector-1-kv",
+	}
+	if !slices.Equal(a.clientIDs, want) {
+		t.Fatalf("client ids %q, want %q", a.clientIDs, want)
+	}
+}
+
 // checkDefaultSockets: the socket volume is at the default folder everywhere, and the components
 // see it in DAPR_COMPONENT_SOCKETS_FOLDER.
 func checkDefaultSockets(t *testing.T, a *analysis) {
