@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -139,6 +140,26 @@ type live struct {
 	conn atomic.Pointer[mqttconn.Conn] // nil until the first connection is up
 	subs *registry
 	disp *dispatcher
+	rr   atomic.Uint32 // round-robin count: the partitioning hash with ordering none
+}
+
+// route sets m's ordering key and partitioning hash. With ordering "key", a message without the
+// key (payload not JSON, field or property missing) is ordered by its topic.
+func (l *live) route(m *inbound) {
+	switch l.md.Ordering {
+	case OrderingNone:
+		m.hash = l.rr.Add(1)
+		return
+	case OrderingKey:
+		if k, ok := l.md.key.of(m.pub); ok {
+			m.key = k
+		} else {
+			m.key = m.pub.Topic
+		}
+	default:
+		m.key = m.pub.Topic
+	}
+	m.hash = partition.Hash(m.key)
 }
 
 // Features advertises message TTL (MQTT message expiry) and wildcard subscriptions.

@@ -15,6 +15,7 @@ import (
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -35,21 +36,84 @@ type inbound struct {
 	pub    *paho.Publish
 	client *paho.Client // the connection it arrived on: acks go back there
 	subIDs []int        // every Subscription Identifier it carried, read off the wire
+	key    string       // ordering key (see live.route): its lane in the dispatcher; "" with ordering none
+	hash   uint32       // partitioning hash: of key, or a round-robin count with ordering none
 }
 
 // subscription is one MQTT subscription of the session: a Dapr subscription (one PullMessages
-// stream in daprd), or a filter known only from the record of an earlier run, or (placeholder) a
-// subscription identifier that messages carry but whose filter nobody knows.
+// stream in daprd, or K of them for a partitioned subscription), or a filter known only from the
+// record of an earlier run, or (placeholder) a subscription identifier that messages carry but
+// whose filter nobody knows.
 type subscription struct {
-	topic      string // the filter as Dapr gave it, without $share
+	topic      string // the filter as Dapr gave it, without $share and $partition
 	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared); "" for a placeholder
+	daprFilter string // the Dapr topic without its $partition prefix: names the partitions in logs
 	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
 	qos        byte
 
-	handler   pubsub.Handler  // nil while no stream is open: messages are held
-	stream    context.Context // the open stream's context
-	active    bool            // the app subscribed to it since Init (renewed on reconnect)
-	idleSince time.Time       // when it last had no stream (its stream closed, or it was created without one)
+	// parts are the Dapr streams, one per partition (one for a plain subscription, none for a
+	// filter known only from the record or a placeholder). A part without a handler has no stream
+	// open: its messages go to the open parts; while none is open, they are held.
+	parts     []part
+	active    bool      // the app subscribed to it since Init (renewed on reconnect)
+	idleSince time.Time // when it last had no stream open (its last stream closed, or it was created without one)
+}
+
+// part is the stream of one partition of a subscription.
+type part struct {
+	handler pubsub.Handler  // nil while no stream is open
+	stream  context.Context // the open stream's context
+}
+
+// open reports whether at least one of s's streams is open.
+func (s *subscription) open() bool {
+	for _, p := range s.parts {
+		if p.handler != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// missing returns the Dapr topics of s's partitions that have no stream open.
+func (s *subscription) missing() []string {
+	var out []string
+	for i, p := range s.parts {
+		if p.handler == nil {
+			out = append(out, partition.Topic(s.daprFilter, i, len(s.parts)))
+		}
+	}
+	return out
+}
+
+// destination is the stream one message is handed to.
+type destination struct {
+	handler pubsub.Handler // nil: no stream of the subscription is open
+	stream  context.Context
+	filter  string // the subscription's MQTT filter
+}
+
+// pick returns the open partition for a message of hash: its home partition, hash mod K, when
+// its stream is open, else one of the open ones, chosen by hash so that one key keeps going to
+// the same stream while the set of open streams stays the same. Order never depends on it: the
+// dispatcher hands the messages of one ordering key over one at a time. -1 when none is open.
+func (s *subscription) pick(hash uint32) int {
+	if len(s.parts) == 0 {
+		return -1
+	}
+	if home := int(hash % uint32(len(s.parts))); s.parts[home].handler != nil {
+		return home
+	}
+	var open []int
+	for i, p := range s.parts {
+		if p.handler != nil {
+			open = append(open, i)
+		}
+	}
+	if len(open) == 0 {
+		return -1
+	}
+	return open[hash%uint32(len(open))]
 }
 
 // key is the registry key of s.
@@ -102,7 +166,7 @@ func (r *registry) notifyLocked() {
 func (r *registry) openStreamsLocked() int {
 	n := 0
 	for _, s := range r.subs {
-		if s.handler != nil {
+		if s.open() {
 			n++
 		}
 	}
@@ -123,7 +187,7 @@ func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscri
 		return nil, time.Time{}, r.changed
 	}
 	for _, s := range r.subs {
-		if s.handler != nil {
+		if s.open() {
 			continue
 		}
 		at := s.idleSince
@@ -145,7 +209,7 @@ func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscri
 func (r *registry) remove(s *subscription) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.handler != nil {
+	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.open() {
 		return false
 	}
 	delete(r.subs, s.key())
@@ -195,9 +259,10 @@ func (r *registry) targets(m *inbound) (ts []target, gone bool) {
 	return nil, false
 }
 
-// lookup finds t's subscription: its handler and stream when a stream is open (h nil while none
-// is: hold the message), and gone when the app removed it. wait is closed when that may change.
-func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan struct{}) {
+// lookup finds t's subscription and, for a message of hash, the stream to hand it to (see pick):
+// d.handler is nil while no stream of the subscription is open (hold the message), and gone is
+// true when the app removed it. wait is closed when that may change.
+func (r *registry) lookup(t target, hash uint32) (d destination, gone bool, wait <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	match := func(c *subscription) bool {
@@ -205,12 +270,16 @@ func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan stru
 	}
 	for _, c := range r.subs {
 		if match(c) {
-			return *c, false, r.changed
+			d.filter = c.mqttFilter
+			if i := c.pick(hash); i >= 0 {
+				d.handler, d.stream = c.parts[i].handler, c.parts[i].stream
+			}
+			return d, false, r.changed
 		}
 	}
 	for _, c := range r.removed {
 		if match(c) {
-			return *c, true, r.changed
+			return destination{filter: c.mqttFilter}, true, r.changed
 		}
 	}
 	if t.id > 0 {
@@ -219,9 +288,9 @@ func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan stru
 		ph := &subscription{subID: t.id, idleSince: time.Now()}
 		r.subs[ph.key()] = ph
 		r.notifyLocked()
-		return *ph, false, r.changed
+		return destination{}, false, r.changed
 	}
-	return subscription{}, false, r.changed
+	return destination{}, false, r.changed
 }
 
 // active returns the subscriptions the app made since Init (the ones to renew on reconnect).
@@ -241,6 +310,7 @@ func (r *registry) active() []*subscription {
 func (p *PubSub) onPublish(l *live, rc mqttconn.Received) {
 	p.stats.Received.Add(1)
 	m := &inbound{pub: rc.Packet, client: rc.Client, subIDs: rc.SubscriptionIDs}
+	l.route(m)
 	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
 }
 
@@ -312,10 +382,10 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 			return false // stopping: no new handler calls; the broker keeps the message
 		default:
 		}
-		s, gone, wait := l.subs.lookup(t)
+		s, gone, wait := l.subs.lookup(t, m.hash)
 		if gone {
 			hold(false)
-			return p.release(l, m, s.mqttFilter)
+			return p.release(l, m, s.filter)
 		}
 		if s.handler == nil {
 			hold(true)
@@ -345,13 +415,13 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 			return true
 		}
 		if streamDone {
-			continue // the stream closed under the call: hold the message for the next stream
+			continue // the stream closed under the call: another partition's stream, or hold it for the next one
 		}
 		attempts++
 		p.stats.HandlerErrors.Add(1)
 		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
 			if md.DeadLetterTopic != "" {
-				return p.moveToDeadLetter(l, m, s.mqttFilter, attempts, err)
+				return p.moveToDeadLetter(l, m, s.filter, attempts, err)
 			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
 				if attempts == md.MaxDeliveryAttempts {
 					p.stats.Exhausted.Add(1)

@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -27,13 +28,22 @@ func subscriptionID(filter string) int {
 // then flow to handler until ctx ends (the stream closed). The MQTT subscription is kept after
 // that, so messages wait in the session until the next stream opens.
 //
+// A topic "$partition/<i>of<K>/<filter>" is partition i of a partitioned subscription: the K
+// partitions share one MQTT subscription to filter, and each message goes to the partition of
+// its ordering key's hash (see subscription.pick). Subscribing with a K other than that of the
+// partitions open for the same filter is an error.
+//
 // Per-subscription metadata "sharedSubscriptionGroup" overrides the component's.
 func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, handler pubsub.Handler) error {
 	conn, subs, disp, md, err := p.state()
 	if err != nil {
 		return err
 	}
-	topic, group := req.Topic, md.SharedSubscriptionGroup
+	daprFilter, idx, parts, partitioned, err := partition.Parse(req.Topic)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidTopic, err)
+	}
+	topic, group := daprFilter, md.SharedSubscriptionGroup
 	if g, f, shared, err := splitShared(topic); err != nil {
 		return err
 	} else if shared {
@@ -56,18 +66,27 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if group != "" {
 		filter = "$share/" + group + "/" + topic
 	}
-	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS, active: true}
 
 	// The filter is recorded before the SUBSCRIBE: after a crash, the record must list every
 	// filter the session may hold. The session lock keeps a concurrent removal of the same filter
-	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE.
+	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE, and serialises Subscribe calls.
 	subs.session.Lock()
 	defer subs.session.Unlock()
+	subs.mu.Lock()
+	old := subs.subs[filter]
+	if old != nil && old.open() && len(old.parts) != parts {
+		open := len(old.parts) - len(old.missing())
+		subs.mu.Unlock()
+		return fmt.Errorf("%w: %q: MQTT filter %q already has %d open stream(s) split %d way(s) (e.g. %q); every Dapr subscription of one filter must use the same partition count: subscribe to %s<i>of<K>/%s for i = 0..K-1 with one K, or to %q alone",
+			ErrInvalidTopic, req.Topic, filter, open, len(old.parts), partition.Topic(old.daprFilter, 0, len(old.parts)), partition.Prefix, daprFilter, daprFilter)
+	}
+	subs.mu.Unlock()
 	added, err := subs.rec.add(subs.clientID, filter)
 	if err != nil {
 		p.log.Errorf("mqttv5 pub/sub: %v: if the component restarts while %q is in the broker session and the app no longer subscribes to it, its messages are held for unsubscribeGrace and then released, and the filter stays in the session", err, filter)
 	}
-	if err := p.sendSubscribe(ctx, conn.Manager(), s); err != nil {
+	probe := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS}
+	if err := p.sendSubscribe(ctx, conn.Manager(), probe); err != nil {
 		if added && errors.Is(err, ErrSubscribeRefused) {
 			_ = subs.rec.remove(subs.clientID, filter)
 		}
@@ -75,20 +94,38 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	}
 
 	subs.mu.Lock()
-	if old, ok := subs.subs[filter]; ok && old.handler != nil && old.stream.Err() == nil {
-		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", filter)
+	s := subs.subs[filter]
+	fresh := s == nil || !s.open() || len(s.parts) != parts
+	if fresh {
+		// A new subscription, or one whose streams are all closed (a restarted daprd, another K):
+		// it starts over with parts streams.
+		s = probe
+		s.daprFilter, s.active, s.parts = daprFilter, true, make([]part, parts)
+	} else if cur := s.parts[idx]; cur.handler != nil && cur.stream.Err() == nil {
+		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", req.Topic)
 	}
 	if subs.openStreamsLocked() == 0 {
 		subs.upSince = time.Now()
 	}
-	s.handler, s.stream = handler, ctx
+	s.parts[idx] = part{handler: handler, stream: ctx}
 	subs.subs[filter] = s
 	delete(subs.subs, placeholderKey(s.subID))
 	delete(subs.removed, filter)
 	delete(subs.removed, placeholderKey(s.subID))
+	missing := s.missing()
 	subs.notifyLocked()
 	subs.mu.Unlock()
-	p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
+	switch {
+	case !partitioned:
+		p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
+	case len(missing) == 0:
+		p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d): all %d partition streams are open", filter, s.qos, parts)
+	default:
+		p.log.Infof("mqttv5 pub/sub: partition %d of %d of %q open; until the others open (%d missing), their messages go to the open partitions", idx, parts, filter, len(missing))
+	}
+	if partitioned && fresh {
+		disp.goOwned(func() { p.checkPartitions(subs, disp, s, md.UnsubscribeGrace) })
+	}
 
 	disp.goOwned(func() {
 		select {
@@ -97,13 +134,44 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 			return
 		}
 		subs.mu.Lock()
-		if cur, ok := subs.subs[filter]; ok && cur == s {
-			cur.handler, cur.stream, cur.idleSince = nil, nil, time.Now()
-			subs.notifyLocked()
+		defer subs.mu.Unlock()
+		cur, ok := subs.subs[filter]
+		if !ok || cur != s || cur.parts[idx].stream != ctx {
+			return // replaced meanwhile
 		}
-		subs.mu.Unlock()
+		cur.parts[idx] = part{}
+		if !cur.open() {
+			cur.idleSince = time.Now()
+		} else {
+			p.log.Warnf("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages go to the open partitions until it reopens (missing: %s)", req.Topic, filter, strings.Join(cur.missing(), ", "))
+		}
+		subs.notifyLocked()
 	})
 	return nil
+}
+
+// checkPartitions reports, once grace has passed since the partitioned subscription s started,
+// the partitions the app has not subscribed to: their messages go to the open partitions (nothing
+// is lost or stuck), but the app is probably missing a subscription, and one key no longer keeps
+// to its own partition.
+func (p *PubSub) checkPartitions(subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-disp.stopped():
+		return
+	}
+	subs.mu.Lock()
+	var missing []string
+	if subs.subs[s.mqttFilter] == s && s.open() {
+		missing = s.missing()
+	}
+	subs.mu.Unlock()
+	if len(missing) > 0 {
+		p.log.Errorf("mqttv5 pub/sub: partitioned subscription %q: %d of its %d partitions have had no stream for %s; subscribe the app to %s. Meanwhile their messages go to the open partitions (nothing is lost; order per key holds)",
+			s.mqttFilter, len(missing), len(s.parts), grace, strings.Join(missing, ", "))
+	}
 }
 
 // reconcile removes, for as long as the component runs, the subscriptions the app no longer
