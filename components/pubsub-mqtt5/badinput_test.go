@@ -153,7 +153,7 @@ func TestPublishRejectsBadTopicsAndMetadata(t *testing.T) {
 func TestSubscribeRejectsBadFilters(t *testing.T) {
 	b := startBroker(t)
 	ps := newComponent(t, props(b.URL(false), "r1"))
-	for _, f := range []string{"a/#/b", "a/b+", "", "$share/g", "$share//t"} {
+	for _, f := range []string{"a/#/b", "a/b+", "", "$share/g", "$share//t", "$partition/4of4/t", "$partition/0of4/a/#/b", "$partition/x/t"} {
 		err := ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: f}, newCollector().handler)
 		require.Error(t, err, f)
 		assert.ErrorIs(t, err, ErrInvalidTopic, f)

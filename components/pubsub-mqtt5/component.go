@@ -103,7 +103,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.log.Errorf("mqttv5 pub/sub: the record of subscribed filters is not kept: %v. Filters an earlier run left in the broker session cannot be removed; their messages are released after unsubscribeGrace", err)
 		rec = &filterRecord{}
 	}
-	subs := newRegistry(rec, clientID, md.QoS)
+	subs := newRegistry(rec, clientID, md.QoS, md.UnsubscribeGrace)
 	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
 	// The receive path works from this snapshot and never takes p.mu: Close holds p.mu while it
 	// waits for running handlers.

@@ -53,7 +53,8 @@ type subscription struct {
 
 	// parts are the Dapr streams, one per partition (one for a plain subscription, none for a
 	// filter known only from the record or a placeholder). A part without a handler has no stream
-	// open: its messages go to the open parts; while none is open, they are held.
+	// open: its messages are held for up to unsubscribeGrace (see pick), then go to the open parts;
+	// while none is open, they are held.
 	parts     []part
 	active    bool      // the app subscribed to it since Init (renewed on reconnect)
 	idleSince time.Time // when it last had no stream open (its last stream closed, or it was created without one)
@@ -61,8 +62,9 @@ type subscription struct {
 
 // part is the stream of one partition of a subscription.
 type part struct {
-	handler pubsub.Handler  // nil while no stream is open
-	stream  context.Context // the open stream's context
+	handler   pubsub.Handler  // nil while no stream is open
+	stream    context.Context // the open stream's context
+	idleSince time.Time       // while no stream is open: since when (its stream closed, or the subscription started without it)
 }
 
 // open reports whether at least one of s's streams is open.
@@ -88,21 +90,29 @@ func (s *subscription) missing() []string {
 
 // destination is the stream one message is handed to.
 type destination struct {
-	handler pubsub.Handler // nil: no stream of the subscription is open
+	handler pubsub.Handler // nil: hold the message (no stream for it yet)
 	stream  context.Context
-	filter  string // the subscription's MQTT filter
+	filter  string    // the subscription's MQTT filter
+	retry   time.Time // when handler is nil: look again then, even if nothing changed (zero: only on a change)
 }
 
-// pick returns the open partition for a message of hash: its home partition, hash mod K, when
-// its stream is open, else one of the open ones, chosen by hash so that one key keeps going to
-// the same stream while the set of open streams stays the same. Order never depends on it: the
-// dispatcher hands the messages of one ordering key over one at a time. -1 when none is open.
-func (s *subscription) pick(hash uint32) int {
+// pick returns the partition for a message of hash: its home partition, hash mod K, when its
+// stream is open. A home partition without a stream gets its messages held for grace since it
+// had none (daprd opens streams one by one, and reopens a closed one), so that a key keeps to its
+// partition; after that they go to one of the open partitions, chosen by hash, so that nothing
+// waits for a partition the app does not subscribe to. Order never depends on the choice: the
+// dispatcher hands the messages of one ordering key over one at a time. It returns -1 to hold
+// the message (until retry when that is not zero).
+func (s *subscription) pick(hash uint32, now time.Time, grace time.Duration) (i int, retry time.Time) {
 	if len(s.parts) == 0 {
-		return -1
+		return -1, time.Time{}
 	}
-	if home := int(hash % uint32(len(s.parts))); s.parts[home].handler != nil {
-		return home
+	home := s.parts[hash%uint32(len(s.parts))]
+	if home.handler != nil {
+		return int(hash % uint32(len(s.parts))), time.Time{}
+	}
+	if until := home.idleSince.Add(grace); until.After(now) {
+		return -1, until
 	}
 	var open []int
 	for i, p := range s.parts {
@@ -111,9 +121,9 @@ func (s *subscription) pick(hash uint32) int {
 		}
 	}
 	if len(open) == 0 {
-		return -1
+		return -1, time.Time{}
 	}
-	return open[hash%uint32(len(open))]
+	return open[hash%uint32(len(open))], time.Time{}
 }
 
 // key is the registry key of s.
@@ -135,6 +145,7 @@ type registry struct {
 	session  sync.Mutex
 	rec      *filterRecord
 	clientID string
+	grace    time.Duration // unsubscribeGrace: how long a partition's messages wait for its stream
 
 	mu      sync.Mutex // guards everything below
 	subs    map[string]*subscription
@@ -145,8 +156,8 @@ type registry struct {
 
 // newRegistry returns a registry holding, without streams, the filters of rec: the subscriptions
 // an earlier run may have left in the broker session.
-func newRegistry(rec *filterRecord, clientID string, qos byte) *registry {
-	r := &registry{rec: rec, clientID: clientID, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
+func newRegistry(rec *filterRecord, clientID string, qos byte, grace time.Duration) *registry {
+	r := &registry{rec: rec, clientID: clientID, grace: grace, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
 	now := time.Now()
 	for _, f := range rec.list() {
 		topic := f
@@ -271,9 +282,11 @@ func (r *registry) lookup(t target, hash uint32) (d destination, gone bool, wait
 	for _, c := range r.subs {
 		if match(c) {
 			d.filter = c.mqttFilter
-			if i := c.pick(hash); i >= 0 {
+			i, retry := c.pick(hash, time.Now(), r.grace)
+			if i >= 0 {
 				d.handler, d.stream = c.parts[i].handler, c.parts[i].stream
 			}
+			d.retry = retry
 			return d, false, r.changed
 		}
 	}
@@ -389,12 +402,10 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 		}
 		if s.handler == nil {
 			hold(true)
-			select {
-			case <-wait:
-				continue
-			case <-disp.stopped():
+			if !waitChange(disp, wait, s.retry) {
 				return false
 			}
+			continue
 		}
 		hold(false)
 
@@ -490,6 +501,24 @@ func (p *PubSub) ack(m *inbound) {
 		return
 	}
 	p.stats.Acked.Add(1)
+}
+
+// waitChange waits until wait is closed or, when retry is not zero, until retry. It reports false
+// when the component stopped first.
+func waitChange(disp *dispatcher, wait <-chan struct{}, retry time.Time) bool {
+	var timer <-chan time.Time
+	if !retry.IsZero() {
+		t := time.NewTimer(time.Until(retry))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-wait:
+	case <-timer:
+	case <-disp.stopped():
+		return false
+	}
+	return true
 }
 
 // sleep waits d unless the component stops first.

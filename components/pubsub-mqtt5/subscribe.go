@@ -101,6 +101,9 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 		// it starts over with parts streams.
 		s = probe
 		s.daprFilter, s.active, s.parts = daprFilter, true, make([]part, parts)
+		for i := range s.parts {
+			s.parts[i].idleSince = time.Now()
+		}
 	} else if cur := s.parts[idx]; cur.handler != nil && cur.stream.Err() == nil {
 		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", req.Topic)
 	}
@@ -121,7 +124,7 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	case len(missing) == 0:
 		p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d): all %d partition streams are open", filter, s.qos, parts)
 	default:
-		p.log.Infof("mqttv5 pub/sub: partition %d of %d of %q open; until the others open (%d missing), their messages go to the open partitions", idx, parts, filter, len(missing))
+		p.log.Infof("mqttv5 pub/sub: partition %d of %d of %q open; the messages of the %d others wait up to unsubscribeGrace for their streams", idx, parts, filter, len(missing))
 	}
 	if partitioned && fresh {
 		disp.goOwned(func() { p.checkPartitions(subs, disp, s, md.UnsubscribeGrace) })
@@ -139,11 +142,11 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 		if !ok || cur != s || cur.parts[idx].stream != ctx {
 			return // replaced meanwhile
 		}
-		cur.parts[idx] = part{}
+		cur.parts[idx] = part{idleSince: time.Now()}
 		if !cur.open() {
 			cur.idleSince = time.Now()
 		} else {
-			p.log.Warnf("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages go to the open partitions until it reopens (missing: %s)", req.Topic, filter, strings.Join(cur.missing(), ", "))
+			p.log.Warnf("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages wait up to unsubscribeGrace (%s) for it to reopen, then go to the open partitions (missing: %s)", req.Topic, filter, md.UnsubscribeGrace, strings.Join(cur.missing(), ", "))
 		}
 		subs.notifyLocked()
 	})
@@ -151,9 +154,9 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 }
 
 // checkPartitions reports, once grace has passed since the partitioned subscription s started,
-// the partitions the app has not subscribed to: their messages go to the open partitions (nothing
-// is lost or stuck), but the app is probably missing a subscription, and one key no longer keeps
-// to its own partition.
+// the partitions the app has not subscribed to: from then on their messages go to the open
+// partitions (nothing is lost or stuck), but the app is probably missing a subscription, and its
+// keys no longer keep to their own partition.
 func (p *PubSub) checkPartitions(subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
 	t := time.NewTimer(grace)
 	defer t.Stop()
@@ -169,7 +172,7 @@ func (p *PubSub) checkPartitions(subs *registry, disp *dispatcher, s *subscripti
 	}
 	subs.mu.Unlock()
 	if len(missing) > 0 {
-		p.log.Errorf("mqttv5 pub/sub: partitioned subscription %q: %d of its %d partitions have had no stream for %s; subscribe the app to %s. Meanwhile their messages go to the open partitions (nothing is lost; order per key holds)",
+		p.log.Errorf("mqttv5 pub/sub: partitioned subscription %q: %d of its %d partitions have had no stream for %s; subscribe the app to %s. Until then their messages go to the open partitions (nothing is lost; order per key holds)",
 			s.mqttFilter, len(missing), len(s.parts), grace, strings.Join(missing, ", "))
 	}
 }
