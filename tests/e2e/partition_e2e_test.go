@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
+)
+
+// telemetryFilter is what devicesim publishes to: devices/<deviceId>/telemetry.
+const telemetryFilter = "devices/+/telemetry"
+
+// partitionSubs subscribes to the k partitions of filter with raw payloads, partition i on route
+// /in/p<i>, so the app sees which partition each delivery came through.
+func partitionSubs(filter string, k int) []map[string]any {
+	var subs []map[string]any
+	for i, topic := range partition.Topics(filter, k) {
+		sub := rawSub(topic, nil)
+		sub["route"] = fmt.Sprintf("/in/p%d", i)
+		subs = append(subs, sub)
+	}
+	return subs
+}
+
+// reading is what devicesim publishes, as far as these tests care.
+type reading struct {
+	DeviceID string `json:"deviceId"`
+	Seq      int64  `json:"seq"`
+}
+
+// checkReadings checks the deliveries recorded by a (at least once: redeliveries are duplicates
+// that dedup by deviceId and seq removes): count readings in all, each device's first
+// deliveries in seq order, each through its device topic's partition of k (k = 0: not checked).
+func checkReadings(t *testing.T, a *testApp, count, k int) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := map[string]bool{}
+	last := map[string]int64{}
+	dups := 0
+	for _, p := range a.got {
+		var r reading
+		require.NoError(t, json.Unmarshal([]byte(p), &r), p)
+		id := fmt.Sprintf("%s/%d", r.DeviceID, r.Seq)
+		if seen[id] {
+			dups++
+			continue
+		}
+		seen[id] = true
+		assert.Greater(t, r.Seq, last[r.DeviceID], "first deliveries of %s in order", r.DeviceID)
+		last[r.DeviceID] = r.Seq
+		if k > 0 {
+			want := fmt.Sprintf("/in/p%d", partition.Of("devices/"+r.DeviceID+"/telemetry", k))
+			assert.Equal(t, want, a.routes[p], "%s through its partition", id)
+		}
+	}
+	assert.Len(t, seen, count, "every reading delivered (%d duplicates from redelivery)", dups)
+	t.Logf("%d readings, %d redelivered duplicates, at most %d handler calls at once", len(seen), dups, a.maxInHandler)
+}
+
+// waitCount waits until the app has n distinct payloads.
+func waitCount(t *testing.T, a *testApp, n int, timeout time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.routes) >= n
+	}, timeout, 20*time.Millisecond, "%d distinct messages delivered", n)
+}
+
+// Through daprd 1.16, which hands a pluggable component's messages to the app one at a time per
+// subscription, a subscription partitioned 4 ways is handled 4 at a time: every handler call
+// waits at a rendezvous until 4 are in the handler at once, which one serial stream can never
+// reach. Every reading arrives, each device's in order and through its partition.
+func TestPartitionedSubscriptionHandlesPartitionsInParallel(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t, partitionSubs(telemetryFilter, 4)...)
+	app.barrier, app.barrierTimeout = 4, 30*time.Second
+	r := s.newReplica("r1", map[string]string{"receiveMaximum": "32"})
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	waitPartitionsOpen(t, r, 4)
+
+	s.devices(t, "devsim", "-count", "400", "-devices", "8", "-seq-start", "1")
+	waitCount(t, app, 400, 90*time.Second)
+	select {
+	case <-app.barrierUp:
+	default:
+		t.Fatal("the rendezvous of 4 handler calls never happened: partitions were not handled in parallel")
+	}
+	checkReadings(t, app, 400, 4)
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	assert.Equal(t, 4, app.maxInHandler, "one handler call per partition stream at once (daprd 1.16 is serial per stream)")
+}
+
+// waitPartitionsOpen waits until the component logged that all k partition streams are open.
+func waitPartitionsOpen(t *testing.T, r *replica, k int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return logContains(r.pubsub.log, fmt.Sprintf("all %d partition streams are open", k))
+	}, 60*time.Second, 50*time.Millisecond, "daprd opened the %d partition streams", k)
+}
+
+// holdMidStream lets the app deliver n distinct messages, then holds the next deliveries in the
+// handler (unanswered, so unacknowledged) until release: a kill then lands mid-stream.
+func holdMidStream(t *testing.T, a *testApp, n int) (release func()) {
+	t.Helper()
+	waitCount(t, a, n, 90*time.Second)
+	block := make(chan struct{})
+	a.mu.Lock()
+	a.block = block
+	a.mu.Unlock()
+	require.Eventually(t, func() bool { return a.inFlight() > 0 }, 30*time.Second, 10*time.Millisecond, "a delivery is in the handler")
+	return func() {
+		a.mu.Lock()
+		a.block = nil
+		a.mu.Unlock()
+		close(block)
+	}
+}
+
+// A partitioned subscription (K=4) loses nothing when, mid-stream, the component is killed with
+// kill -9 (restarted with daprd, which does not re-initialise a restarted component), then daprd
+// alone, then the app: every reading is delivered, each device's first deliveries in order and
+// through its partition.
+func TestPartitionedSubscriptionSurvivesKills(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t, partitionSubs(telemetryFilter, 4)...)
+	r := s.newReplica("r1", nil)
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	waitPartitionsOpen(t, r, 4)
+	const count = 800
+	s.devices(t, "devsim", "-count", fmt.Sprint(count), "-devices", "8", "-seq-start", "1")
+
+	release := holdMidStream(t, app, 100)
+	r.pubsub.kill(syscall.SIGKILL)
+	r.daprd.kill(syscall.SIGKILL)
+	release()
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+
+	release = holdMidStream(t, app, 300)
+	r.daprd.kill(syscall.SIGKILL)
+	release()
+	r.startDaprd("connector", app.port, "http")
+
+	release = holdMidStream(t, app, 500)
+	app.crash()
+	release()
+	app.restart(t)
+
+	waitCount(t, app, count, 120*time.Second)
+	checkReadings(t, app, count, 4)
+	assert.False(t, logContains(r.pubsub.log, "have had no stream for"), "no partition was missing for longer than unsubscribeGrace")
+	assert.True(t, strings.HasPrefix(partition.Topics(telemetryFilter, 4)[0], partition.Prefix))
+}
