@@ -26,6 +26,8 @@ type testApp struct {
 	delivered chan string
 	fail      func(payload string, attempt int) bool
 	block     chan struct{} // when non-nil, deliveries wait for it to close
+	hold      chan struct{} // when non-nil, deliveries wait for it once holdAfter payloads were delivered
+	holdAfter int
 	attempts  map[string]int
 	routes    map[string]string // payload → the route of its last successful delivery
 
@@ -146,6 +148,9 @@ func (a *testApp) deliver(w http.ResponseWriter, r *http.Request) {
 	attempt := a.attempts[payload]
 	fail := a.fail
 	block := a.block
+	if block == nil && a.hold != nil && len(a.routes) >= a.holdAfter {
+		block = a.hold
+	}
 	a.inHandler++
 	a.maxInHandler = max(a.maxInHandler, a.inHandler)
 	work := a.work

@@ -109,22 +109,26 @@ func waitPartitionsOpen(t *testing.T, r *replica, k int) {
 	}, 60*time.Second, 50*time.Millisecond, "daprd opened the %d partition streams", k)
 }
 
-// holdMidStream lets the app deliver n distinct messages, then holds the next deliveries in the
-// handler (unanswered, so unacknowledged) until release: a kill then lands mid-stream.
-func holdMidStream(t *testing.T, a *testApp, n int) (release func()) {
+// holdAfter makes the app hold deliveries in the handler (unanswered, so unacknowledged) once n
+// distinct messages were delivered; waitHeld then waits for that, so that a kill lands
+// mid-stream, and release lets the held deliveries go on.
+func holdAfter(a *testApp, n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hold, a.holdAfter = make(chan struct{}), n
+}
+
+func waitHeld(t *testing.T, a *testApp, n int) {
 	t.Helper()
 	waitCount(t, a, n, 90*time.Second)
-	block := make(chan struct{})
+	require.Eventually(t, func() bool { return a.inFlight() > 0 }, 30*time.Second, 10*time.Millisecond, "a delivery is held in the handler")
+}
+
+func release(a *testApp) {
 	a.mu.Lock()
-	a.block = block
-	a.mu.Unlock()
-	require.Eventually(t, func() bool { return a.inFlight() > 0 }, 30*time.Second, 10*time.Millisecond, "a delivery is in the handler")
-	return func() {
-		a.mu.Lock()
-		a.block = nil
-		a.mu.Unlock()
-		close(block)
-	}
+	defer a.mu.Unlock()
+	close(a.hold)
+	a.hold = nil
 }
 
 // A partitioned subscription (K=4) loses nothing when, mid-stream, the component is killed with
@@ -139,23 +143,26 @@ func TestPartitionedSubscriptionSurvivesKills(t *testing.T) {
 	r.startDaprd("connector", app.port, "http")
 	waitPartitionsOpen(t, r, 4)
 	const count = 800
+	holdAfter(app, 100)
 	s.devices(t, "devsim", "-count", fmt.Sprint(count), "-devices", "8", "-seq-start", "1")
 
-	release := holdMidStream(t, app, 100)
+	waitHeld(t, app, 100)
 	r.pubsub.kill(syscall.SIGKILL)
 	r.daprd.kill(syscall.SIGKILL)
-	release()
+	release(app)
+	holdAfter(app, 300)
 	r.startComponents()
 	r.startDaprd("connector", app.port, "http")
 
-	release = holdMidStream(t, app, 300)
+	waitHeld(t, app, 300)
 	r.daprd.kill(syscall.SIGKILL)
-	release()
+	release(app)
+	holdAfter(app, 500)
 	r.startDaprd("connector", app.port, "http")
 
-	release = holdMidStream(t, app, 500)
+	waitHeld(t, app, 500)
 	app.crash()
-	release()
+	release(app)
 	app.restart(t)
 
 	waitCount(t, app, count, 120*time.Second)
