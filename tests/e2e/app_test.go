@@ -41,14 +41,14 @@ type testApp struct {
 	work           time.Duration // simulated work per delivery (benchmarks only)
 }
 
-func newTestApp(t *testing.T, subs ...map[string]any) *testApp {
+func newTestApp(t testing.TB, subs ...map[string]any) *testApp {
 	a := &testApp{subs: subs, delivered: make(chan string, 100000), attempts: map[string]int{}, routes: map[string]string{}, barrierUp: make(chan struct{})}
 	a.serve(t, "127.0.0.1:0")
 	return a
 }
 
 // serve starts the app's HTTP server on addr.
-func (a *testApp) serve(t *testing.T, addr string) {
+func (a *testApp) serve(t testing.TB, addr string) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

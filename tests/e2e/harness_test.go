@@ -52,7 +52,7 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func needDaprd(t *testing.T) {
+func needDaprd(t testing.TB) {
 	if bins.daprd == "" {
 		t.Skip("no daprd: run scripts/daprd.sh (make test does) to enable the end-to-end tests")
 	}
@@ -60,14 +60,14 @@ func needDaprd(t *testing.T) {
 
 // proc is a child process with its output in a log file, prefixed in test failures.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 }
 
-func start(t *testing.T, name, logDir string, env []string, bin string, args ...string) *proc {
+func start(t testing.TB, name, logDir string, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -104,13 +104,13 @@ func (p *proc) exited() <-chan struct{} { return p.done }
 
 // stack is one broker with the components and daprd instances around it.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	mqttPort int
 	broker   *proc
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	needDaprd(t)
 	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t)}
@@ -168,7 +168,7 @@ func (r *replica) withState() *replica {
 	return r
 }
 
-func writeComponent(t *testing.T, path, name, typ string, md map[string]string) {
+func writeComponent(t testing.TB, path, name, typ string, md map[string]string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: %s\nspec:\n  type: %s\n  version: v1\n  metadata:\n", name, typ)
 	for k, v := range md {
@@ -223,7 +223,7 @@ func (r *replica) daprURL(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", r.httpPort, path)
 }
 
-func waitFile(t *testing.T, path string, timeout time.Duration) {
+func waitFile(t testing.TB, path string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -237,7 +237,7 @@ func waitFile(t *testing.T, path string, timeout time.Duration) {
 	}
 }
 
-func waitHTTP(t *testing.T, url string, timeout time.Duration, exited <-chan struct{}) {
+func waitHTTP(t testing.TB, url string, timeout time.Duration, exited <-chan struct{}) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -66,7 +66,7 @@ func checkReadings(t *testing.T, a *testApp, count, k int) {
 }
 
 // waitCount waits until the app has n distinct payloads.
-func waitCount(t *testing.T, a *testApp, n int, timeout time.Duration) {
+func waitCount(t testing.TB, a *testApp, n int, timeout time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		a.mu.Lock()
@@ -102,7 +102,7 @@ func TestPartitionedSubscriptionHandlesPartitionsInParallel(t *testing.T) {
 }
 
 // waitPartitionsOpen waits until the component logged that all k partition streams are open.
-func waitPartitionsOpen(t *testing.T, r *replica, k int) {
+func waitPartitionsOpen(t testing.TB, r *replica, k int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		return logContains(r.pubsub.log, fmt.Sprintf("all %d partition streams are open", k))
