@@ -21,6 +21,9 @@ import (
 // bins are the project's binaries, built once for the package by TestMain.
 var bins struct {
 	dir, daprd, root string
+	// daprd115 is a daprd 1.15.0 (concurrent dispatch of pluggable pub/sub messages) from
+	// $MQDAPR_DAPRD_V1_15, for the tests that compare daprd versions; "" skips them.
+	daprd115 string
 }
 
 func TestMain(m *testing.M) {
@@ -49,6 +52,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "scripts/daprd.sh could not provide daprd:", err)
 		return 1
 	}
+	bins.daprd115 = os.Getenv("MQDAPR_DAPRD_V1_15")
 	return m.Run()
 }
 
@@ -134,6 +138,7 @@ type replica struct {
 	httpPort, grpcPort int
 	pubsub, state      *proc
 	daprd              *proc
+	daprdBin           string // "" means bins.daprd
 	hasState           bool
 }
 
@@ -215,7 +220,11 @@ func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
 	if appPort > 0 {
 		args = append(args, "--app-port", fmt.Sprint(appPort), "--app-protocol", appProtocol)
 	}
-	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bins.daprd, args...)
+	bin := bins.daprd
+	if r.daprdBin != "" {
+		bin = r.daprdBin
+	}
+	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bin, args...)
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", r.httpPort), 60*time.Second, r.daprd.exited())
 }
 

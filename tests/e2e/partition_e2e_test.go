@@ -170,3 +170,48 @@ func TestPartitionedSubscriptionSurvivesKills(t *testing.T) {
 	assert.False(t, logContains(r.pubsub.log, "have had no stream for"), "no partition was missing for longer than unsubscribeGrace")
 	assert.True(t, strings.HasPrefix(partition.Topics(telemetryFilter, 4)[0], partition.Prefix))
 }
+
+// Receive Maximum parallelism reaches the app as is through daprd 1.15.0, which dispatches a
+// pluggable component's messages concurrently, and not through 1.16.0, which hands them over one
+// at a time per subscription (hence partitioned subscriptions): one plain subscription, one
+// message on each of 8 device topics (so ordering by topic allows them all at once), and a
+// rendezvous of 4 in the handler. On 1.16 each call gives up waiting after a second; that bounds
+// the test, it does not decide it: concurrent calls would meet whatever the wait.
+func TestReceiveMaximumParallelismByDaprdVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name, bin string
+		parallel  bool
+	}{
+		{"daprd-1.16.0", bins.daprd, false},
+		{"daprd-1.15.0", bins.daprd115, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.bin == "" {
+				t.Skip("set MQDAPR_DAPRD_V1_15=$(DAPRD_VERSION=v1.15.0 scripts/daprd.sh) to compare with daprd 1.15.0")
+			}
+			s := newStack(t)
+			app := newTestApp(t, rawSub(telemetryFilter, nil))
+			app.barrier, app.barrierTimeout = 4, time.Second
+			if tc.parallel {
+				app.barrierTimeout = 30 * time.Second
+			}
+			r := s.newReplica("r1", map[string]string{"receiveMaximum": "16"})
+			r.daprdBin = tc.bin
+			r.startComponents()
+			r.startDaprd("connector", app.port, "http")
+			require.Eventually(t, func() bool {
+				return logContains(r.pubsub.log, `subscribed to \"`+telemetryFilter+`\" (qos`) // as logfmt quotes it
+			}, 60*time.Second, 50*time.Millisecond)
+			s.devices(t, "devsim", "-count", "8", "-devices", "8", "-seq-start", "1")
+			waitCount(t, app, 8, 90*time.Second)
+			checkReadings(t, app, 8, 0)
+			app.mu.Lock()
+			defer app.mu.Unlock()
+			if tc.parallel {
+				assert.GreaterOrEqual(t, app.maxInHandler, 4, "Receive Maximum parallelism reaches the app")
+			} else {
+				assert.Equal(t, 1, app.maxInHandler, "one at a time per subscription")
+			}
+		})
+	}
+}
