@@ -32,6 +32,7 @@ func BenchmarkPartitionedDelivery(b *testing.B) {
 	}
 }
 
+// benchPartitioned runs one side of BenchmarkPartitionedDelivery: daprd bin, handler work, K partitions.
 func benchPartitioned(b *testing.B, daprd, bin string, work time.Duration, k int) {
 	b.Run(fmt.Sprintf("%s/work=%s/K=%d", daprd, work, k), func(b *testing.B) {
 		count := 2000
