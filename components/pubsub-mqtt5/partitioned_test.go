@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dapr/components-contrib/metadata"
 	"github.com/dapr/components-contrib/pubsub"
+	"github.com/dapr/kit/logger"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -189,12 +191,35 @@ func TestOrderingKeyFromUserProperty(t *testing.T) {
 	}
 }
 
+// syncBuffer is a log destination tests read while the component writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // When the app subscribes to only some partitions, the messages of the missing ones go to the open
-// ones (nothing lost or stuck) and keep their order; once the missing partition opens, its
-// topics go back to it.
+// ones after unsubscribeGrace (nothing lost or stuck) and keep their order, and an error names
+// the missing partition; once it opens, its topics go back to it.
 func TestMissingPartitionMessagesGoToOpenPartitions(t *testing.T) {
 	b := startBroker(t)
-	ps := newComponent(t, props(b.URL(false), "r1", "unsubscribeGrace", "200ms"))
+	var logs syncBuffer
+	log := logger.NewLogger("mqttv5-partition-test")
+	log.SetOutput(&logs)
+	ps := New(log)
+	require.NoError(t, ps.Init(t.Context(), pubsub.Metadata{Base: metadata.Base{Properties: props(b.URL(false), "r1", "unsubscribeGrace", "200ms")}}))
+	t.Cleanup(func() { _ = ps.Close() })
 	base := uniqueTopic(t)
 	byPart := topicsPerPartition(base, 4, 1)
 	orphan := byPart[3][0] // its home partition 3 is not subscribed
@@ -208,6 +233,9 @@ func TestMissingPartitionMessagesGoToOpenPartitions(t *testing.T) {
 		assert.Equal(t, fmt.Sprint(i), d.data, "order kept while redirected")
 	}
 	require.Eventually(t, func() bool { return ps.stats.Acked.Load() == 10 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "1 of its 4 partitions have had no stream for 200ms; subscribe the app to "+partition.Topic(base+"/+", 3, 4))
+	}, 10*time.Second, 5*time.Millisecond, "an error names the missing partition: %s", logs.String())
 
 	late := subscribePartitions(t, ps, base+"/+", 4, 3)
 	publish(t, pub, orphan, "home")
