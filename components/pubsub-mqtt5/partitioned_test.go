@@ -286,3 +286,32 @@ func TestPartitionCountChange(t *testing.T) {
 	four.mu.Unlock()
 	assert.False(t, strings.HasPrefix(filter, partition.Prefix))
 }
+
+// A partition whose stream closes while the others stay open (daprd reopening it) gets its
+// messages held, not moved: once it reopens within unsubscribeGrace they reach it, in order.
+func TestClosedPartitionMessagesWaitForItsStream(t *testing.T) {
+	b := startBroker(t)
+	ps := newComponent(t, props(b.URL(false), "r1", "unsubscribeGrace", "1h"))
+	base := uniqueTopic(t)
+	home3 := topicsPerPartition(base, 4, 1)[3][0]
+	r := subscribePartitions(t, ps, base+"/+", 4)
+	r.cancels[3]()
+	require.Eventually(t, func() bool {
+		ps.subs.mu.Lock()
+		defer ps.subs.mu.Unlock()
+		return len(ps.subs.subs[base+"/+"].missing()) == 1
+	}, 10*time.Second, 5*time.Millisecond)
+	pub := newComponent(t, props(b.URL(false), "publisher"))
+	for n := range 5 {
+		publish(t, pub, home3, fmt.Sprint(n))
+	}
+	require.Eventually(t, func() bool { return ps.stats.Held.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the first is held, the rest wait behind it in its lane")
+
+	again := subscribePartitions(t, ps, base+"/+", 4, 3)
+	for i, d := range again.wait(t, 5, 30*time.Second) {
+		assert.Equal(t, delivery{part: 3, topic: home3, data: fmt.Sprint(i)}, d)
+	}
+	r.mu.Lock()
+	assert.Empty(t, r.got, "nothing went to the other partitions")
+	r.mu.Unlock()
+}

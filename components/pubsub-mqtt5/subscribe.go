@@ -137,26 +137,32 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 			return
 		}
 		subs.mu.Lock()
-		defer subs.mu.Unlock()
 		cur, ok := subs.subs[filter]
 		if !ok || cur != s || cur.parts[idx].stream != ctx {
+			subs.mu.Unlock()
 			return // replaced meanwhile
 		}
 		cur.parts[idx] = part{idleSince: time.Now()}
-		if !cur.open() {
+		others := cur.open()
+		if !others {
 			cur.idleSince = time.Now()
-		} else {
-			p.log.Warnf("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages wait up to unsubscribeGrace (%s) for it to reopen, then go to the open partitions (missing: %s)", req.Topic, filter, md.UnsubscribeGrace, strings.Join(cur.missing(), ", "))
 		}
 		subs.notifyLocked()
+		subs.mu.Unlock()
+		if others {
+			// daprd closing (restarting) closes every stream one by one: only a partition still
+			// missing after the grace is an error.
+			p.log.Infof("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages wait up to unsubscribeGrace (%s) for it to reopen, then go to the open partitions", req.Topic, filter, md.UnsubscribeGrace)
+			disp.goOwned(func() { p.checkPartitions(subs, disp, s, md.UnsubscribeGrace) })
+		}
 	})
 	return nil
 }
 
-// checkPartitions reports, once grace has passed since the partitioned subscription s started,
-// the partitions the app has not subscribed to: from then on their messages go to the open
-// partitions (nothing is lost or stuck), but the app is probably missing a subscription, and its
-// keys no longer keep to their own partition.
+// checkPartitions reports, once grace has passed since the partitioned subscription s started or
+// one of its streams closed, the partitions that still have no stream while others do: from then
+// on their messages go to the open partitions (nothing is lost or stuck), but the app is probably
+// missing a subscription, and its keys no longer keep to their own partition.
 func (p *PubSub) checkPartitions(subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
 	t := time.NewTimer(grace)
 	defer t.Stop()
