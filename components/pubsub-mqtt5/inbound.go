@@ -47,7 +47,10 @@ type inbound struct {
 type subscription struct {
 	topic      string // the filter as Dapr gave it, without $share and $partition
 	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared); "" for a placeholder
-	daprFilter string // the Dapr topic without its $partition prefix: names the partitions in logs
+	daprFilter string // the Dapr topic without its $partition prefix: names the partitions
+	// partitioned: the app subscribed with $partition/<i>of<K>/ names; a message then carries its
+	// partition's Dapr topic as topic (the MQTT topic is in the mqtt-topic metadata).
+	partitioned bool
 	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
 	qos        byte
 
@@ -94,6 +97,10 @@ type destination struct {
 	stream  context.Context
 	filter  string    // the subscription's MQTT filter
 	retry   time.Time // when handler is nil: look again then, even if nothing changed (zero: only on a change)
+	// topic is the topic the message carries to daprd: the partition's Dapr topic for a
+	// partitioned subscription (so daprd, and an SDK routing by topic, find the subscription),
+	// "" for the MQTT topic.
+	topic string
 }
 
 // pick returns the partition for a message of hash: its home partition, hash mod K, when its
@@ -285,6 +292,9 @@ func (r *registry) lookup(t target, hash uint32) (d destination, gone bool, wait
 			i, retry := c.pick(hash, time.Now(), r.grace)
 			if i >= 0 {
 				d.handler, d.stream = c.parts[i].handler, c.parts[i].stream
+				if c.partitioned {
+					d.topic = partition.Topic(c.daprFilter, i, len(c.parts))
+				}
 			}
 			d.retry = retry
 			return d, false, r.changed
@@ -409,6 +419,10 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 		}
 		hold(false)
 
+		msg.Topic = m.pub.Topic
+		if s.topic != "" {
+			msg.Topic = s.topic
+		}
 		hctx, cancel := disp.handlerContext(s.stream)
 		n := p.stats.InFlight.Add(1)
 		for {

@@ -45,7 +45,8 @@ func subscribePartitions(t *testing.T, ps *PubSub, filter string, k int, open ..
 		ctx, cancel := context.WithCancel(t.Context())
 		r.cancels = append(r.cancels, cancel)
 		require.NoError(t, ps.Subscribe(ctx, pubsub.SubscribeRequest{Topic: partition.Topic(filter, i, k)}, func(_ context.Context, m *pubsub.NewMessage) error {
-			d := delivery{part: i, topic: m.Topic, data: string(m.Data)}
+			assert.Equal(t, partition.Topic(filter, i, k), m.Topic, "a partition's messages carry its Dapr topic")
+			d := delivery{part: i, topic: m.Metadata[mdTopic], data: string(m.Data)}
 			r.mu.Lock()
 			r.got = append(r.got, d)
 			r.mu.Unlock()
@@ -256,9 +257,17 @@ func TestPartitionCountChange(t *testing.T) {
 		err := ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: topic}, newCollector().handler)
 		require.ErrorIs(t, err, ErrInvalidTopic, topic)
 		assert.Contains(t, err.Error(), "every Dapr subscription of one filter must use the same partition count")
-		assert.Contains(t, err.Error(), "already has 4 open stream(s) split 4 way(s)")
+		assert.Contains(t, err.Error(), "already has 4 partitions, 4 of them open")
 	}
 
+	plain := base + "/plain/+"
+	plainCtx, closePlain := context.WithCancel(t.Context())
+	require.NoError(t, ps.Subscribe(plainCtx, pubsub.SubscribeRequest{Topic: plain}, newCollector().handler))
+	err := ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: partition.Topic(plain, 0, 2)}, newCollector().handler)
+	require.ErrorIs(t, err, ErrInvalidTopic)
+	assert.Contains(t, err.Error(), fmt.Sprintf("already has a plain subscription (%q)", plain))
+
+	closePlain()
 	four.closeAll()
 	require.Eventually(t, func() bool {
 		ps.subs.mu.Lock()

@@ -30,8 +30,9 @@ func subscriptionID(filter string) int {
 //
 // A topic "$partition/<i>of<K>/<filter>" is partition i of a partitioned subscription: the K
 // partitions share one MQTT subscription to filter, and each message goes to the partition of
-// its ordering key's hash (see subscription.pick). Subscribing with a K other than that of the
-// partitions open for the same filter is an error.
+// its ordering key's hash (see subscription.pick), carrying the partition's Dapr topic as its
+// topic (the MQTT topic is in the mqtt-topic metadata). Subscribing with a K other than that of
+// the partitions open for the same filter, or to the plain filter beside them, is an error.
 //
 // Per-subscription metadata "sharedSubscriptionGroup" overrides the component's.
 func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, handler pubsub.Handler) error {
@@ -74,11 +75,14 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	defer subs.session.Unlock()
 	subs.mu.Lock()
 	old := subs.subs[filter]
-	if old != nil && old.open() && len(old.parts) != parts {
-		open := len(old.parts) - len(old.missing())
+	if old != nil && old.open() && (len(old.parts) != parts || old.partitioned != partitioned) {
+		has := fmt.Sprintf("a plain subscription (%q)", old.daprFilter)
+		if old.partitioned {
+			has = fmt.Sprintf("%d partitions, %d of them open (e.g. %q)", len(old.parts), len(old.parts)-len(old.missing()), partition.Topic(old.daprFilter, 0, len(old.parts)))
+		}
 		subs.mu.Unlock()
-		return fmt.Errorf("%w: %q: MQTT filter %q already has %d open stream(s) split %d way(s) (e.g. %q); every Dapr subscription of one filter must use the same partition count: subscribe to %s<i>of<K>/%s for i = 0..K-1 with one K, or to %q alone",
-			ErrInvalidTopic, req.Topic, filter, open, len(old.parts), partition.Topic(old.daprFilter, 0, len(old.parts)), partition.Prefix, daprFilter, daprFilter)
+		return fmt.Errorf("%w: %q: MQTT filter %q already has %s; every Dapr subscription of one filter must use the same partition count: subscribe to %s<i>of<K>/%s for i = 0..K-1 with one K, or to %q alone",
+			ErrInvalidTopic, req.Topic, filter, has, partition.Prefix, daprFilter, daprFilter)
 	}
 	subs.mu.Unlock()
 	added, err := subs.rec.add(subs.clientID, filter)
@@ -95,12 +99,12 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 
 	subs.mu.Lock()
 	s := subs.subs[filter]
-	fresh := s == nil || !s.open() || len(s.parts) != parts
+	fresh := s == nil || !s.open() || len(s.parts) != parts || s.partitioned != partitioned
 	if fresh {
 		// A new subscription, or one whose streams are all closed (a restarted daprd, another K):
 		// it starts over with parts streams.
 		s = probe
-		s.daprFilter, s.active, s.parts = daprFilter, true, make([]part, parts)
+		s.daprFilter, s.partitioned, s.active, s.parts = daprFilter, partitioned, true, make([]part, parts)
 		for i := range s.parts {
 			s.parts[i].idleSince = time.Now()
 		}
