@@ -51,8 +51,8 @@ type subscription struct {
 	// partitioned: the app subscribed with $partition/<i>of<K>/ names; a message then carries its
 	// partition's Dapr topic as topic (the MQTT topic is in the mqtt-topic metadata).
 	partitioned bool
-	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
-	qos        byte
+	subID       int // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
+	qos         byte
 
 	// parts are the Dapr streams, one per partition (one for a plain subscription, none for a
 	// filter known only from the record or a placeholder). A part without a handler has no stream
