@@ -71,3 +71,22 @@ func TestOfSpreadsAndIsStable(t *testing.T) {
 	}
 	assert.Len(t, seen, 4, "64 keys reach all 4 partitions: %v", seen)
 }
+
+// Whatever the input, Parse either refuses it or returns the parts Topic builds it back from.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"$partition/0of4/devices/+/telemetry", "$partition/3of4/$share/g/x", "$partition/4of4/x", "x", "$partition/", "$partition/1of2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, topic string) {
+		filter, i, k, ok, err := Parse(topic)
+		switch {
+		case err != nil:
+			require.ErrorIs(t, err, ErrInvalid)
+		case ok:
+			require.Equal(t, topic, Topic(filter, i, k))
+			require.True(t, 0 <= i && i < k && k <= Max)
+		default:
+			require.Equal(t, topic, filter)
+		}
+	})
+}
