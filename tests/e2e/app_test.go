@@ -57,7 +57,10 @@ func (a *testApp) serve(t testing.TB, addr string) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /dapr/subscribe", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.subs)
+		a.mu.Lock()
+		subs := a.subs // replaced, never changed in place, by tests that restart daprd with others
+		a.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(subs)
 	})
 	mux.HandleFunc("POST /", a.deliver) // any route: programmatic (/in) or declarative subscriptions
 	srv := &http.Server{Handler: mux}

@@ -215,3 +215,37 @@ func TestReceiveMaximumParallelismByDaprdVersion(t *testing.T) {
 		})
 	}
 }
+
+// The partition count changes between runs: daprd is killed, the app now subscribes to 2
+// partitions instead of 4, and the readings published meanwhile (waiting in the broker session:
+// the MQTT subscription does not carry K) arrive through the 2 new partitions.
+func TestPartitionCountChangesAcrossDaprdRestart(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t, partitionSubs(telemetryFilter, 4)...)
+	r := s.newReplica("r1", nil)
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	waitPartitionsOpen(t, r, 4)
+	s.devices(t, "devsim", "-count", "80", "-devices", "8", "-seq-start", "1")
+	waitCount(t, app, 80, 60*time.Second)
+	checkReadings(t, app, 80, 4)
+
+	r.daprd.kill(syscall.SIGKILL)
+	app.mu.Lock()
+	app.subs = partitionSubs(telemetryFilter, 2)
+	app.mu.Unlock()
+	s.devices(t, "devsim", "-count", "80", "-devices", "8", "-seq-start", "100")
+	r.startDaprd("connector", app.port, "http")
+	waitPartitionsOpen(t, r, 2)
+	waitCount(t, app, 160, 60*time.Second)
+
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	for p, route := range app.routes {
+		var rd reading
+		require.NoError(t, json.Unmarshal([]byte(p), &rd))
+		if rd.Seq >= 100 {
+			assert.Equal(t, fmt.Sprintf("/in/p%d", partition.Of("devices/"+rd.DeviceID+"/telemetry", 2)), route, p)
+		}
+	}
+}
