@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -246,4 +248,35 @@ func TestPartitionCountChangesAcrossDaprdRestart(t *testing.T) {
 			assert.Equal(t, fmt.Sprintf("/in/p%d", partition.Of("devices/"+rd.DeviceID+"/telemetry", 2)), route, p)
 		}
 	}
+}
+
+// Declarative subscriptions accept the partition names too: one Subscription per partition, with
+// a shared group, and every reading arrives through its partition.
+func TestPartitionedDeclarativeSubscriptions(t *testing.T) {
+	s := newStack(t)
+	app := newTestApp(t) // no programmatic subscriptions
+	r := s.newReplica("r1", nil)
+	for i, topic := range partition.Topics(telemetryFilter, 2) {
+		yaml := fmt.Sprintf(`apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: telemetry-p%d
+spec:
+  pubsubname: mqtt
+  topic: %q
+  routes:
+    default: /in/p%d
+  metadata:
+    rawPayload: "true"
+    sharedSubscriptionGroup: connector
+`, i, topic, i)
+		require.NoError(t, os.WriteFile(filepath.Join(r.res, fmt.Sprintf("telemetry-p%d.yaml", i)), []byte(yaml), 0o644))
+	}
+	r.startComponents()
+	r.startDaprd("connector", app.port, "http")
+	waitPartitionsOpen(t, r, 2)
+	assert.True(t, logContains(r.pubsub.log, `$share/connector/devices/+/telemetry`), "one shared MQTT subscription")
+	s.devices(t, "devsim", "-count", "40", "-devices", "8", "-seq-start", "1")
+	waitCount(t, app, 40, 60*time.Second)
+	checkReadings(t, app, 40, 2)
 }
