@@ -15,7 +15,8 @@ FUZZ_TARGETS := \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \
 	./internal/resp3:FuzzDecodeResponse \
-	./internal/resp3:FuzzEncodeDecodeArray
+	./internal/resp3:FuzzEncodeDecodeArray \
+	./components/pubsub-mqtt5/partition:FuzzParse
 
 .PHONY: all build images test fuzz vet run bench clean
 
