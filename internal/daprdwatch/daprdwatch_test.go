@@ -17,6 +17,7 @@ import (
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkstate "github.com/dapr-sandbox/components-go-sdk/state/v1"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	statekv "github.com/mqdapr/mqdapr/components/state-kv"
 	"github.com/mqdapr/mqdapr/internal/pluggable"
@@ -47,7 +48,7 @@ func TestMain(m *testing.M) {
 		<-sigs
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // component is a state-kv process serving folder/mqttkv.sock, killed at the end of the test.
