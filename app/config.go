@@ -15,6 +15,7 @@ type config struct {
 	appHost, appPort string
 	daprGRPCPort     string
 	healthAddr       string
+	pprofAddr        string
 	pubsub           string
 	stateStore       string
 	telemetryTopic   string
@@ -47,6 +48,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.appPort, "app-port", env("APP_PORT", "6002"), "gRPC app port that daprd calls, daprd --app-port with --app-protocol grpc (env APP_PORT)")
 	fs.StringVar(&c.daprGRPCPort, "dapr-grpc-port", env("DAPR_GRPC_PORT", "50001"), "daprd gRPC API port on 127.0.0.1 (env DAPR_GRPC_PORT)")
 	fs.StringVar(&c.healthAddr, "health-addr", env("HEALTH_ADDR", defaultHealthAddr), "HTTP address of /healthz and /metrics (env HEALTH_ADDR)")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", env("PPROF_ADDR", ""), "HTTP address of net/http/pprof with block and mutex profiling on, for profiling; empty: off (env PPROF_ADDR)")
 	fs.StringVar(&c.pubsub, "pubsub", env("PUBSUB_NAME", "mqtt"), "pub/sub component name (env PUBSUB_NAME)")
 	fs.StringVar(&c.stateStore, "statestore", env("STATESTORE_NAME", "kv"), "state store component name (env STATESTORE_NAME)")
 	fs.StringVar(&c.telemetryTopic, "telemetry-topic", env("TELEMETRY_TOPIC", "devices/+/telemetry"), "MQTT filter of telemetry; the level at + is the device id (env TELEMETRY_TOPIC)")
