@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/mqdapr/mqdapr/app/connector"
 	"github.com/mqdapr/mqdapr/app/lake"
 )
 
@@ -19,6 +21,7 @@ type config struct {
 	pubsub           string
 	stateStore       string
 	telemetryTopic   string
+	partitions       int
 	configTopic      string
 	deadLetterTopic  string
 	sharedGroup      string
@@ -40,6 +43,19 @@ func env(name, def string) string {
 	return def
 }
 
+// envInt is env for an integer flag; a malformed value is kept as -1 so that validation names it.
+func envInt(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 func parseConfig(args []string) (config, error) {
 	host, _ := os.Hostname()
 	var c config
@@ -52,6 +68,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.pubsub, "pubsub", env("PUBSUB_NAME", "mqtt"), "pub/sub component name (env PUBSUB_NAME)")
 	fs.StringVar(&c.stateStore, "statestore", env("STATESTORE_NAME", "kv"), "state store component name (env STATESTORE_NAME)")
 	fs.StringVar(&c.telemetryTopic, "telemetry-topic", env("TELEMETRY_TOPIC", "devices/+/telemetry"), "MQTT filter of telemetry; the level at + is the device id (env TELEMETRY_TOPIC)")
+	fs.IntVar(&c.partitions, "telemetry-partitions", envInt("TELEMETRY_PARTITIONS", 1), "telemetry is subscribed as this many partitions of pubsub.mqttv5 ($partition/<i>of<K>/<filter>), handled in parallel; 1: one plain subscription (env TELEMETRY_PARTITIONS)")
 	fs.StringVar(&c.configTopic, "config-topic", env("CONFIG_TOPIC", "config/assets/+"), "MQTT filter of retained asset configuration; the level at + is the asset id (env CONFIG_TOPIC)")
 	fs.StringVar(&c.deadLetterTopic, "deadletter-topic", env("DEADLETTER_TOPIC", "connector/rejected"), "topic of rejected messages (env DEADLETTER_TOPIC)")
 	fs.StringVar(&c.sharedGroup, "shared-group", env("SHARED_GROUP", "connector"), "shared subscription group of telemetry; empty: not shared (env SHARED_GROUP)")
@@ -72,6 +89,9 @@ func parseConfig(args []string) (config, error) {
 	}
 	if !lake.ValidName(c.replica) {
 		return c, fmt.Errorf("-replica %q: want 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit", c.replica)
+	}
+	if c.partitions < 1 || c.partitions > connector.MaxPartitions {
+		return c, fmt.Errorf("-telemetry-partitions (or TELEMETRY_PARTITIONS) %d: want an integer 1…%d", c.partitions, connector.MaxPartitions)
 	}
 	if c.claimTTL < 2*time.Second {
 		return c, fmt.Errorf("-claim-ttl %s: want at least 2s", c.claimTTL)

@@ -101,14 +101,15 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 
 	store := kv.NewDapr(a.client, cfg.stateStore)
 	a.c, err = connector.New(connector.Options{
-		TelemetryFilter: cfg.telemetryTopic,
-		ConfigFilter:    cfg.configTopic,
-		DeadLetterTopic: cfg.deadLetterTopic,
-		Store:           store,
-		Lake:            a.lake,
-		Dedup:           dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
-		DeadLet:         connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
-		Log:             log,
+		TelemetryFilter:     cfg.telemetryTopic,
+		TelemetryPartitions: cfg.partitions,
+		ConfigFilter:        cfg.configTopic,
+		DeadLetterTopic:     cfg.deadLetterTopic,
+		Store:               store,
+		Lake:                a.lake,
+		Dedup:               dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
+		DeadLet:             connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
+		Log:                 log,
 	})
 	if err != nil {
 		return nil, err
@@ -158,7 +159,7 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	a.log.Info("connector started", "appAddr", a.lis.Addr().String(), "health", a.hlis.Addr().String(),
 		"daprGRPCPort", cfg.daprGRPCPort, "pubsub", cfg.pubsub, "stateStore", cfg.stateStore,
-		"telemetry", cfg.telemetryTopic, "sharedGroup", cfg.sharedGroup, "config", cfg.configTopic,
+		"telemetry", cfg.telemetryTopic, "partitions", cfg.partitions, "sharedGroup", cfg.sharedGroup, "config", cfg.configTopic,
 		"deadLetter", cfg.deadLetterTopic, "lake", cfg.lakeDir, "replica", cfg.replica)
 
 	var runErr error
