@@ -107,9 +107,12 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 		DeadLetterTopic:     cfg.deadLetterTopic,
 		Store:               store,
 		Lake:                a.lake,
-		Dedup:               dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
-		DeadLet:             connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
-		Log:                 log,
+		Dedup: dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL,
+			OnDoneError: func(key string, err error) {
+				log.Error("dedup record left pending (its row is durable; a redelivery completes it)", "key", key, "err", err)
+			}}),
+		DeadLet: connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
+		Log:     log,
 	})
 	if err != nil {
 		return nil, err
@@ -182,6 +185,9 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := a.c.Flush(sctx); err != nil {
+		a.log.Warn("work after acks not finished (dedup records stay pending, last-known values behind)", "err", err)
+	}
 	_ = a.hsrv.Shutdown(sctx)
 	if a.psrv != nil {
 		_ = a.psrv.Close()

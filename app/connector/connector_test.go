@@ -78,6 +78,7 @@ func newFixture(t *testing.T, replica string, store *kv.Mem, root string, sync l
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Flush(context.Background()) }) // no background writer outlives the test
 	return &fixture{c: c, dl: dl, store: store, root: root, lake: l}
 }
 
