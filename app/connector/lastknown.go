@@ -61,11 +61,14 @@ type lastValues struct {
 	idle    chan struct{}                 // closed (and replaced) when no writer runs
 	writers int
 	hurry   chan struct{} // closed by flush: writers stop spacing their writes
+	// writeTimeout bounds each background write of a device's values (read and write).
+	writeTimeout time.Duration
 }
 
 func newLastValues(store kv.Store, log func(string, ...any)) *lastValues {
 	lv := &lastValues{store: store, log: log, cache: map[string]*lastKnown{},
-		pending: map[string]*telemetry.Reading{}, writing: map[string]bool{}, idle: make(chan struct{}), hurry: make(chan struct{})}
+		pending: map[string]*telemetry.Reading{}, writing: map[string]bool{}, idle: make(chan struct{}), hurry: make(chan struct{}),
+		writeTimeout: 10 * time.Second}
 	close(lv.idle)
 	return lv
 }
@@ -157,7 +160,7 @@ func (lv *lastValues) write(device string) {
 			return
 		}
 		lv.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), lv.writeTimeout)
 		lv.store1(ctx, r)
 		cancel()
 	}
