@@ -3,8 +3,6 @@ package connector
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -48,7 +46,7 @@ const lastWriteInterval = time.Second
 // lastValues keeps the last-known values off the ack path: a cache per device answers the rows'
 // "previous" (read from the store once per device, with lastLoadTimeout), each written row updates
 // the cache at once, and a background writer per device merges the newest values into the store
-// with an ETag (so replicas sharing a device merge, and the cache learns theirs). Best effort
+// (so replicas sharing a device merge, and the cache learns theirs). Best effort
 // throughout: a failure is logged and costs only context, never a row or an ack.
 type lastValues struct {
 	store kv.Store
@@ -166,36 +164,26 @@ func (lv *lastValues) write(device string) {
 	}
 }
 
-// store1 merges r into the stored values with the ETag read before (one retry on a conflict) and
-// caches the result, which includes what other replicas stored.
+// store1 merges r into the stored values (read first, so that values of other replicas are
+// kept and a late older reading does not move them back) and caches the result. The write is
+// last-write-wins, not an ETag write: on state.mqttkv an ETag write takes the key's lease lock
+// (three more broker operations), and the values are context, so two replicas updating one
+// device in the same instant may lose one's metrics until its next write (a second later).
 func (lv *lastValues) store1(ctx context.Context, r *telemetry.Reading) {
-	for range 2 {
-		last, etag, err := lv.load(ctx, r.DeviceID)
-		if err != nil {
+	last, _, err := lv.load(ctx, r.DeviceID)
+	if err != nil {
+		lv.log("last-known values not updated", "device", r.DeviceID, "err", err)
+		return
+	}
+	next := last.merged(r)
+	if next != last {
+		data, _ := json.Marshal(next)
+		if err := lv.store.Put(ctx, lastKey(r.DeviceID), data, 0); err != nil {
 			lv.log("last-known values not updated", "device", r.DeviceID, "err", err)
 			return
 		}
-		next := last.merged(r)
-		if next == last {
-			lv.cacheNewer(r.DeviceID, last)
-			return // an older reading arrived late: keep the newer values
-		}
-		data, _ := json.Marshal(next)
-		if etag == "" {
-			err = lv.store.Create(ctx, lastKey(r.DeviceID), data)
-		} else {
-			err = lv.store.Replace(ctx, lastKey(r.DeviceID), data, etag, 0)
-		}
-		if err == nil {
-			lv.cacheNewer(r.DeviceID, next)
-			return
-		}
-		if !errors.Is(err, kv.ErrConflict) && !errors.Is(err, kv.ErrExists) {
-			lv.log("last-known values not updated", "device", r.DeviceID, "err", fmt.Errorf("%w", err))
-			return
-		}
 	}
-	lv.log("last-known values not updated: concurrent updates", "device", r.DeviceID)
+	lv.cacheNewer(r.DeviceID, next)
 }
 
 // cacheNewer replaces the cached values of device by lk unless the cached ones are newer.
