@@ -5,7 +5,7 @@
 #
 #   scripts/connector-bench.sh [-r rounds] [-n readings] [-p publishers] [-d devices] [-a "app args"] app-binary...
 #
-# DAPRD (default: scripts/daprd.sh), BIN (default: a fresh build of the broker, components and
+# The broker is durable (-data-dir) unless BROKER_MEM=1. DAPRD (default: scripts/daprd.sh), BIN (default: a fresh build of the broker, components and
 # devicesim from this checkout). PPROF=1 serves pprof on 127.0.0.1:6060 for the app (a binary that
 # has -pprof-addr) and saves CPU, block and mutex profiles of the middle of the run to $OUT.
 # Figures are for comparison in one run, not assertions.
@@ -38,7 +38,9 @@ one() { # app-binary label
   local d=$work/run sock mp hp gp ap
   rm -rf "$d"; mkdir -p "$d/res"; sock=$(mktemp -d /tmp/mqd-b.XXXX)
   mp=$(port); hp=$(port); gp=$(port); ap=$(port)
-  "$BIN/mqbroker" -addr "127.0.0.1:$mp" -data-dir "$d/broker" >"$d/broker.log" 2>&1 & pids+=($!)
+  local bargs=(-data-dir "$d/broker")
+  [ -n "${BROKER_MEM:-}" ] && bargs=()
+  "$BIN/mqbroker" -addr "127.0.0.1:$mp" "${bargs[@]}" >"$d/broker.log" 2>&1 & pids+=($!)
   waitfor "bash -c '</dev/tcp/127.0.0.1/$mp'"
   comp mqtt pubsub.mqttv5 "mqtt://127.0.0.1:$mp" bench-r1 >"$d/res/pubsub.yaml"
   comp kv state.mqttkv "mqtt://127.0.0.1:$mp" bench-r1 >"$d/res/state.yaml"
