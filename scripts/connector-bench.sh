@@ -24,8 +24,12 @@ if [ -z "${BIN:-}" ]; then
   BIN=$work/bin
   (cd "$root" && go build -o "$BIN/" ./cmd/mqbroker ./cmd/pubsub-mqtt5 ./cmd/state-kv ./cmd/devicesim)
 fi
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+pids=() socks=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work" "${socks[@]}"
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 waitfor() { for _ in $(seq 600); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
@@ -36,7 +40,7 @@ comp() { # name type url id
 
 one() { # app-binary label
   local d=$work/run sock mp hp gp ap
-  rm -rf "$d"; mkdir -p "$d/res"; sock=$(mktemp -d /tmp/mqd-b.XXXX)
+  rm -rf "$d"; mkdir -p "$d/res"; sock=$(mktemp -d /tmp/mqd-b.XXXX); socks+=("$sock")
   mp=$(port); hp=$(port); gp=$(port); ap=$(port)
   local bargs=(-data-dir "$d/broker")
   [ -n "${BROKER_MEM:-}" ] && bargs=()
