@@ -5,42 +5,27 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/mqdapr/mqdapr/internal/applog"
 )
 
-// The data directory's store is one append-only log, mqbroker.log: a header (logMagic, which carries
-// the format version), then records, each a little-endian uint32 payload length, the CRC-32C of the
-// payload and the payload: one committer transaction's ops, encoded by appendOp. A commit appends one
-// record and makes it durable with one fdatasync, where a bbolt transaction takes two (pages, then
-// meta page) and rewrites whole 4 KiB pages; the file is extended with written zeros ahead of the
-// records, so that fdatasync flushes data only, not the journal of a size or block change.
-//
-// The broker holds its whole durable state in memory and reads the store only at Start, so a log is
-// all it needs: logBackend keeps the live records (live) and rewrites them to a fresh file (written
-// to mqbroker.log.tmp, synced, renamed over the log, directory synced) at every open and whenever
-// the log has grown past twice its size after the last rewrite. A record is appended only after the
-// previous one is durable, so only the last record can be torn by a crash: reading stops at the
-// first record whose length is zero (the preallocated zeros), runs past the end or fails its
-// checksum, and the rewrite at open drops it.
+// The data directory's store is one append-only log, mqbroker.log (internal/applog): one record per
+// committer transaction, its ops encoded by appendOp, made durable by one fdatasync, where a bbolt
+// transaction takes two (pages, then meta page) and rewrites whole 4 KiB pages for a few small
+// records. The broker holds its whole durable state in memory and reads the store only at Start, so
+// a log is all it needs: logBackend keeps the live records (live) and rewrites the log from them at
+// every open and whenever the log asks for it (applog.Log.NeedsRewrite).
 const (
 	logName = "mqbroker.log"
 	// oldBoltName is the bbolt file of format 1, migrated into a log at the first open.
 	oldBoltName = "mqbroker.db"
 	logMagic    = "mqbroker-log\x00" + formatVersion + "\n"
-	// logPrealloc is how far ahead of its records the log is filled with zeros.
-	logPrealloc = 4 << 20
-	// logMinRewrite is the smallest log size that triggers a rewrite.
-	logMinRewrite = 16 << 20
 	// logChunk bounds the payload of one record written by a rewrite.
 	logChunk = 1 << 20
-	// recordHeader is the length and checksum before each payload.
-	recordHeader = 8
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // liveState is the durable state as the log's records leave it.
 type liveState struct {
@@ -153,20 +138,7 @@ func appendOp(b []byte, o *op) []byte {
 	return append(b, o.val...)
 }
 
-// appendRecord appends one record holding ops.
-func appendRecord(b []byte, ops []op) []byte {
-	start := len(b)
-	b = append(b, make([]byte, recordHeader)...)
-	for i := range ops {
-		b = appendOp(b, &ops[i])
-	}
-	payload := b[start+recordHeader:]
-	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(payload, castagnoli))
-	return b
-}
-
-// decodeOps applies the ops of one payload to s; the values alias payload.
+// decodeOps applies the ops of one payload to s.
 func decodeOps(payload []byte, s *liveState) error {
 	for len(payload) > 0 {
 		var o op
@@ -188,46 +160,18 @@ func decodeOps(payload []byte, s *liveState) error {
 		if k <= 0 || n > uint64(len(payload)-k) {
 			return fmt.Errorf("%w: op value", errCorrupt)
 		}
-		o.val, payload = payload[k:k+int(n):k+int(n)], payload[k+int(n):]
+		o.val, payload = bytes.Clone(payload[k:k+int(n)]), payload[k+int(n):] // not the file read at open
 		s.apply(&o)
 	}
 	return nil
 }
 
-// replay applies the records of a log file's contents to s and returns where the intact records
-// end.
-func replay(data []byte, s *liveState) (int64, error) {
-	off := len(logMagic)
-	for len(data)-off >= recordHeader {
-		n := int(binary.LittleEndian.Uint32(data[off:]))
-		sum := binary.LittleEndian.Uint32(data[off+4:])
-		if n == 0 || n > len(data)-off-recordHeader {
-			break // the preallocated zeros, or a torn last record
-		}
-		payload := data[off+recordHeader : off+recordHeader+n]
-		if crc32.Checksum(payload, castagnoli) != sum {
-			break // a torn last record
-		}
-		if err := decodeOps(payload, s); err != nil {
-			return 0, fmt.Errorf("record at offset %d: %w", off, err)
-		}
-		off += recordHeader + n
-	}
-	return int64(off), nil
-}
-
 // logBackend is the append-only log store (see logName). apply is called by the committer alone.
 type logBackend struct {
-	dir       string
-	f         *os.File
-	off       int64 // where the next record goes: the end of the durable records
-	size      int64 // the file's size: zeros from off to size
-	rewriteAt int64 // log size that triggers the next rewrite
-	live      *liveState
-	buf       []byte
-	// broken is set when a write or sync fails: what reached the file is unknown, so the next apply
-	// rewrites the log from live (which holds only the records that were made durable) first.
-	broken bool
+	dir  string
+	log  *applog.Log
+	live *liveState
+	buf  []byte
 }
 
 // openLog opens the log store of dir: it reads mqbroker.log, or migrates the bbolt file of format 1
@@ -239,20 +183,18 @@ func openLog(dir string) (*logBackend, error) {
 	}
 	l := &logBackend{dir: dir, live: newLiveState()}
 	path := filepath.Join(dir, logName)
-	data, err := os.ReadFile(path)
-	migrate := false
+	lg, exists, err := applog.Open(path, logMagic, func(payload []byte) error { return decodeOps(payload, l.live) })
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, applog.ErrHeader):
+		return nil, fmt.Errorf("%w: %w (format %q)", ErrDataDirVersion, err, formatVersion)
+	case err != nil:
+		return nil, fmt.Errorf("broker: load store: %w", err)
+	}
+	l.log = lg
+	migrate := false
+	if !exists {
 		if migrate, err = l.loadBolt(); err != nil {
 			return nil, err
-		}
-	case err != nil:
-		return nil, fmt.Errorf("broker: read store %q: %w", path, err)
-	case !bytes.HasPrefix(data, []byte(logMagic)):
-		return nil, fmt.Errorf("%w: %q does not start with the header of format %q (%q)", ErrDataDirVersion, path, formatVersion, logMagic)
-	default:
-		if _, err := replay(data, l.live); err != nil {
-			return nil, fmt.Errorf("broker: load store %q: %w", path, err)
 		}
 	}
 	if err := l.rewrite(); err != nil {
@@ -263,7 +205,7 @@ func openLog(dir string) (*logBackend, error) {
 			_ = l.close()
 			return nil, fmt.Errorf("broker: remove the migrated %q: %w", oldBoltName, err)
 		}
-		if err := syncDir(dir); err != nil {
+		if err := applog.SyncDir(dir); err != nil {
 			_ = l.close()
 			return nil, err
 		}
@@ -318,17 +260,20 @@ func (l *logBackend) load() (*snapshot, error) {
 	return snap, nil
 }
 
-// apply appends ops as one record and makes it durable (one fdatasync).
+// apply appends ops as one record and makes it durable (one fdatasync), rewriting the log first when
+// it asks for it.
 func (l *logBackend) apply(ops []op) error {
-	if l.broken || l.off >= l.rewriteAt {
+	if l.log.NeedsRewrite() {
 		if err := l.rewrite(); err != nil {
 			return err
 		}
 	}
-	l.buf = appendRecord(l.buf[:0], ops)
-	if err := l.write(l.buf); err != nil {
-		l.broken = true
-		return err
+	l.buf = l.buf[:0]
+	for i := range ops {
+		l.buf = appendOp(l.buf, &ops[i])
+	}
+	if err := l.log.Append(l.buf); err != nil {
+		return fmt.Errorf("broker: store: %w", err)
 	}
 	for i := range ops {
 		l.live.apply(&ops[i])
@@ -339,85 +284,22 @@ func (l *logBackend) apply(ops []op) error {
 	return nil
 }
 
-// write writes rec at l.off, extending the zeros first when it would pass them, and syncs.
-func (l *logBackend) write(rec []byte) error {
-	if end := l.off + int64(len(rec)); end > l.size {
-		grow := max(logPrealloc, end-l.size)
-		if _, err := l.f.WriteAt(make([]byte, grow), l.size); err != nil {
-			return fmt.Errorf("broker: extend store: %w", err)
-		}
-		l.size += grow
-	}
-	if _, err := l.f.WriteAt(rec, l.off); err != nil {
-		return fmt.Errorf("broker: write store: %w", err)
-	}
-	if err := fdatasync(l.f); err != nil {
-		return fmt.Errorf("broker: sync store: %w", err)
-	}
-	l.off += int64(len(rec))
-	return nil
-}
-
-// rewrite writes the live state to a fresh log and puts it in place of the old one.
+// rewrite writes the live state to a fresh log in place of the old one.
 func (l *logBackend) rewrite() error {
-	path := filepath.Join(l.dir, logName)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("broker: rewrite store: %w", err)
-	}
-	buf := []byte(logMagic)
-	off := int64(0)
-	err = l.live.ops(func(ops []op) error {
-		buf = appendRecord(buf, ops)
-		_, err := f.WriteAt(buf, off)
-		off += int64(len(buf))
-		buf = buf[:0]
-		return err
+	var buf []byte
+	err := l.log.Rewrite(func(emit func([]byte) error) error {
+		return l.live.ops(func(ops []op) error {
+			buf = buf[:0]
+			for i := range ops {
+				buf = appendOp(buf, &ops[i])
+			}
+			return emit(buf)
+		})
 	})
-	if err == nil {
-		_, err = f.WriteAt(append(buf, make([]byte, logPrealloc)...), off)
-		off += int64(len(buf))
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err == nil {
-		err = syncDir(l.dir)
-	}
 	if err != nil {
-		_ = f.Close()
-		return fmt.Errorf("broker: rewrite store %q: %w", path, err)
-	}
-	if l.f != nil {
-		_ = l.f.Close()
-	}
-	l.f, l.off, l.size, l.broken = f, off, off+logPrealloc, false
-	l.rewriteAt = max(logMinRewrite, 2*off)
-	return nil
-}
-
-// syncDir makes a rename or removal in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("broker: sync data directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("broker: sync data directory: %w", err)
+		return fmt.Errorf("broker: store: %w", err)
 	}
 	return nil
 }
 
-func (l *logBackend) close() error {
-	if l.f == nil {
-		return nil
-	}
-	err := l.f.Close()
-	l.f = nil
-	return err
-}
+func (l *logBackend) close() error { return l.log.Close() }

@@ -64,9 +64,9 @@ func TestLogStoreTornLastRecord(t *testing.T) {
 			l, err := openLog(dir)
 			require.NoError(t, err)
 			require.NoError(t, l.apply([]op{{kind: opPutSession, owner: "kept", val: []byte("1")}}))
-			start := l.off
+			start := l.log.Size()
 			require.NoError(t, l.apply([]op{{kind: opPutSession, owner: "torn", val: []byte("2")}}))
-			end := l.off
+			end := l.log.Size()
 			require.NoError(t, l.close())
 			path := filepath.Join(dir, logName)
 			data, err := os.ReadFile(path)
@@ -81,42 +81,6 @@ func TestLogStoreTornLastRecord(t *testing.T) {
 			require.Equal(t, map[string][]byte{"kept": []byte("1"), "next": []byte("3")}, logState(t, dir).sessions)
 		})
 	}
-}
-
-// A write that fails leaves its ops out of the store (the commit is refused), and the next commit
-// rewrites the log first, so that nothing of the failed write can be read back.
-func TestLogStoreFailedWriteThenRewrite(t *testing.T) {
-	dir := t.TempDir()
-	l, err := openLog(dir)
-	require.NoError(t, err)
-	require.NoError(t, l.apply([]op{{kind: opPutSession, owner: "a", val: []byte("1")}}))
-	require.NoError(t, l.f.Close()) // the next write fails
-	require.Error(t, l.apply([]op{{kind: opPutSession, owner: "failed", val: []byte("2")}}))
-	require.True(t, l.broken)
-	require.NoError(t, l.apply([]op{{kind: opPutSession, owner: "b", val: []byte("3")}}))
-	require.False(t, l.broken)
-	require.NoError(t, l.close())
-	require.Equal(t, map[string][]byte{"a": []byte("1"), "b": []byte("3")}, logState(t, dir).sessions)
-}
-
-// Once the log has grown past its rewrite size, the next commit rewrites it to the live records
-// alone: the file shrinks and the state is unchanged.
-func TestLogStoreRewriteShrinks(t *testing.T) {
-	dir := t.TempDir()
-	l, err := openLog(dir)
-	require.NoError(t, err)
-	val := make([]byte, 1000)
-	for i := range 300 {
-		require.NoError(t, l.apply([]op{{kind: opPutEntry, owner: "sx", seq: uint64(i), val: val}}))
-		require.NoError(t, l.apply([]op{{kind: opDelEntry, owner: "sx", seq: uint64(i)}}))
-	}
-	grown := l.off
-	require.Greater(t, grown, int64(300*len(val)))
-	l.rewriteAt = grown // as if the log had reached its rewrite size
-	require.NoError(t, l.apply([]op{{kind: opPutEntry, owner: "sx", seq: 5000, val: val}}))
-	require.Less(t, l.off, int64(2*len(val)))
-	require.NoError(t, l.close())
-	require.Equal(t, map[string]map[uint64][]byte{"sx": {5000: val}}, logState(t, dir).entries)
 }
 
 // A data directory of format 1 (bbolt) is migrated into the log at the first start: its state is

@@ -1,4 +1,4 @@
-package broker
+package applog
 
 import (
 	"os"
