@@ -54,7 +54,8 @@
 // subscribes to, and only once its own queue is full; other subscribers and topics are unaffected.
 // Memory is bounded by roughly MaxConnections × (ReceiveMaximum + MaxQoS0Buffered) × MaxPacketSize
 // for connections, plus MaxQueuedBytes for stored messages, plus MaxRetained × MaxPacketSize, plus
-// MaxSessions small session records.
+// MaxSessions small session records; with a data directory the log store keeps its own encoded copy
+// of the stored ones (up to about as much again: the price of a store never read while running).
 //
 // Later. MQTT 3.1.1 needs a second codec behind readPacket and the CONNACK/ack builders; WebSocket is
 // another net.Listener passed to Serve; topic aliases need a per-connection alias map in
