@@ -175,7 +175,8 @@ type logBackend struct {
 }
 
 // openLog opens the log store of dir: it reads mqbroker.log, or migrates the bbolt file of format 1
-// (mqbroker.db, removed once the log holding its state is durable), and rewrites the log. A log of
+// (mqbroker.db, removed once the log holding its state is durable; one found beside a log was left
+// by a migration cut short after the log was in place, and is removed too), and rewrites the log. A log of
 // another format fails with ErrDataDirVersion.
 func openLog(dir string) (*logBackend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -191,7 +192,7 @@ func openLog(dir string) (*logBackend, error) {
 		return nil, fmt.Errorf("broker: load store: %w", err)
 	}
 	l.log = lg
-	migrate := false
+	migrate := exists && fileExists(filepath.Join(dir, oldBoltName)) // a migration cut short after its rename
 	if !exists {
 		if migrate, err = l.loadBolt(); err != nil {
 			return nil, err
@@ -216,7 +217,7 @@ func openLog(dir string) (*logBackend, error) {
 // loadBolt reads the state of a format 1 data directory (bbolt) into l.live; false when there is
 // none.
 func (l *logBackend) loadBolt() (bool, error) {
-	if _, err := os.Stat(filepath.Join(l.dir, oldBoltName)); errors.Is(err, fs.ErrNotExist) {
+	if !fileExists(filepath.Join(l.dir, oldBoltName)) {
 		return false, nil
 	}
 	bb, err := openBolt(l.dir)
@@ -303,3 +304,10 @@ func (l *logBackend) rewrite() error {
 }
 
 func (l *logBackend) close() error { return l.log.Close() }
+
+// fileExists reports whether path names a file (an error other than its absence counts as present,
+// so that opening it reports the error).
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return !errors.Is(err, fs.ErrNotExist)
+}

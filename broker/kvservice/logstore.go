@@ -49,7 +49,9 @@ func OpenLogStore(dir string) (*LogStore, error) {
 		return nil, fmt.Errorf("key-value store: %w", err)
 	}
 	s.log = lg
-	migrated := false
+	// A kv.db beside a log was left by a migration cut short after the log was in place.
+	_, statErr := os.Stat(filepath.Join(dir, kvBoltName))
+	migrated := exists && !errors.Is(statErr, fs.ErrNotExist)
 	if !exists {
 		if migrated, err = s.loadBolt(); err != nil {
 			return nil, err

@@ -74,8 +74,23 @@ func TestLogStoreMigratesBoltStore(t *testing.T) {
 	require.ErrorIs(t, err, os.ErrNotExist)
 	s, err = OpenLogStore(dir)
 	require.NoError(t, err)
-	defer s.Close()
 	require.Equal(t, "old", string(loadAll(t, s)["k"].Value))
+	require.NoError(t, s.Close())
+
+	// A kv.db beside the log was left by a migration cut short after the log was in place: it is
+	// removed, not read again.
+	bs, err = OpenBoltStore(dir)
+	require.NoError(t, err)
+	require.NoError(t, bs.Save(context.Background(), statestore.Record{Key: []byte("stale"), Value: []byte("x"), Version: v}))
+	require.NoError(t, bs.Close())
+	s, err = OpenLogStore(dir)
+	require.NoError(t, err)
+	defer s.Close()
+	got := loadAll(t, s)
+	require.Len(t, got, 1)
+	require.Equal(t, "old", string(got["k"].Value))
+	_, err = os.Stat(filepath.Join(dir, kvBoltName))
+	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
 // A kv.log of another format is refused and left as it is.
