@@ -176,8 +176,8 @@ type logBackend struct {
 
 // openLog opens the log store of dir: it reads mqbroker.log, or migrates the bbolt file of format 1
 // (mqbroker.db, removed once the log holding its state is durable; one found beside a log was left
-// by a migration cut short after the log was in place, and is removed too), and rewrites the log. A log of
-// another format fails with ErrDataDirVersion.
+// by a migration cut short after the log was in place, and is removed too), and rewrites the log.
+// A log of another format fails with ErrDataDirVersion.
 func openLog(dir string) (*logBackend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("broker: data directory %q: %w", dir, err)
@@ -248,6 +248,8 @@ func (l *logBackend) loadBolt() (bool, error) {
 	return true, nil
 }
 
+// load returns the state read at open; its maps are the live state's own (restore only reads them,
+// before the committer starts).
 func (l *logBackend) load() (*snapshot, error) {
 	snap := &snapshot{sessions: l.live.sessions, retained: l.live.retained, inbound: l.live.inbound,
 		entries: map[string][]storedEntry{}}
