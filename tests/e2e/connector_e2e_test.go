@@ -100,7 +100,7 @@ func lakeRows(t *testing.T, lake string) (byID map[string]int, byReplica map[str
 }
 
 // devices runs the demo publisher to completion.
-func (s *stack) devices(t *testing.T, clientID string, args ...string) {
+func (s *stack) devices(t testing.TB, clientID string, args ...string) {
 	t.Helper()
 	p := start(t, clientID, s.dir, nil, filepath.Join(bins.dir, "devicesim"),
 		append([]string{"-broker", s.mqttURL(), "-client-id", clientID, "-rate", "0"}, args...)...)
