@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
-	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // The paths inside the images that the chain shares through volumes and files.
@@ -71,13 +70,12 @@ func newChain(t *testing.T, images map[string]string) *chain {
 	c := &chain{t: t, images: images, cli: dockerClient(t), net: nw, lake: volume(t)}
 	c.broker = c.run("broker", images["mqbroker"],
 		network.WithNetwork([]string{"broker"}, nw),
-		testcontainers.WithMounts(testcontainers.VolumeMount(volume(t), "/var/lib/mqbroker")),
-		testcontainers.WithWaitStrategy(wait.ForHealthCheck().WithStartupTimeout(90*time.Second)))
+		testcontainers.WithMounts(testcontainers.VolumeMount(volume(t), "/var/lib/mqbroker")))
 	return c
 }
 
-// run starts a container and removes it at the end of the test; its output is logged then if
-// the test failed.
+// run starts a container, without waiting for it to be healthy (waitHealthy does), and removes
+// it at the end of the test; its output is logged then if the test failed.
 func (c *chain) run(name, image string, opts ...testcontainers.ContainerCustomizer) *testcontainers.DockerContainer {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -110,20 +108,22 @@ func (c *chain) logs(ctr *testcontainers.DockerContainer, tail string) string {
 	return out.String()
 }
 
-// startReplica starts one app replica's pod: both components (healthy: each answers Ping on its
-// socket), the app (healthy: /healthz) and daprd with the component resources `make run` writes,
-// pointed at the broker's alias; it returns once daprd reports itself running.
+// startReplica starts one app replica's pod: both components and the app side by side, and
+// once they are healthy (Docker runs each image's HEALTHCHECK: a component answers Ping on its
+// socket, the app /healthz; the broker too, started by newChain) daprd, with the component
+// resources `make run` writes, pointed at the broker's alias. It returns once daprd reports
+// itself running.
 func (c *chain) startReplica(name string) *replica {
 	c.t.Helper()
 	r := &replica{name: name, c: c, socketVol: volume(c.t)}
 	sockets := testcontainers.WithMounts(testcontainers.VolumeMount(r.socketVol, socketDir))
-	healthy := testcontainers.WithWaitStrategy(wait.ForHealthCheck().WithStartupTimeout(90 * time.Second))
-	r.pubsub = c.run(name+"-pubsub", c.images["pubsub-mqtt5"], network.WithNetwork([]string{name + "-pubsub"}, c.net), sockets, healthy)
-	r.state = c.run(name+"-state", c.images["state-kv"], network.WithNetwork([]string{name + "-state"}, c.net), sockets, healthy)
-	// The app is the network namespace's owner: it never needs the network, but daprd joins it.
+	r.pubsub = c.run(name+"-pubsub", c.images["pubsub-mqtt5"], network.WithNetwork([]string{name + "-pubsub"}, c.net), sockets)
+	r.state = c.run(name+"-state", c.images["state-kv"], network.WithNetwork([]string{name + "-state"}, c.net), sockets)
+	// The app owns the pod's network namespace, which daprd joins.
 	r.app = c.run(name+"-app", c.images["app"], network.WithNetwork([]string{name + "-app"}, c.net),
 		testcontainers.WithMounts(testcontainers.VolumeMount(c.lake, lakeDir)),
-		testcontainers.WithCmd("-replica", name), healthy)
+		testcontainers.WithCmd("-replica", name))
+	c.waitHealthy(c.broker, r.pubsub, r.state, r.app)
 	pubsubYAML, stateYAML := resources(name)
 	r.daprd = c.run(name+"-daprd", c.images["daprd"],
 		testcontainers.WithCmd("/daprd", "--app-id", "connector", "--resources-path", resourcesDir,
@@ -166,12 +166,34 @@ func (c *chain) kill(ctr *testcontainers.DockerContainer) {
 }
 
 // start starts a stopped container again (the same container: its file system, volumes, name
-// and aliases) and waits for its wait strategy (the health check) again.
+// and aliases) and waits until it is healthy if its image has a health check.
 func (c *chain) start(ctr *testcontainers.DockerContainer) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	require.NoError(c.t, ctr.Start(ctx))
+	in, err := ctr.Inspect(ctx)
+	require.NoError(c.t, err)
+	if in.Config.Healthcheck != nil {
+		c.waitHealthy(ctr)
+	}
+}
+
+// waitHealthy waits until Docker reports every container healthy, failing early on one that
+// has stopped.
+func (c *chain) waitHealthy(ctrs ...*testcontainers.DockerContainer) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, ctr := range ctrs {
+		var s *container.State
+		require.Eventually(c.t, func() bool {
+			var err error
+			s, err = ctr.State(ctx)
+			return err == nil && (!s.Running || s.Health != nil && s.Health.Status == container.Healthy)
+		}, 2*time.Minute, 250*time.Millisecond, "%s turns healthy", ctr.GetContainerID()[:12])
+		require.True(c.t, s.Running, "%s stopped (exit code %d):\n%s", ctr.GetContainerID()[:12], s.ExitCode, c.logs(ctr, "50"))
+	}
 }
 
 // restartDaprd kills the replica's daprd and starts it again, as the pod does when a component
