@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
@@ -81,12 +82,12 @@ func (c *chain) run(name, image string, opts ...testcontainers.ContainerCustomiz
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ctr, err := testcontainers.Run(ctx, image, opts...)
-	c.t.Cleanup(func() {
+	testcontainers.CleanupContainer(c.t, ctr)
+	c.t.Cleanup(func() { // before the removal registered above
 		if c.t.Failed() && ctr != nil {
-			c.t.Logf("--- output of %s:\n%s", name, c.logs(ctr, "200"))
+			c.t.Logf("--- output of %s (last 100 lines):\n%s", name, c.logs(ctr, "100"))
 		}
 	})
-	testcontainers.CleanupContainer(c.t, ctr)
 	require.NoError(c.t, err, "starting %s", name)
 	return ctr
 }
@@ -281,24 +282,37 @@ func (p *publisher) wait() {
 // (torn by a crash) is not a row, as for the app's own readers.
 func (c *chain) lakeRows(app *testcontainers.DockerContainer) (byID, byReplica map[string]int) {
 	c.t.Helper()
+	byID, byReplica, err := c.readLake(app)
+	require.NoError(c.t, err)
+	return byID, byReplica
+}
+
+// readLake is lakeRows returning its error, for use inside a poll.
+func (c *chain) readLake(app *testcontainers.DockerContainer) (byID, byReplica map[string]int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := c.cli.CopyFromContainer(ctx, app.GetContainerID(), client.CopyFromContainerOptions{SourcePath: lakeDir})
-	require.NoError(c.t, err)
+	if err != nil {
+		return nil, nil, fmt.Errorf("copying the lake out of the app container: %w", err)
+	}
 	defer res.Content.Close()
 	byID, byReplica = map[string]int{}, map[string]int{}
 	tr := tar.NewReader(res.Content)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return byID, byReplica, nil
 		}
-		require.NoError(c.t, err)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading the lake's archive: %w", err)
+		}
 		if h.Typeflag != tar.TypeReg || !partFile.MatchString(path.Base(h.Name)) {
 			continue
 		}
 		b, err := io.ReadAll(tr)
-		require.NoError(c.t, err)
+		if err != nil {
+			return nil, nil, fmt.Errorf("reading %s from the lake's archive: %w", h.Name, err)
+		}
 		lines := bytes.Split(b, []byte("\n"))
 		for _, line := range lines[:len(lines)-1] { // the last piece has no newline
 			var row struct {
@@ -311,7 +325,6 @@ func (c *chain) lakeRows(app *testcontainers.DockerContainer) (byID, byReplica m
 			}
 		}
 	}
-	return byID, byReplica
 }
 
 // partFile is the name of a lake file (app/lake: part-<replica>.jsonl).
@@ -319,22 +332,32 @@ var partFile = regexp.MustCompile(`^part-.+\.jsonl$`)
 
 // rowCount is the number of rows in the lake.
 func (c *chain) rowCount(app *testcontainers.DockerContainer) int {
-	byID, _ := c.lakeRows(app)
+	c.t.Helper()
+	n, err := c.countRows(app)
+	require.NoError(c.t, err)
+	return n
+}
+
+// countRows is rowCount returning its error, for use inside a poll.
+func (c *chain) countRows(app *testcontainers.DockerContainer) (int, error) {
+	byID, _, err := c.readLake(app)
 	n := 0
 	for _, k := range byID {
 		n += k
 	}
-	return n
+	return n, err
 }
 
 // waitRows waits until the lake holds at least n rows, and returns the count it saw.
 func (c *chain) waitRows(app *testcontainers.DockerContainer, n int, timeout time.Duration, what string) int {
 	c.t.Helper()
 	var got int
-	require.Eventually(c.t, func() bool {
-		got = c.rowCount(app)
-		return got >= n
-	}, timeout, 250*time.Millisecond, "%s: at least %d rows in the lake (last seen %d)", what, n, got)
+	require.EventuallyWithT(c.t, func(ct *assert.CollectT) {
+		var err error
+		got, err = c.countRows(app)
+		require.NoError(ct, err)
+		require.GreaterOrEqual(ct, got, n, "rows in the lake")
+	}, timeout, 250*time.Millisecond, "%s: at least %d rows in the lake", what, n)
 	return got
 }
 
