@@ -30,7 +30,7 @@ const (
 	brokerURL    = "mqtt://broker:1883"           // the broker's alias on the chain's network
 )
 
-// chainImages are the images of the whole chain, built once for every scenario.
+// chainPrograms are the programs whose images make up the chain, built once for all scenarios.
 var chainPrograms = []string{"mqbroker", "pubsub-mqtt5", "state-kv", "app", "devicesim", "daprd"}
 
 // chain is the whole stack as containers on a private network of its own, as `make run` wires
