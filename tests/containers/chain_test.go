@@ -2,6 +2,8 @@ package containers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,12 +52,15 @@ func TestChain(t *testing.T) {
 		r := c.startReplica("replica-1")
 		const n = 900
 		p := c.publish("devsim", n, 0, 1)
-		for i, comp := range []*testcontainers.DockerContainer{r.pubsub, r.state} {
-			at := c.waitRows(r.app, 100+300*i, 2*time.Minute, "before the kill")
+		for i, comp := range []struct {
+			name string
+			ctr  *testcontainers.DockerContainer
+		}{{"pubsub-mqtt5", r.pubsub}, {"state-kv", r.state}} {
+			at := c.waitRows(r.app, 100+300*i, 2*time.Minute, "before the kill of "+comp.name)
 			require.Less(t, at, n, "the kill comes mid-stream")
-			t.Logf("%s killed with %d of %d readings in the lake", comp.GetContainerID()[:12], at, n)
-			c.kill(comp)
-			c.start(comp)
+			t.Logf("%s killed with %d of %d readings in the lake", comp.name, at, n)
+			c.kill(comp.ctr)
+			c.start(comp.ctr)
 			r.restartDaprd()
 		}
 		p.wait()
@@ -93,7 +98,8 @@ func TestChain(t *testing.T) {
 	})
 
 	// Both component containers lose the network (the broker) for 20 s mid-stream, then get it
-	// back: delivery resumes (new rows after the reconnection) and nothing is lost.
+	// back (with each other's addresses, see partition): delivery resumes (new rows after the
+	// reconnection) and nothing is lost. Their connection logs are logged.
 	t.Run("Partition", func(t *testing.T) {
 		t.Parallel()
 		c := newChain(t, images)
@@ -102,8 +108,7 @@ func TestChain(t *testing.T) {
 		p := c.publish("devsim", n, 25, 1)
 		at := c.waitRows(r.app, 100, 2*time.Minute, "before the partition")
 		require.Less(t, at, n, "the partition comes mid-stream")
-		c.partition(20*time.Second, map[*testcontainers.DockerContainer]string{
-			r.pubsub: r.name + "-pubsub", r.state: r.name + "-state"})
+		c.partition(20*time.Second, endpoint{r.pubsub, r.name + "-pubsub"}, endpoint{r.state, r.name + "-state"})
 		back := c.rowCount(r.app)
 		require.Less(t, back, n, "the reconnection comes mid-stream")
 		reconnected := time.Now()
@@ -112,23 +117,61 @@ func TestChain(t *testing.T) {
 			at, back, time.Since(reconnected).Round(100*time.Millisecond))
 		p.wait()
 		c.assertExactlyOnce(r.app, n, 3*time.Minute)
+		for name, comp := range map[string]*testcontainers.DockerContainer{"pubsub-mqtt5": r.pubsub, "state-kv": r.state} {
+			t.Logf("%s's connection log:\n%s", name, grepLines(c.logs(comp, "all"), "mqtt: "))
+		}
 	})
 }
 
+// grepLines are the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// endpoint is a container on the chain's network and its alias there.
+type endpoint struct {
+	ctr   *testcontainers.DockerContainer
+	alias string
+}
+
 // partition disconnects the containers from the chain's network for d (the fault itself: the
-// one wait that is not on a condition), then connects them again with their aliases.
-func (c *chain) partition(d time.Duration, aliases map[*testcontainers.DockerContainer]string) {
+// one wait that is not on a condition), then connects them again with their aliases, in the
+// reverse order: Docker hands out the lowest free address, so two containers come back with each
+// other's addresses (logged), their TCP connections are dead as after a NAT's or a firewall's
+// loss of state, and the components must notice (MQTT keep-alive) and reconnect. With their
+// own addresses back, TCP retransmission would carry the connections over a 20 s partition.
+func (c *chain) partition(d time.Duration, eps ...endpoint) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d+time.Minute)
 	defer cancel()
-	for ctr := range aliases {
-		_, err := c.cli.NetworkDisconnect(ctx, c.net.ID, client.NetworkDisconnectOptions{Container: ctr.GetContainerID()})
+	before := make([]string, len(eps))
+	for i, ep := range eps {
+		before[i] = c.address(ctx, ep.ctr)
+		_, err := c.cli.NetworkDisconnect(ctx, c.net.ID, client.NetworkDisconnectOptions{Container: ep.ctr.GetContainerID()})
 		require.NoError(c.t, err)
 	}
 	time.Sleep(d)
-	for ctr, alias := range aliases {
-		_, err := c.cli.NetworkConnect(ctx, c.net.ID, client.NetworkConnectOptions{Container: ctr.GetContainerID(),
-			EndpointConfig: &network.EndpointSettings{Aliases: []string{alias}}})
+	for i := len(eps) - 1; i >= 0; i-- {
+		_, err := c.cli.NetworkConnect(ctx, c.net.ID, client.NetworkConnectOptions{Container: eps[i].ctr.GetContainerID(),
+			EndpointConfig: &network.EndpointSettings{Aliases: []string{eps[i].alias}}})
 		require.NoError(c.t, err)
+		c.t.Logf("%s reconnected: address %s, %s before", eps[i].alias, c.address(ctx, eps[i].ctr), before[i])
 	}
+}
+
+// address is the container's IP address on the chain's network.
+func (c *chain) address(ctx context.Context, ctr *testcontainers.DockerContainer) string {
+	c.t.Helper()
+	in, err := ctr.Inspect(ctx)
+	require.NoError(c.t, err)
+	if ep, ok := in.NetworkSettings.Networks[c.net.Name]; ok {
+		return fmt.Sprint(ep.IPAddress)
+	}
+	return "none"
 }
