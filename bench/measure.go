@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// usage is what the processes of a stack spent while one measured step ran.
+type usage struct {
+	wall time.Duration
+	cpu  map[string]time.Duration // user + system CPU by process name
+	rss  map[string]int64         // highest VmRSS sampled during the step, KiB
+	hwm  map[string]int64         // VmHWM (peak RSS since start) at the end, KiB
+}
+
+// measure runs step and records the wall time, each process's CPU time over it (/proc/<pid>/stat)
+// and its resident memory sampled every 200 ms (/proc/<pid>/status).
+func (s *stack) measure(step func() error) (usage, error) {
+	pids := s.pids()
+	u := usage{cpu: map[string]time.Duration{}, rss: map[string]int64{}, hwm: map[string]int64{}}
+	before := map[string]int64{}
+	for name, pid := range pids {
+		before[name], _ = cpuTicks(pid)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards u.rss while the sampler runs
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			for name, pid := range pids {
+				rss, _ := memKB(pid)
+				mu.Lock()
+				u.rss[name] = max(u.rss[name], rss)
+				mu.Unlock()
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	start := time.Now()
+	err := step()
+	u.wall = time.Since(start)
+	close(stop)
+	wg.Wait()
+	for name, pid := range pids {
+		after, _ := cpuTicks(pid)
+		u.cpu[name] = time.Duration(after-before[name]) * time.Second / ticksPerSecond
+		_, u.hwm[name] = memKB(pid)
+	}
+	return u, err
+}
+
+// idleRSS is each process's VmRSS now, KiB.
+func (s *stack) idleRSS() map[string]int64 {
+	out := map[string]int64{}
+	for name, pid := range s.pids() {
+		out[name], _ = memKB(pid)
+	}
+	return out
+}
+
+// median returns the median of xs (the mean of the middle two for an even count), min and max.
+func median(xs []float64) (med, lo, hi float64) {
+	if len(xs) == 0 {
+		return 0, 0, 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	med = s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return med, s[0], s[n-1]
+}
+
+// percentile returns the p-th percentile (0 < p ≤ 100) of ds by the nearest-rank method.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := int(p/100*float64(len(s))+0.999999) - 1
+	return s[min(max(rank, 0), len(s)-1)]
+}
