@@ -128,8 +128,11 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 		}
 	}
 	rows, dups := lakeRows(lake)
-	if rows != int(base)+n || dups != 0 {
-		h.res.fail(r.key, fmt.Sprintf("round %d: %d distinct rows in the lake with %d duplicates, want %d and 0", round, rows, dups, int(base)+n))
+	if rows != base+n || dups != 0 {
+		h.res.fail(r.key, fmt.Sprintf("round %d: %d distinct rows in the lake with %d duplicates, want %d and 0", round+1, rows, dups, base+n))
+		h.res.add(r.key, "exactly-once", 0)
+	} else {
+		h.res.add(r.key, "exactly-once", 1)
 	}
 	return nil
 }

@@ -317,4 +317,3 @@ func waitDone(ctx context.Context, rc *receiver, timeout time.Duration) error {
 		return fmt.Errorf("%d of %d messages delivered within %s", got, want, timeout)
 	}
 }
-

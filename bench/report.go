@@ -215,13 +215,19 @@ func (h *harness) connectorReport(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The sample connector (app/)\n\n")
 	w("As `make run` runs it: mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", h.cfg.connectorReadings(), publishers)
-	w("| daprd | rows/s | × pub/sub floor (CE) | CPU µs per row | memory MiB |\n|---|---|---|---|---|\n")
+	w("| daprd | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | memory MiB |\n|---|---|---|---|---|---|\n")
 	for _, d := range h.daprds() {
 		k := h.key("connector", d)
 		if len(h.res.get(k, "rows/s")) == 0 {
 			continue
 		}
-		w("| %s | %s | %s | %s | %s |\n", d.version, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"), h.perProcess(k, "cpu", 0, true), h.memory(k))
+		checked := h.res.get(k, "exactly-once")
+		ok := 0
+		for _, v := range checked {
+			ok += int(v)
+		}
+		w("| %s | %s | %s | %d of %d rounds | %s | %s |\n", d.version, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
+			ok, len(checked), h.perProcess(k, "cpu", 0, true), h.memory(k))
 	}
 	w("\n")
 }
