@@ -45,6 +45,7 @@ func (h *harness) report(started time.Time, load0, load1 string) string {
 	if h.cfg.wants(h.cfg.Suites, "connector") {
 		h.connectorReport(&b)
 	}
+	h.goalsReport(&b)
 	if len(h.res.fails) > 0 {
 		w("## Failed or skipped runs\n\n")
 		keys := make([]string, 0, len(h.res.fails))
@@ -287,4 +288,84 @@ func gitDescribe(root string) string {
 		return "unknown commit"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// goal is one target of issue 13: a measured ratio or figure against its bound.
+type goal struct {
+	what   string
+	value  float64 // the measured ratio or figure
+	ok     bool    // whether it was measured in this run
+	bound  float64
+	atMost bool // the value must be ≤ bound (else ≥)
+	unit   string
+}
+
+// goalsReport checks the figures of this run against the goals of issue 13 (on daprd 1.16.0).
+func (h *harness) goalsReport(b *strings.Builder) {
+	med := func(key, metric string) (float64, bool) {
+		xs := h.res.get(key, metric)
+		if len(xs) == 0 {
+			return 0, false
+		}
+		m, _, _ := median(xs)
+		return m, true
+	}
+	ratio := func(key, metric, ref, refMetric string) (float64, bool) {
+		a, ok1 := med(key, metric)
+		r, ok2 := med(ref, refMetric)
+		if !ok1 || !ok2 || r == 0 {
+			return 0, false
+		}
+		return a / r, true
+	}
+	var gs []goal
+	add := func(what string, v float64, ok bool, bound float64, atMost bool, unit string) {
+		gs = append(gs, goal{what: what, value: v, ok: ok, bound: bound, atMost: atMost, unit: unit})
+	}
+	for _, id := range []string{"mqttv5-mosquitto", "mqttv5-mqbroker", "mqttv5-mqbroker-disk"} {
+		v, ok := ratio(id, "msgs/ce", "noop", "msgs/ce")
+		add("pub/sub delivered msg/s, "+id+" / floor", v, ok, 0.9, false, "×")
+	}
+	v, ok := ratio("mqttv5-mqbroker-disk", "msgs/ce", "mqttv5-mqbroker", "msgs/ce")
+	add("pub/sub durable mqbroker / in memory", v, ok, 0.8, false, "×")
+	v, ok = med("mqttv5-mqbroker", "cpu/pubsub-mqtt5")
+	add("pub/sub component CPU per delivered message (mqbroker in memory)", v, ok, 150, true, " µs")
+	v, ok = ratio("mqttv5-mosquitto", "single/p50", "noop", "single/p50")
+	add("one publisher's publish p50, Mosquitto / floor", v, ok, 1.2, true, "×")
+	for _, op := range []struct {
+		op    string
+		bound float64
+	}{{"set", 0.8}, {"get", 0.8}, {"etag", 0.4}, {"bulkget", 0.8}} {
+		v, ok := ratio("mqttkv", "ops/"+op.op, "noop", "ops/"+op.op)
+		add("state "+stateOpTitles[op.op]+", mqttkv in memory / floor", v, ok, op.bound, false, "×")
+	}
+	v, ok = med("mqttkv", "cpu-get/state-kv")
+	add("state component CPU per Get", v, ok, 60, true, " µs")
+	v, ok = ratio("mqttkv-disk", "ops/get", "mqttkv", "ops/get")
+	add("state Get, data directory / in memory", v, ok, 0.9, false, "×")
+	v, ok = ratio("mqttkv-disk", "ops/set", "mqttkv", "ops/set")
+	add("state Set, data directory / in memory", v, ok, 0.5, false, "×")
+	v, ok = ratio("connector", "rows/s", "noop", "msgs/ce")
+	add("connector rows/s / pub/sub floor", v, ok, 0.5, false, "×")
+
+	fmt.Fprintf(b, "## Goals of issue 13 in this run (daprd %s)\n\n| goal | measured | target | met |\n|---|---|---|---|\n", h.daprd.version)
+	for _, g := range gs {
+		if !g.ok {
+			continue
+		}
+		cmp, met := "≥", g.value >= g.bound
+		if g.atMost {
+			cmp, met = "≤", g.value <= g.bound
+		}
+		digits := 2
+		if g.unit != "×" {
+			digits = 0
+		}
+		yes := "no"
+		if met {
+			yes = "yes"
+		}
+		fmt.Fprintf(b, "| %s | %s%s | %s %s%s | %s |\n", g.what, num(g.value, digits), g.unit, cmp, num(g.bound, digits), g.unit, yes)
+	}
+	b.WriteString("\n")
 }

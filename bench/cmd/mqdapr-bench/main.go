@@ -56,6 +56,9 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	command := "go run ./bench/cmd/mqdapr-bench " + strings.Join(os.Args[1:], " ")
+	if os.Getenv("MAKELEVEL") != "" { // the Makefile's one line, which installs what is missing first
+		command = "make bench-harness"
+	}
 	if *quick && os.Getenv("BENCH_QUICK") == "1" {
 		command = "BENCH_QUICK=1 " + command
 	}
