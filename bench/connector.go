@@ -125,6 +125,7 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 	for name, kb := range u.rss {
 		if name != "devsim" {
 			h.res.add(r.key, "rss-load/"+name, float64(kb)/1024)
+			h.res.add(r.key, "rss-peak/"+name, float64(u.hwm[name])/1024)
 		}
 	}
 	rows, dups := lakeRows(lake)

@@ -33,7 +33,7 @@ var pubsubContenders = []pubsubContender{
 		metadata: func(string) map[string]string { return nil }},
 	{id: "in-memory", title: "pubsub.in-memory (in daprd)", typ: "pubsub.in-memory", onDaprd15: true,
 		metadata: func(string) map[string]string { return nil }},
-	{id: "mqtt3-mosquitto", title: "pubsub.mqtt3 (in daprd), Mosquitto", broker: mosquitto, typ: "pubsub.mqtt3", peer: true,
+	{id: "mqtt3-mosquitto", title: "pubsub.mqtt3 (in daprd), Mosquitto", broker: mosquitto, typ: "pubsub.mqtt3", peer: true, onDaprd15: true,
 		metadata: func(at string) map[string]string {
 			return map[string]string{"url": "tcp://" + at, "qos": "1", "cleanSession": "false"}
 		}},

@@ -21,7 +21,7 @@ func (h *harness) report(started time.Time, load0, load1 string) string {
 	w("components-go-sdk pub/sub and state store that answer at once and keep nothing, i.e. what daprd\n")
 	w("and the socket hop cost by themselves). CPU is user + system time by process over the measured\n")
 	w("step (/proc/<pid>/stat) divided by the messages or operations; memory is VmRSS (/proc/<pid>/status)\n")
-	w("after warm-up (idle) and the highest sample every 200 ms under load, MiB.\n\n")
+	w("after warm-up (idle), the highest sample every 200 ms under load and VmHWM (peak) at the end, MiB.\n\n")
 	mode := fmt.Sprintf("full, %d rounds", h.cfg.rounds())
 	if h.cfg.Quick {
 		mode = fmt.Sprintf("QUICK (smoke run, few messages: not figures), %d round(s)", h.cfg.rounds())
@@ -128,7 +128,12 @@ func (h *harness) memory(key string) string {
 	for _, n := range names {
 		idle, _, _ := median(h.res.get(key, "rss-idle/"+n))
 		load, _, _ := median(h.res.get(key, "rss-load/"+n))
-		parts = append(parts, fmt.Sprintf("%s %.0f→%.0f", n, idle, load))
+		part := fmt.Sprintf("%s %.0f→%.0f", n, idle, load)
+		if peak := h.res.get(key, "rss-peak/"+n); len(peak) > 0 {
+			m, _, _ := median(peak)
+			part += fmt.Sprintf(" (peak %.0f)", m)
+		}
+		parts = append(parts, part)
 	}
 	return strings.Join(parts, " · ")
 }

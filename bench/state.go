@@ -131,7 +131,7 @@ func (r *stateRun) run(ctx context.Context, _ int) error {
 			return err
 		},
 	}
-	load := map[string]int64{} // highest VmRSS over the operations
+	load, peak := map[string]int64{}, map[string]int64{} // highest VmRSS and VmHWM over the operations
 	// drive runs n operations of one kind from the clients.
 	drive := func(op string, n int) error {
 		var next atomic.Int64
@@ -174,9 +174,13 @@ func (r *stateRun) run(ctx context.Context, _ int) error {
 		for name, kb := range u.rss {
 			load[name] = max(load[name], kb)
 		}
+		for name, kb := range u.hwm {
+			peak[name] = max(peak[name], kb)
+		}
 	}
 	for name, kb := range load {
 		h.res.add(r.c.id, "rss-load/"+name, float64(kb)/1024)
+		h.res.add(r.c.id, "rss-peak/"+name, float64(peak[name])/1024)
 	}
 	return nil
 }
