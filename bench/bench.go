@@ -204,6 +204,9 @@ func (h *harness) roundRobin(ctx context.Context, suite string, ids []string, ru
 			h.logf("%s round %d/%d: %s", suite, round+1, h.cfg.rounds(), ids[i])
 			t0 := time.Now()
 			if err := run(ctx, i, round); err != nil {
+				if ctx.Err() != nil { // interrupted: said once at the top of the report
+					return
+				}
 				h.logf("%s %s round %d failed: %v", suite, ids[i], round+1, err)
 				h.res.fail(ids[i], fmt.Sprintf("round %d: %v", round+1, err))
 				continue
