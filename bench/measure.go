@@ -53,7 +53,10 @@ func (s *stack) measure(step func() error) (usage, error) {
 	for name, pid := range pids {
 		after, _ := cpuTicks(pid)
 		u.cpu[name] = time.Duration(after-before[name]) * time.Second / ticksPerSecond
-		_, u.hwm[name] = memKB(pid)
+		// The kernel updates VmHWM lazily (per-thread RSS counters are folded in batches): never
+		// report a peak below a sample.
+		_, hwm := memKB(pid)
+		u.hwm[name] = max(hwm, u.rss[name])
 	}
 	return u, err
 }
