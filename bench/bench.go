@@ -124,8 +124,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
 	h.work, h.bins = work, filepath.Join(work, "bin")
+	defer func() { // the processes' logs stay when a round failed: the failures point into them
+		if len(h.res.fails) > 0 {
+			h.logf("a round failed: logs kept in %s", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
 	load0 := loadAverage()
 	if err := h.setup(ctx); err != nil {
 		return err

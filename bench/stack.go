@@ -50,6 +50,7 @@ func (h *harness) newStack(name string) (*stack, error) {
 	}
 	s := &stack{h: h, dir: dir, sockets: sockets, res: filepath.Join(dir, "resources")}
 	if err := os.MkdirAll(s.res, 0o755); err != nil {
+		os.RemoveAll(sockets)
 		return nil, err
 	}
 	return s, nil
