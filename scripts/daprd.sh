@@ -74,6 +74,17 @@ if [ -e "$out" ]; then
 fi
 
 mkdir -p "$TOOLS"
+# One build at a time per cache entry: a second caller (another make test, a parallel script)
+# waits for the first one's build and then takes its result instead of compiling daprd again.
+if command -v flock >/dev/null 2>&1 && [ -z "${MQDAPR_DAPRD_LOCKED:-}" ]; then
+  exec 9>"$out.lock"
+  if ! flock -n 9; then
+    echo "daprd.sh: another build of $out is under way; waiting for it" >&2
+    flock 9
+  fi
+  export MQDAPR_DAPRD_LOCKED=1
+  if fits "$out" && static "$out"; then echo "$out"; exit 0; fi
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work" "${tmp:-}"' EXIT
 echo "daprd.sh: building daprd $VERSION into $out (first time only, ~15 min on 2 cores)" >&2

@@ -7,6 +7,7 @@
 #   IMAGE_ARCHES=amd64 scripts/images.sh    one architecture
 #   IMAGES_NO_DOCKER=1 scripts/images.sh    the binaries and build contexts only
 #   IMAGES_OUT=dir scripts/images.sh        under dir instead of bin/
+#   scripts/images.sh daprd                 a local daprd image (no registry), see below
 #
 # For each architecture A: `go build` with CGO_ENABLED=0 GOOS=linux GOARCH=A into bin/linux_A/,
 # then per program P a build context bin/images/linux_A/P/ (P's Dockerfile, the binary, and an
@@ -36,25 +37,41 @@ PROGRAMS=(
   "devicesim    ./cmd/devicesim    cmd/devicesim/Dockerfile"
 )
 
+# daprd is not one of ours: only built when named, for the host's architecture, from the static
+# daprd of scripts/daprd.sh (deploy/daprd/Dockerfile), tagged $PREFIX/daprd:<daprd version>.
+daprd=
 if [ $# -gt 0 ]; then # keep the programs named on the command line
   chosen=()
   for want in "$@"; do
     found=
+    if [ "$want" = daprd ]; then daprd=1; continue; fi
     for p in "${PROGRAMS[@]}"; do read -r name _ _ <<<"$p"; [ "$name" = "$want" ] && chosen+=("$p") && found=1; done
-    [ -n "$found" ] || { echo "images.sh: no program $want (mqbroker pubsub-mqtt5 state-kv app devicesim)" >&2; exit 2; }
+    [ -n "$found" ] || { echo "images.sh: no program $want (mqbroker pubsub-mqtt5 state-kv app devicesim daprd)" >&2; exit 2; }
   done
-  PROGRAMS=("${chosen[@]}")
+  PROGRAMS=(${chosen[@]+"${chosen[@]}"})
 fi
 pkgs=()
-for p in "${PROGRAMS[@]}"; do read -r _ pkg _ <<<"$p"; pkgs+=("$pkg"); done
+for p in ${PROGRAMS[@]+"${PROGRAMS[@]}"}; do read -r _ pkg _ <<<"$p"; pkgs+=("$pkg"); done
+
+if [ -n "$daprd" ]; then
+  daprd_bin=$(./scripts/daprd.sh --static)
+  daprd_version=$("$daprd_bin" --version | head -n1 | tr -d '[:space:]')
+  ctx=$OUT/images/linux_$HOSTARCH/daprd
+  rm -rf "$ctx"
+  mkdir -p "$ctx/empty"
+  chmod 0755 "$ctx/empty"
+  cp deploy/daprd/Dockerfile "$ctx/Dockerfile"
+  ln "$daprd_bin" "$ctx/daprd" 2>/dev/null || cp "$daprd_bin" "$ctx/daprd"
+fi
 
 start=$SECONDS
 for arch in $ARCHES; do
+  [ ${#pkgs[@]} -gt 0 ] || break
   out=$OUT/linux_$arch
   echo "images.sh: building static binaries for linux/$arch into $out/" >&2
   mkdir -p "$out"
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch $GO build -trimpath -ldflags '-s -w' -o "$out/" "${pkgs[@]}"
-  for p in "${PROGRAMS[@]}"; do
+  for p in ${PROGRAMS[@]+"${PROGRAMS[@]}"}; do
     read -r name _ dockerfile <<<"$p"
     ctx=$OUT/images/linux_$arch/$name
     rm -rf "$ctx"
@@ -74,7 +91,7 @@ fi
 
 start=$SECONDS
 for arch in $ARCHES; do
-  for p in "${PROGRAMS[@]}"; do
+  for p in ${PROGRAMS[@]+"${PROGRAMS[@]}"}; do
     read -r name _ _ <<<"$p"
     tags=(-t "$PREFIX/$name:$VERSION-$arch")
     [ "$arch" = "$HOSTARCH" ] && tags+=(-t "$PREFIX/$name:$VERSION")
@@ -84,4 +101,11 @@ for arch in $ARCHES; do
     echo "$PREFIX/$name:$VERSION-$arch"
   done
 done
+if [ -n "$daprd" ]; then
+  docker build -q --platform "linux/$HOSTARCH" \
+    --build-arg "VERSION=$daprd_version" --build-arg "REVISION=$daprd_version" \
+    --build-arg "SOURCE=https://github.com/dapr/dapr" \
+    -t "$PREFIX/daprd:$daprd_version" "$OUT/images/linux_$HOSTARCH/daprd" >/dev/null
+  echo "$PREFIX/daprd:$daprd_version"
+fi
 echo "images.sh: images in $((SECONDS - start)) s" >&2

@@ -29,7 +29,8 @@ func (keyPolicy) AuthorizeKey(c broker.Client, key []byte, access statestore.Acc
 }
 
 // Key-level authorization through the broker's authorization hook: read is GET and KEYNOTIFY,
-// write is SET, DEL and VDEL; a refusal is `-ERR not authorized` (spec §1.5).
+// write is SET, DEL and VDEL; a refusal is `-ERR not authorized`
+// (docs/state-store-protocol.md#responses).
 func TestKeyLevelAuthorizationThroughBrokerHook(t *testing.T) {
 	require.Nil(t, KeyAuthorization(nil), "no KeyAuthorizer: every key allowed")
 	f := newFixture(t, func(eo *statestore.Options, bo *broker.Options) {
@@ -54,24 +55,4 @@ func TestKeyLevelAuthorizationThroughBrokerHook(t *testing.T) {
 		require.Equal(t, "-ERR not authorized\r\n", string(r.call(t, req, "__ts", ts0).Payload), name)
 	}
 	require.Equal(t, "$1\r\n1\r\n", string(w.call(t, "*2\r\n$3\r\nGET\r\n$7\r\nplant/a\r\n", "__ts", ts0).Payload), "nothing changed")
-}
-
-// The deprecated Authenticator wrapper only delegates (nil: no authentication method accepted) and
-// drops no registration.
-func TestAuthenticatorWrapperDelegates(t *testing.T) {
-	f := newFixture(t)
-	a := f.svc.Authenticator(nil)
-	_, err := a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c", Method: "K8S-SAT"})
-	var re *broker.ReasonError
-	require.ErrorAs(t, err, &re)
-	require.Equal(t, broker.CodeBadAuthenticationMethod, re.Code)
-	_, err = a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c"})
-	require.NoError(t, err)
-
-	w := f.dial(t, "c")
-	w.subscribe(t, responseTopic("c"))
-	w.call(t, "*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n", "__ts", ts0)
-	_, err = a.Authenticate(context.Background(), &broker.AuthRequest{ClientID: "c"})
-	require.NoError(t, err)
-	require.True(t, f.engine.Watching("c", []byte("k")))
 }

@@ -1,5 +1,5 @@
 // Package kvservice plugs the key-value store engine (package broker/statestore, the protocol of
-// /work/shared/spec/state-store-protocol.md) into the embedded MQTT broker as a broker.Service.
+// docs/state-store-protocol.md) into the embedded MQTT broker as a broker.Service.
 //
 // The adapter is thin: a PUBLISH on the request topic becomes a statestore.Request, the engine's
 // response is routed back through the broker's Publisher, each KEYNOTIFY notification is delivered
@@ -24,7 +24,7 @@
 //	svc.Close(); b.Close(); engine.Close()
 //
 // Client disconnects: the Service implements broker.ConnectionObserver, so a KEYNOTIFY registration
-// ends with the connection that made it (spec §1.7), takeover included, and only that one: a
-// registration made on the client's next connection survives the old one's end however late it is
-// reported.
+// ends with the connection that made it (docs/state-store-protocol.md#notifications), takeover
+// included, and only that one: a registration made on the client's next connection survives the old
+// one's end however late it is reported.
 package kvservice

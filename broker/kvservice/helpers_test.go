@@ -117,7 +117,7 @@ func (c *client) subscribe(t *testing.T, filter string) {
 	require.Equal(t, byte(1), sa.Reasons[0])
 }
 
-// responseTopic is the Rust/docs form of spec §1.1.
+// responseTopic is the Rust/docs form of docs/state-store-protocol.md#topics.
 func responseTopic(id string) string {
 	return "clients/" + id + "/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
 }

@@ -16,7 +16,8 @@ import (
 	"github.com/mqdapr/mqdapr/broker/statestore"
 )
 
-// notifyFilter is the filter of every notification topic of clientID (spec §1.1, §1.7).
+// notifyFilter is the filter of every notification topic of clientID
+// (docs/state-store-protocol.md#topics, #notifications).
 func notifyFilter(clientID string) string {
 	return statestore.NotifyTopicPrefix + "/" + strings.ToUpper(hex.EncodeToString([]byte(clientID))) + "/command/notify/+"
 }
@@ -77,8 +78,9 @@ func TestNotificationReachesUnsubscribedWatcher(t *testing.T) {
 	require.Equal(t, notifyDelete, string(w.next(t).Payload)) // sent by the expiry timer
 }
 
-// A client that subscribed to its notification filter (as spec §1.7 suggests) gets each
-// notification once, not once per delivery path.
+// A client that subscribed to its notification filter (as
+// docs/state-store-protocol.md#notifications suggests) gets each notification once, not once per
+// delivery path.
 func TestNotificationOnceToSubscribedWatcher(t *testing.T) {
 	f := newFixture(t)
 	w := f.dial(t, "watcher")

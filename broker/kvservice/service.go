@@ -73,16 +73,17 @@ func New(opts Options) (*Service, error) {
 	return s, nil
 }
 
-// ConnectionClosed drops the KEYNOTIFY registrations made on a connection when it ends (spec §1.7:
-// nothing is kept or queued while the client is away), and only those: a registration made on the
-// client's next connection survives however late the end of the previous one is reported. It
-// implements broker.ConnectionObserver.
+// ConnectionClosed drops the KEYNOTIFY registrations made on a connection when it ends
+// (docs/state-store-protocol.md#notifications: nothing is kept or queued while the client is away),
+// and only those: a registration made on the client's next connection survives however late the end
+// of the previous one is reported. It implements broker.ConnectionObserver.
 func (s *Service) ConnectionClosed(clientID string, id broker.ConnID) {
 	s.engine.ConnectionClosed(clientID, uint64(id))
 }
 
-// Match reports whether topic is the state store request topic (spec §1.1) or a topic under the
-// notification prefix, where only the store publishes (Handle refuses client publishes there).
+// Match reports whether topic is the state store request topic
+// (docs/state-store-protocol.md#topics) or a topic under the notification prefix, where only the
+// store publishes (Handle refuses client publishes there).
 func (s *Service) Match(topic string) bool { return s.engine.Match(topic) || isNotifyTopic(topic) }
 
 func isNotifyTopic(topic string) bool {
@@ -100,10 +101,11 @@ func isNotifyTopic(topic string) bool {
 // *broker.ReasonError carrying 0x87 not authorized, and goes nowhere.
 //
 // Requests the protocol does not answer (QoS other than 1, no Response Topic, no Correlation Data;
-// spec §1.1, §1.2) return a *broker.ReasonError with code 0x83 naming the fault; a forbidden
-// Response Topic returns a *broker.DisconnectError (0x82 protocol error): the broker disconnects the
-// client, as the spec asks. A response that cannot be queued returns the Publisher's error (the command has
-// been applied all the same); notifications that cannot be queued are logged.
+// docs/state-store-protocol.md#topics, #mqtt-properties) return a *broker.ReasonError with code
+// 0x83 naming the fault; a forbidden Response Topic returns a *broker.DisconnectError (0x82
+// protocol error): the broker disconnects the client, as the protocol asks. A response that cannot
+// be queued returns the Publisher's error (the command has been applied all the same);
+// notifications that cannot be queued are logged.
 func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Message, pub broker.Publisher) error {
 	if isNotifyTopic(msg.Topic) {
 		return &broker.ReasonError{Code: broker.CodeNotAuthorized, Reason: fmt.Sprintf(

@@ -21,8 +21,9 @@ func version(t *testing.T, p *paho.Publish) hlc.HLC {
 	return v
 }
 
-// Spec §1.8 Ex 1, 2 and 4 over TCP, byte-exact modulo timestamps: lock with SET NX PX, a second
-// SET NX fails with the stored version, GET hit and miss, renewal with NEX, VDEL.
+// docs/state-store-protocol.md#example-acquire-and-renew-a-lock, #example-get and #example-vdel
+// over TCP, byte-exact modulo timestamps: lock with SET NX PX, a second SET NX fails with the
+// stored version, GET hit and miss, renewal with NEX, VDEL.
 func TestSpecExamplesLockGetVdel(t *testing.T) {
 	f := newFixture(t)
 	app1 := f.dial(t, "app1")
@@ -67,7 +68,8 @@ func TestSpecExamplesLockGetVdel(t *testing.T) {
 	require.Empty(t, r.Properties.User.Get("__ts"))
 }
 
-// Spec §1.8 Ex 3: a fenced key refuses a DEL without __ft, in band with status 200.
+// docs/state-store-protocol.md#example-fenced-del: a fenced key refuses a DEL without __ft, in band
+// with status 200.
 func TestSpecExampleFencedDel(t *testing.T) {
 	f := newFixture(t)
 	c := f.dial(t, "app1")
@@ -89,8 +91,9 @@ func TestSpecExampleFencedDel(t *testing.T) {
 	require.Equal(t, "-ERR syntax error\r\n", string(r.Payload))
 }
 
-// Spec §1.8 Ex 5: KEYNOTIFY, a SET notification on the exact topic, and the DELETE notification
-// of a TTL expiry sent by the Service's timer with no further request.
+// docs/state-store-protocol.md#example-keynotify-and-notifications: KEYNOTIFY, a SET notification
+// on the exact topic, and the DELETE notification of a TTL expiry sent by the Service's timer with
+// no further request.
 func TestSpecExampleKeynotifyAndExpiry(t *testing.T) {
 	f := newFixture(t)
 	w := f.dial(t, "client-id1")
@@ -136,7 +139,8 @@ func TestExpiryTimerRearms(t *testing.T) {
 }
 
 // A forbidden response topic (the request topic, or under the notification prefix) disconnects the
-// client (spec §1.1), with DISCONNECT 0x82 protocol error, and nothing is answered.
+// client (docs/state-store-protocol.md#topics), with DISCONNECT 0x82 protocol error, and nothing is
+// answered.
 func TestForbiddenResponseTopicDisconnects(t *testing.T) {
 	f := newFixture(t)
 	get := []byte("*2\r\n$3\r\nGET\r\n$4\r\nlock\r\n")
@@ -212,7 +216,8 @@ func TestNewValidates(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidOptions)
 }
 
-// When a client's connection ends, its KEYNOTIFY registrations are dropped at once (spec §1.7).
+// When a client's connection ends, its KEYNOTIFY registrations are dropped at once
+// (docs/state-store-protocol.md#notifications).
 func TestDisconnectDropsRegistrations(t *testing.T) {
 	f := newFixture(t)
 	w := f.dial(t, "watcher")

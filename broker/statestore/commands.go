@@ -31,7 +31,8 @@ const (
 	condNEX            // set if absent or equal to the new value
 )
 
-// setArgs are SET's parsed arguments: `SET key value [NX | NEX] [PX ms]` (spec §1.4).
+// setArgs are SET's parsed arguments: `SET key value [NX | NEX] [PX ms]`
+// (docs/state-store-protocol.md#commands).
 type setArgs struct {
 	key, value []byte
 	cond       condition
@@ -99,9 +100,9 @@ type stamps struct {
 	hasFT   bool
 }
 
-// readStamps validates __ts (required when needTS) and, when withFT, __ft (spec §1.2, §1.3). A valid
-// __ts is merged into the clock; the merged reading is the version a SET assigns. It returns the
-// -ERR text on failure.
+// readStamps validates __ts (required when needTS) and, when withFT, __ft
+// (docs/state-store-protocol.md#mqtt-properties, #versions-hlc). A valid __ts is merged into the
+// clock; the merged reading is the version a SET assigns. It returns the -ERR text on failure.
 func (e *Engine) readStamps(req Request, needTS, withFT bool) (stamps, string) {
 	var st stamps
 	v, hasTS := req.Properties.Get(PropTimestamp)
@@ -148,8 +149,8 @@ func readFT(clock *hlc.Clock, req Request, st *stamps) string {
 	return ""
 }
 
-// checkFence applies spec §1.6 to a write on ent: a fenced key needs __ft, at least as high as its
-// token. It returns the -ERR text on failure.
+// checkFence applies docs/state-store-protocol.md#fencing-tokens to a write on ent: a fenced key
+// needs __ft, at least as high as its token. It returns the -ERR text on failure.
 func checkFence(ent *entry, st stamps) string {
 	if ent == nil || !ent.fenced {
 		return ""
@@ -168,7 +169,8 @@ func (e *Engine) authorized(c command, key []byte, access Access) bool {
 	return e.opts.Authorize == nil || e.opts.Authorize(c.req.ClientID, key, access)
 }
 
-// wantsPersist reports whether a SET is to be persisted (spec §1.2, `aio-persistence`).
+// wantsPersist reports whether a SET is to be persisted
+// (docs/state-store-protocol.md#mqtt-properties, `aio-persistence`).
 func (e *Engine) wantsPersist(req Request) bool {
 	if e.opts.Store == nil {
 		return false
@@ -181,13 +183,14 @@ func (e *Engine) wantsPersist(req Request) bool {
 }
 
 // storeFailed logs a failure of Options.Store and returns the RPC-level reply for it (`__stat` 500,
-// spec §1.2): nothing was changed. The error text is not sent; it may name the broker's files.
+// docs/state-store-protocol.md#mqtt-properties): nothing was changed. The error text is not sent;
+// it may name the broker's files.
 func (e *Engine) storeFailed(op string, err error) reply {
 	e.log.Error("state store persistence failed; request refused", "op", op, "err", err)
 	return reply{status: "500", statusMsg: "the state store could not persist the change"}
 }
 
-// set implements SET (spec §1.4, §1.5, §1.6).
+// set implements SET (docs/state-store-protocol.md#commands, #responses, #fencing-tokens).
 func (e *Engine) set(ctx context.Context, c command) reply {
 	s, msg := parseSet(c.args)
 	if msg != "" {
@@ -207,7 +210,8 @@ func (e *Engine) set(ctx context.Context, c command) reply {
 	if msg := checkFence(ent, st); msg != "" {
 		return errReply(msg)
 	}
-	// Spec §1.5: a SET whose condition fails answers :-1 with the stored version.
+	// docs/state-store-protocol.md#responses: a SET whose condition fails answers :-1 with the stored
+	// version.
 	if ent != nil && (s.cond == condNX || (s.cond == condNEX && !bytes.Equal(ent.value, s.value))) {
 		return versioned(resp3.Int(-1), ent.version)
 	}
@@ -231,7 +235,8 @@ func (e *Engine) set(ctx context.Context, c command) reply {
 		next.fence, next.fenced = ent.fence, ent.fenced
 	}
 	if st.hasFT && (!next.fenced || hlc.Compare(st.ft, next.fence) > 0) {
-		next.fence, next.fenced = st.ft, true // spec §1.6 rules 1 and 2: store or raise the token
+		// docs/state-store-protocol.md#fencing-tokens rules 1 and 2: store or raise the token
+		next.fence, next.fenced = st.ft, true
 	}
 	if s.px > 0 {
 		next.expires = c.now.Add(s.px)
@@ -273,7 +278,8 @@ func (ent *entry) record() Record {
 	}
 }
 
-// get implements GET (spec §1.4, §1.5): the value and its version, or `$-1` without __ts.
+// get implements GET (docs/state-store-protocol.md#commands, #responses): the value and its
+// version, or `$-1` without __ts.
 func (e *Engine) get(c command) reply {
 	if len(c.args) != 1 {
 		return errReply(MsgWrongArgs)
@@ -295,7 +301,7 @@ func (e *Engine) get(c command) reply {
 	return versioned(resp3.Bulk(ent.value), ent.version)
 }
 
-// del implements DEL (spec §1.4, §1.5, §1.6).
+// del implements DEL (docs/state-store-protocol.md#commands, #responses, #fencing-tokens).
 func (e *Engine) del(ctx context.Context, c command) reply {
 	if len(c.args) != 1 {
 		return errReply(MsgWrongArgs)
@@ -303,7 +309,7 @@ func (e *Engine) del(ctx context.Context, c command) reply {
 	return e.deleteIf(ctx, c, c.args[0], nil)
 }
 
-// vdel implements VDEL (spec §1.4, §1.5, §1.6).
+// vdel implements VDEL (docs/state-store-protocol.md#commands, #responses, #fencing-tokens).
 func (e *Engine) vdel(ctx context.Context, c command) reply {
 	if len(c.args) != 2 {
 		return errReply(MsgWrongArgs)
@@ -313,7 +319,7 @@ func (e *Engine) vdel(ctx context.Context, c command) reply {
 
 // deleteIf deletes key, if want is nil or equals the stored value. Absent: `:0`; value differs:
 // `:-1` with the stored version; deleted: `:1` with the deleted version, and DELETE notifications.
-// A fenced key needs __ft first (spec §1.6 rule 3).
+// A fenced key needs __ft first (docs/state-store-protocol.md#fencing-tokens rule 3).
 func (e *Engine) deleteIf(ctx context.Context, c command, key, want []byte) reply {
 	if len(key) == 0 {
 		return errReply(MsgKeyLengthZero)
@@ -353,7 +359,8 @@ func (e *Engine) remove(ent *entry) {
 	e.deadlines.set(ent)
 }
 
-// keynotify implements KEYNOTIFY and KEYNOTIFY STOP (spec §1.4, §1.5, §1.7).
+// keynotify implements KEYNOTIFY and KEYNOTIFY STOP (docs/state-store-protocol.md#commands,
+// #responses, #notifications).
 func (e *Engine) keynotify(c command) reply {
 	if len(c.args) != 1 && len(c.args) != 2 {
 		return errReply(MsgWrongArgs)

@@ -6,7 +6,8 @@ import (
 	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
-// TestCommandErrors covers the parsing rules of spec §1.4 and the error strings of §1.5, byte-exact.
+// TestCommandErrors covers the parsing rules of docs/state-store-protocol.md#commands and the error
+// strings of docs/state-store-protocol.md#responses, byte-exact.
 func TestCommandErrors(t *testing.T) {
 	const (
 		syntax   = "-ERR syntax error\r\n"
@@ -19,7 +20,7 @@ func TestCommandErrors(t *testing.T) {
 		payload string
 		want    string
 	}{
-		// §1.8 "Syntax error": any malformed array.
+		// docs/state-store-protocol.md#example-syntax-error: any malformed array.
 		{"empty payload", "", syntax},
 		{"not an array", "+OK\r\n", syntax},
 		{"empty array", "*0\r\n", syntax},
@@ -29,12 +30,12 @@ func TestCommandErrors(t *testing.T) {
 		{"integer element", "*2\r\n$3\r\nGET\r\n:1\r\n", syntax},
 		{"null bulk element", "*2\r\n$3\r\nGET\r\n$-1\r\n", syntax},
 		{"inline command", "GET lock\r\n", syntax},
-		// §1.4: verbs must be upper-case.
+		// docs/state-store-protocol.md#commands: verbs must be upper-case.
 		{"lower-case verb", array("get", "lock"), unknown},
 		{"mixed-case verb", array("Set", "k", "v"), unknown},
 		{"unknown verb", array("INCR", "k"), unknown},
-		{"MGET is not a command (§1.10)", array("MGET", "a", "b"), unknown},
-		{"SCAN is not in the snapshot (§1.10)", array("SCAN", "0"), unknown},
+		{"MGET is not a command", array("MGET", "a", "b"), unknown},
+		{"SCAN is not offered yet", array("SCAN", "0"), unknown},
 		// Exact element counts.
 		{"GET no key", array("GET"), wrongNum},
 		{"GET two keys", array("GET", "a", "b"), wrongNum},
@@ -46,7 +47,7 @@ func TestCommandErrors(t *testing.T) {
 		{"SET too many", array("SET", "a", "b", "NX", "PX", "1", "X"), wrongNum},
 		{"KEYNOTIFY no key", array("KEYNOTIFY"), wrongNum},
 		{"KEYNOTIFY too many", array("KEYNOTIFY", "a", "STOP", "X"), wrongNum},
-		// SET options (§1.4).
+		// SET options (docs/state-store-protocol.md#commands).
 		{"SET lower-case nx", array("SET", "a", "b", "nx"), syntax},
 		{"SET unknown option", array("SET", "a", "b", "XX"), syntax},
 		{"SET EX is not supported", array("SET", "a", "b", "EX", "1"), syntax},
@@ -64,7 +65,7 @@ func TestCommandErrors(t *testing.T) {
 		{"SET PX overflow", array("SET", "a", "b", "PX", "9223372036854775807"), syntax},
 		{"KEYNOTIFY unknown option", array("KEYNOTIFY", "a", "GET"), syntax},
 		{"KEYNOTIFY lower-case stop", array("KEYNOTIFY", "a", "stop"), syntax},
-		// §1.4: zero-length keys are rejected.
+		// docs/state-store-protocol.md#commands: zero-length keys are rejected.
 		{"SET empty key", array("SET", "", "v"), zeroKey},
 		{"GET empty key", array("GET", ""), zeroKey},
 		{"DEL empty key", array("DEL", ""), zeroKey},
@@ -75,7 +76,8 @@ func TestCommandErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, nil)
 			res := h.do(tc.payload, h.nowTS())
-			// Command errors travel in-band with __stat=200 and no __ts (§1.2).
+			// Command errors travel in-band with __stat=200 and no __ts
+			// (docs/state-store-protocol.md#mqtt-properties).
 			checkResponse(t, res, tc.want, "")
 			if h.e.Len() != 0 {
 				t.Errorf("a refused command stored a key")
@@ -86,12 +88,13 @@ func TestCommandErrors(t *testing.T) {
 
 func TestSetOptionOrderAndBinary(t *testing.T) {
 	h := newHarness(t, nil)
-	// §1.4: the SDKs send the condition first then PX; the engine also accepts PX first.
+	// docs/state-store-protocol.md#commands: the SDKs send the condition first then PX; the engine
+	// also accepts PX first.
 	checkPayload(t, h.do(array("SET", "k", "v", "PX", "5000", "NX"), h.nowTS()), "+OK\r\n")
 	if d, ok := h.e.NextDeadline(); !ok || d.UnixMilli() != t0+5000 {
 		t.Errorf("deadline = %v %v", d, ok)
 	}
-	// §1.4: keys and values are arbitrary binary.
+	// docs/state-store-protocol.md#commands: keys and values are arbitrary binary.
 	key, value := "\x00\r\n\xff", "$3\r\n*1\r\n\x00"
 	version := h.set(key, value)
 	checkResponse(t, h.do(array("GET", key)), "$9\r\n"+value+"\r\n", version)
@@ -132,8 +135,8 @@ func TestDelAndVdelWithoutFencing(t *testing.T) {
 }
 
 func TestErrorTextsEncode(t *testing.T) {
-	// Every -ERR text of spec §1.5 is a valid RESP simple error (no CR/LF), so responseMessage never
-	// fails to encode one.
+	// Every -ERR text of docs/state-store-protocol.md#error-strings is a valid RESP simple error (no
+	// CR/LF), so responseMessage never fails to encode one.
 	for _, msg := range []string{
 		MsgTimestampSkew, MsgFencingRequired, MsgFencingTokenSkew, MsgFencingTokenLower, MsgQuotaExceeded,
 		MsgSyntaxError, MsgNotAuthorized, MsgUnknownCommand, MsgWrongArgs, MsgMissingTimestamp,

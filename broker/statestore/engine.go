@@ -71,7 +71,8 @@ func NewEngine(opts Options) (*Engine, error) {
 	}, nil
 }
 
-// Match reports whether topic is the state store request topic (spec §1.1).
+// Match reports whether topic is the state store request topic
+// (docs/state-store-protocol.md#topics).
 func (e *Engine) Match(topic string) bool { return topic == RequestTopic }
 
 // Close makes every later Handle, Load and Expire fail with ErrClosed (Expire returns nothing). It is
@@ -94,8 +95,9 @@ func (e *Engine) Len() int {
 //
 // It returns an error, and no Result, only when the request cannot be answered: ErrNotRequestTopic,
 // ErrInvalidQoS, ErrMissingResponseTopic, ErrForbiddenResponseTopic (disconnect the client, spec
-// §1.1), ErrInvalidResponseTopic, ErrMissingCorrelationData or ErrClosed. Otherwise the Result holds
-// the response (command errors in-band, spec §1.5) and the notifications to publish. ctx is passed to
+// docs/state-store-protocol.md#topics), ErrInvalidResponseTopic, ErrMissingCorrelationData or
+// ErrClosed. Otherwise the Result holds the response (command errors in-band,
+// docs/state-store-protocol.md#responses) and the notifications to publish. ctx is passed to
 // Options.Store.
 func (e *Engine) Handle(ctx context.Context, req Request) (Result, error) {
 	if err := validateRequest(req); err != nil {
@@ -113,12 +115,14 @@ func (e *Engine) Handle(ctx context.Context, req Request) (Result, error) {
 	return Result{Response: responseMessage(req, rep), Notifications: notes}, nil
 }
 
-// validateRequest applies the MQTT-level rules of spec §1.1 and §1.2.
+// validateRequest applies the MQTT-level rules of docs/state-store-protocol.md#topics and
+// #mqtt-properties.
 func validateRequest(req Request) error {
 	if req.Topic != RequestTopic {
 		return fmt.Errorf("topic %q, want %q: %w", req.Topic, RequestTopic, ErrNotRequestTopic)
 	}
-	if req.QoS != 1 { // spec §1.2: QoS 1; a request at any other QoS fails.
+	// docs/state-store-protocol.md#mqtt-properties: QoS 1; a request at any other QoS fails.
+	if req.QoS != 1 {
 		return fmt.Errorf("request from %q at QoS %d: %w", req.ClientID, req.QoS, ErrInvalidQoS)
 	}
 	rt := req.Properties.ResponseTopic
@@ -155,9 +159,9 @@ func versioned(v resp3.Value, version hlc.HLC) reply {
 	return reply{value: v, version: version, hasVersion: true}
 }
 
-// responseMessage builds the response PUBLISH (spec §1.2): QoS 1, correlation data echoed, content
-// type application/octet-stream, user properties __stat, __protVer and, when the key has a version,
-// __ts, in that order.
+// responseMessage builds the response PUBLISH (docs/state-store-protocol.md#mqtt-properties): QoS
+// 1, correlation data echoed, content type application/octet-stream, user properties __stat,
+// __protVer and, when the key has a version, __ts, in that order.
 func responseMessage(req Request, rep reply) Message {
 	status := rep.status
 	if status == "" {
@@ -197,7 +201,7 @@ func responseMessage(req Request, rep reply) Message {
 func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply {
 	if v, ok := req.Properties.Get(PropProtocolVersion); ok {
 		if major, _, _ := strings.Cut(v, "."); major != supportedMajor {
-			// RPC-level error (spec §1.2): unsupported protocol version.
+			// RPC-level error (docs/state-store-protocol.md#mqtt-properties): unsupported protocol version.
 			return reply{
 				status:    "505",
 				statusMsg: fmt.Sprintf("protocol version %q is not supported; supported major versions: %s", v, supportedMajor),
@@ -206,11 +210,12 @@ func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply 
 		}
 	}
 	args, err := resp3.DecodeArray(req.Payload)
-	if err != nil || len(args) == 0 { // spec §1.8: any malformed array.
+	// docs/state-store-protocol.md#example-syntax-error: any malformed array.
+	if err != nil || len(args) == 0 {
 		return errReply(MsgSyntaxError)
 	}
 	c := command{req: req, args: args[1:], now: now}
-	switch string(args[0]) { // spec §1.4: verbs are upper-case.
+	switch string(args[0]) { // docs/state-store-protocol.md#commands: verbs are upper-case.
 	case "SET":
 		return e.set(ctx, c)
 	case "GET":

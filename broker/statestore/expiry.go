@@ -60,9 +60,10 @@ func (e *Engine) NextDeadline() (time.Time, bool) {
 }
 
 // Expire deletes every key whose deadline is at or before now and returns the DELETE notifications
-// to publish (spec §1.7: `*2 NOTIFY DELETE`, `__ts` = the expired key's version). A persisted key is
-// also deleted from Options.Store; a failure there is logged, not returned, because the deadline is
-// stored with the record and Load drops it anyway. After Close it returns nil.
+// to publish (docs/state-store-protocol.md#notifications: `*2 NOTIFY DELETE`, `__ts` = the expired
+// key's version). A persisted key is also deleted from Options.Store; a failure there is logged,
+// not returned, because the deadline is stored with the record and Load drops it anyway. After
+// Close it returns nil.
 func (e *Engine) Expire(ctx context.Context, now time.Time) []Message {
 	e.mu.Lock()
 	defer e.mu.Unlock()

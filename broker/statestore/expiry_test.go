@@ -7,7 +7,8 @@ import (
 
 const deletePayload = "*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n"
 
-// TestExpiry covers PX (spec §1.4) and the DELETE notification on TTL expiry (spec §1.7, §1.9).
+// TestExpiry covers PX (docs/state-store-protocol.md#commands) and the DELETE notification on TTL
+// expiry (docs/state-store-protocol.md#notifications, #broker-obligations).
 func TestExpiry(t *testing.T) {
 	h := newHarness(t, nil)
 	checkPayload(t, h.doAs("w", array("KEYNOTIFY", "k")), "+OK\r\n")

@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// t0 is the wall clock of the spec's examples (§1.8: 001696374425000).
+// t0 is the wall clock of the protocol's examples
+// (docs/state-store-protocol.md#byte-level-examples: 001696374425000).
 const t0 = 1696374425000
 
 const (
@@ -17,7 +18,7 @@ const (
 	respTopic = "clients/app1/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
 )
 
-// corr is a 16-byte UUID, as the SDKs send (spec §1.2).
+// corr is a 16-byte UUID, as the SDKs send (docs/state-store-protocol.md#mqtt-properties).
 var corr = []byte{0x01, 0x91, 0xf3, 0xab, 0x12, 0x34, 0x70, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01}
 
 // fakeWall is the injectable wall clock; tests move it explicitly.

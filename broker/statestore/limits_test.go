@@ -8,7 +8,7 @@ import (
 
 const quota = "-ERR the quota has been exceeded\r\n"
 
-// TestKeyCountQuota covers the key-count quota of spec §1.5 / §1.9.
+// TestKeyCountQuota covers the key-count quota of docs/state-store-protocol.md#limits.
 func TestKeyCountQuota(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.MaxKeys = 2 })
 	h.set("a", "1")
@@ -54,8 +54,9 @@ func TestDefaultLimitsApply(t *testing.T) {
 	checkPayload(t, h.do(array("SET", "k", big), "__ts="+ts(t0, 0, "c")), "-ERR the quota has been exceeded\r\n")
 }
 
-// TestAuthorization covers the key-level authorization hook (spec §1.5 `not authorized`, §1.9):
-// read access for GET and KEYNOTIFY, write access for SET, DEL and VDEL.
+// TestAuthorization covers the key-level authorization hook (docs/state-store-protocol.md#responses
+// `not authorized`, docs/state-store-protocol.md#broker-obligations): read access for GET and
+// KEYNOTIFY, write access for SET, DEL and VDEL.
 func TestAuthorization(t *testing.T) {
 	var calls []string
 	h := newHarness(t, func(o *Options) {

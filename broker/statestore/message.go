@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// Topics and fixed property values of the current protocol version (spec §1.1, §1.2).
+// Topics and fixed property values of the current protocol version
+// (docs/state-store-protocol.md#topics, #mqtt-properties).
 const (
 	// RequestTopic is where clients publish requests; the broker is implicitly subscribed.
 	RequestTopic = "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke"
@@ -19,7 +20,7 @@ const (
 	supportedMajor = "1"
 )
 
-// User property names (spec §1.2).
+// User property names (docs/state-store-protocol.md#mqtt-properties).
 const (
 	PropTimestamp       = "__ts"
 	PropFencingToken    = "__ft"
@@ -80,8 +81,8 @@ type Request struct {
 // Message is one PUBLISH the broker must send: a response or a notification.
 type Message struct {
 	// ClientID and Conn are set on a notification only: the client, and the connection of its
-	// KEYNOTIFY, that alone must receive it, whatever it subscribed to (spec §1.7). Responses go
-	// to their topic's subscribers.
+	// KEYNOTIFY, that alone must receive it, whatever it subscribed to
+	// (docs/state-store-protocol.md#notifications). Responses go to their topic's subscribers.
 	ClientID   string
 	Conn       uint64
 	Topic      string
@@ -100,7 +101,7 @@ type Result struct {
 
 // NotifyTopic returns the topic on which clientID receives notifications for key:
 // `clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/{HEX(clientId)}/command/notify/{HEX(key)}`
-// with upper-case hexadecimal (spec §1.1).
+// with upper-case hexadecimal (docs/state-store-protocol.md#topics).
 func NotifyTopic(clientID string, key []byte) string {
 	var b strings.Builder
 	b.Grow(len(NotifyTopicPrefix) + 2*len(clientID) + len("/command/notify/") + 2*len(key) + 1)

@@ -7,19 +7,20 @@ import (
 	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
-// notifySetPayload is `*4 NOTIFY SET VALUE <value>` (spec §1.7).
+// notifySetPayload is `*4 NOTIFY SET VALUE <value>` (docs/state-store-protocol.md#notifications).
 func notifySetPayload(value []byte) []byte {
 	return resp3.EncodeArray([]byte("NOTIFY"), []byte("SET"), []byte("VALUE"), value)
 }
 
-// notifyDeletePayload is `*2 NOTIFY DELETE`, sent on DEL, VDEL and expiry (spec §1.7).
+// notifyDeletePayload is `*2 NOTIFY DELETE`, sent on DEL, VDEL and expiry
+// (docs/state-store-protocol.md#notifications).
 func notifyDeletePayload() []byte {
 	return resp3.EncodeArray([]byte("NOTIFY"), []byte("DELETE"))
 }
 
 // notifications returns one notification per client watching key, in client ID order: QoS 1,
 // content type application/octet-stream, user properties `__ts` = version and `__protVer` (spec
-// §1.7). Each message has its own copy of payload.
+// docs/state-store-protocol.md#notifications). Each message has its own copy of payload.
 func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Message {
 	clients := e.watchers[string(key)]
 	if len(clients) == 0 {
@@ -93,7 +94,8 @@ func (e *Engine) unwatch(clientID, key string) bool {
 }
 
 // ClientDisconnected drops every KEYNOTIFY registration of clientID, whichever connection made it
-// (spec §1.7: registrations do not survive a disconnect, even with a persistent session).
+// (docs/state-store-protocol.md#notifications: registrations do not survive a disconnect, even with
+// a persistent session).
 func (e *Engine) ClientDisconnected(clientID string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

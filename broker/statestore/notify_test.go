@@ -7,8 +7,9 @@ import (
 
 const setAbc = "*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n"
 
-// TestNotifications covers spec §1.7: per (client, key) registrations, SET and DELETE payloads,
-// every watcher including the writer, and no notification for keys not watched.
+// TestNotifications covers docs/state-store-protocol.md#notifications: per (client, key)
+// registrations, SET and DELETE payloads, every watcher including the writer, and no notification
+// for keys not watched.
 func TestNotifications(t *testing.T) {
 	h := newHarness(t, nil)
 	for _, c := range []string{"zeta", "alpha", "app1"} {
@@ -56,7 +57,8 @@ func TestNotifications(t *testing.T) {
 }
 
 func TestClientDisconnectedDropsRegistrations(t *testing.T) {
-	// §1.7: registrations are dropped when the client disconnects.
+	// docs/state-store-protocol.md#notifications: registrations are dropped when the client
+	// disconnects.
 	h := newHarness(t, nil)
 	checkPayload(t, h.doAs("gone", array("KEYNOTIFY", "a")), "+OK\r\n")
 	checkPayload(t, h.doAs("gone", array("KEYNOTIFY", "b")), "+OK\r\n")

@@ -31,8 +31,9 @@ func (a Access) String() string {
 }
 
 // Authorizer decides key-level access. It is called with the engine's lock held, so it must be quick
-// and must not call back into the Engine. Returning false answers `-ERR not authorized` (spec §1.5).
-// key aliases the request payload and must not be retained.
+// and must not call back into the Engine. Returning false answers `-ERR not authorized`
+// (docs/state-store-protocol.md#responses). key aliases the request payload and must not be
+// retained.
 type Authorizer func(clientID string, key []byte, access Access) bool
 
 // Options configures an Engine. Start from NewDefaultOptions.
@@ -42,7 +43,8 @@ type Options struct {
 	NodeID string
 	// Now is the wall clock for versions, the skew check and PX deadlines; nil means time.Now.
 	Now func() time.Time
-	// MaxClockSkew is how far a request's __ts or __ft may be ahead of Now (spec §1.3: one minute).
+	// MaxClockSkew is how far a request's __ts or __ft may be ahead of Now
+	// (docs/state-store-protocol.md#versions-hlc: one minute).
 	MaxClockSkew time.Duration
 	// MaxKeys limits the number of keys; a SET that would create one more answers `-ERR the quota has
 	// been exceeded`. 0 means no limit.
@@ -58,7 +60,8 @@ type Options struct {
 	// persistence (the `aio-persistence` property is then ignored).
 	Store Store
 	// PersistAll persists every key, as the AIO broker's stateStore mode All does; otherwise only keys
-	// whose latest SET carried `aio-persistence: true` are persisted (spec §1.2).
+	// whose latest SET carried `aio-persistence: true` are persisted
+	// (docs/state-store-protocol.md#mqtt-properties).
 	PersistAll bool
 	// Authorize, if not nil, is the key-level authorization hook.
 	Authorize Authorizer

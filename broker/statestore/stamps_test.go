@@ -7,7 +7,8 @@ import (
 	"github.com/mqdapr/mqdapr/internal/hlc"
 )
 
-// TestTimestampRules covers __ts and __ft validation (spec §1.2, §1.3, §1.5).
+// TestTimestampRules covers __ts and __ft validation (docs/state-store-protocol.md#mqtt-properties,
+// #versions-hlc, #responses).
 func TestTimestampRules(t *testing.T) {
 	const (
 		missing   = "-ERR missing timestamp\r\n"
@@ -22,16 +23,16 @@ func TestTimestampRules(t *testing.T) {
 		props   []string
 		want    string
 	}{
-		{"§1.2 SET requires __ts", set, nil, missing},
-		{"§1.5 malformed __ts: two parts", set, []string{"__ts=1696374425000:0"}, malformed},
-		{"§1.5 malformed __ts: four parts", set, []string{"__ts=1:0:a:b"}, malformed},
-		{"§1.5 malformed __ts: not a number", set, []string{"__ts=abc:0:n"}, malformed},
-		{"§1.5 malformed __ts: empty", set, []string{"__ts="}, malformed},
-		{"§1.3 __ts more than 1 minute ahead", set, []string{"__ts=" + ts(t0+60_001, 0, "c")}, tsSkew},
-		{"§1.5 malformed __ft", set, []string{"__ts=" + ts(t0, 0, "c"), "__ft=x"}, malformed},
-		{"§1.3 __ft more than 1 minute ahead", set, []string{"__ts=" + ts(t0, 0, "c"), "__ft=" + ts(t0+60_001, 0, "c")}, ftSkew},
-		{"§1.3 __ft ahead on DEL", array("DEL", "k"), []string{"__ft=" + ts(t0+60_001, 0, "c")}, ftSkew},
-		{"§1.5 malformed __ft on VDEL", array("VDEL", "k", "v"), []string{"__ft=1:2"}, malformed},
+		{"SET requires __ts", set, nil, missing},
+		{"malformed __ts: two parts", set, []string{"__ts=1696374425000:0"}, malformed},
+		{"malformed __ts: four parts", set, []string{"__ts=1:0:a:b"}, malformed},
+		{"malformed __ts: not a number", set, []string{"__ts=abc:0:n"}, malformed},
+		{"malformed __ts: empty", set, []string{"__ts="}, malformed},
+		{"__ts more than 1 minute ahead", set, []string{"__ts=" + ts(t0+60_001, 0, "c")}, tsSkew},
+		{"malformed __ft", set, []string{"__ts=" + ts(t0, 0, "c"), "__ft=x"}, malformed},
+		{"__ft more than 1 minute ahead", set, []string{"__ts=" + ts(t0, 0, "c"), "__ft=" + ts(t0+60_001, 0, "c")}, ftSkew},
+		{"__ft ahead on DEL", array("DEL", "k"), []string{"__ft=" + ts(t0+60_001, 0, "c")}, ftSkew},
+		{"malformed __ft on VDEL", array("VDEL", "k", "v"), []string{"__ft=1:2"}, malformed},
 		{"malformed __ts on GET", array("GET", "k"), []string{"__ts=nope"}, malformed},
 		{"__ts ahead on GET", array("GET", "k"), []string{"__ts=" + ts(t0+61_000, 0, "c")}, tsSkew},
 		{"malformed __ts on KEYNOTIFY", array("KEYNOTIFY", "k"), []string{"__ts=1"}, malformed},
@@ -54,11 +55,13 @@ func TestTimestampAccepted(t *testing.T) {
 		ts   string
 		want string // the version returned
 	}{
-		// §1.3: exactly one minute ahead is not "more than" one minute.
+		// docs/state-store-protocol.md#versions-hlc: exactly one minute ahead is not "more than" one
+		// minute.
 		{"one minute ahead", ts(t0+60_000, 7, "c"), ts(t0+60_000, 8, storeNode)},
-		// §1.3: an older __ts is accepted; the version is the store's clock.
+		// docs/state-store-protocol.md#versions-hlc: an older __ts is accepted; the version is the
+		// store's clock.
 		{"an hour behind", ts(t0-3_600_000, 0, "c"), ts(t0, 0, storeNode)},
-		// §1.3: the docs' unpadded form.
+		// docs/state-store-protocol.md#versions-hlc: the docs' unpadded form.
 		{"unpadded docs form", "1696374425000:1:StateStore", ts(t0, 2, storeNode)},
 		{"same ms, counter 5", ts(t0, 5, "c"), ts(t0, 6, storeNode)},
 	}
@@ -69,7 +72,8 @@ func TestTimestampAccepted(t *testing.T) {
 			checkResponse(t, res, "+OK\r\n", tc.want)
 			got, _ := hlc.Parse(tc.want)
 			sent, _ := hlc.Parse(tc.ts)
-			if hlc.Compare(got, sent) <= 0 { // §1.3: the returned version is greater than __ts.
+			// docs/state-store-protocol.md#versions-hlc: the returned version is greater than __ts.
+			if hlc.Compare(got, sent) <= 0 {
 				t.Errorf("version %v not greater than __ts %v", got, sent)
 			}
 		})
@@ -77,7 +81,8 @@ func TestTimestampAccepted(t *testing.T) {
 }
 
 func TestVersionsNeverGoBackwards(t *testing.T) {
-	// §1.9: an HLC that never goes backwards, even when the wall clock does.
+	// docs/state-store-protocol.md#broker-obligations: an HLC that never goes backwards, even when the
+	// wall clock does.
 	h := newHarness(t, nil)
 	var last hlc.HLC
 	for i, wall := range []int64{t0, t0, t0 + 10, t0 - 5000, t0 - 5000, t0 + 20} {
@@ -91,7 +96,8 @@ func TestVersionsNeverGoBackwards(t *testing.T) {
 		}
 		last = v
 	}
-	// A GET after a newer remote __ts still returns the stored version (§1.3).
+	// A GET after a newer remote __ts still returns the stored version
+	// (docs/state-store-protocol.md#versions-hlc).
 	res := h.do(array("GET", "k"), "__ts="+ts(t0+30_000, 0, "c"))
 	checkResponse(t, res, "$1\r\nv\r\n", last.String())
 	// ... but the clock merged it: the next SET is after it.
@@ -101,7 +107,7 @@ func TestVersionsNeverGoBackwards(t *testing.T) {
 	}
 }
 
-// TestFencingTokens covers spec §1.6 on SET.
+// TestFencingTokens covers docs/state-store-protocol.md#fencing-tokens on SET.
 func TestFencingTokens(t *testing.T) {
 	const (
 		required = "-ERR a fencing token is required for this request\r\n"
@@ -117,7 +123,8 @@ func TestFencingTokens(t *testing.T) {
 	// Rule 2: no __ft → refused; lower → refused; value unchanged.
 	checkResponse(t, h.do(array("SET", "p", "x"), h.nowTS()), required, "")
 	checkResponse(t, h.do(array("SET", "p", "x"), h.nowTS(), "__ft="+ft0), lower, "")
-	// Node ID decides between equal time and counter (§1.3 ordering): "a" < "store-node".
+	// Node ID decides between equal time and counter (docs/state-store-protocol.md#versions-hlc
+	// ordering): "a" < "store-node".
 	checkResponse(t, h.do(array("SET", "p", "x"), h.nowTS(), "__ft="+ts(t0, 1, "a")), lower, "")
 	checkPayload(t, h.do(array("GET", "p")), "$2\r\nv1\r\n")
 	// Equal → accepted, token unchanged.
@@ -140,8 +147,8 @@ func TestFencingTokens(t *testing.T) {
 }
 
 func TestSpecLockPattern(t *testing.T) {
-	// §1.6 "The intended pattern": acquire with NX PX, use the returned __ts as __ft, renew with
-	// NEX, release with VDEL.
+	// docs/state-store-protocol.md#fencing-tokens "The intended pattern": acquire with NX PX, use the
+	// returned __ts as __ft, renew with NEX, release with VDEL.
 	h := newHarness(t, nil)
 	res := h.do(array("SET", "lock", "owner1", "NX", "PX", "10000"), h.nowTS())
 	lockVersion, _ := res.Response.Properties.Get(PropTimestamp)
@@ -166,7 +173,8 @@ func TestCustomMaxClockSkew(t *testing.T) {
 	checkPayload(t, h.do(array("SET", "k", "v"), "__ts="+ts(t0+1000, 0, "c")), "+OK\r\n")
 	checkPayload(t, h.do(array("SET", "k", "v"), "__ts="+ts(t0+1001, 0, "c")),
 		"-ERR the request timestamp is too far in the future; ensure that the client and broker system clocks are synchronized\r\n")
-	// The skew is measured against the wall clock, not the HLC, so leads cannot ratchet (§1.3).
+	// The skew is measured against the wall clock, not the HLC, so leads cannot ratchet
+	// (docs/state-store-protocol.md#versions-hlc).
 	checkPayload(t, h.do(array("GET", "k"), "__ts="+ts(t0+1001, 0, "c")),
 		"-ERR the request timestamp is too far in the future; ensure that the client and broker system clocks are synchronized\r\n")
 }

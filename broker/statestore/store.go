@@ -16,7 +16,8 @@ type Record struct {
 	Value []byte
 	// Version is the key's version (`__ts` on responses).
 	Version hlc.HLC
-	// FencingToken is the token protecting the key when Fenced (spec §1.6).
+	// FencingToken is the token protecting the key when Fenced
+	// (docs/state-store-protocol.md#fencing-tokens).
 	FencingToken hlc.HLC
 	Fenced       bool
 	// ExpiresAt is the absolute PX deadline, or the zero Time for no TTL. It is absolute so that a

@@ -44,7 +44,8 @@ func withStore(s Store, all bool) func(*Options) {
 
 const persist = "aio-persistence=true"
 
-// TestPersistence covers `aio-persistence` (spec §1.2) and the Store seam.
+// TestPersistence covers `aio-persistence` (docs/state-store-protocol.md#mqtt-properties) and the
+// Store seam.
 func TestPersistence(t *testing.T) {
 	store := NewMemoryStore()
 	h := newHarness(t, withStore(store, false))

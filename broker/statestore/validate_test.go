@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// TestRequestValidation covers the MQTT-level rules of spec §1.1 and §1.2: such requests get no
-// response; Handle returns the error so the broker can refuse the PUBLISH or disconnect.
+// TestRequestValidation covers the MQTT-level rules of docs/state-store-protocol.md#topics and
+// #mqtt-properties: such requests get no response; Handle returns the error so the broker can
+// refuse the PUBLISH or disconnect.
 func TestRequestValidation(t *testing.T) {
 	good := req("app1", array("GET", "k"))
 	tests := []struct {
@@ -17,19 +18,19 @@ func TestRequestValidation(t *testing.T) {
 	}{
 		{"wrong topic", func(r *Request) { r.Topic = "statestore/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke" }, ErrNotRequestTopic},
 		{"old preview topic", func(r *Request) { r.Topic = "$services/statestore/_any_/command/invoke/request" }, ErrNotRequestTopic},
-		{"§1.2 QoS 0", func(r *Request) { r.QoS = 0 }, ErrInvalidQoS},
-		{"§1.2 QoS 2", func(r *Request) { r.QoS = 2 }, ErrInvalidQoS},
-		{"§1.2 no response topic", func(r *Request) { r.Properties.ResponseTopic = "" }, ErrMissingResponseTopic},
-		{"§1.1 response topic = request topic", func(r *Request) { r.Properties.ResponseTopic = RequestTopic }, ErrForbiddenResponseTopic},
-		{"§1.1 response topic = notify prefix", func(r *Request) { r.Properties.ResponseTopic = NotifyTopicPrefix }, ErrForbiddenResponseTopic},
-		{"§1.1 response topic under notify prefix", func(r *Request) {
+		{"QoS 0", func(r *Request) { r.QoS = 0 }, ErrInvalidQoS},
+		{"QoS 2", func(r *Request) { r.QoS = 2 }, ErrInvalidQoS},
+		{"no response topic", func(r *Request) { r.Properties.ResponseTopic = "" }, ErrMissingResponseTopic},
+		{"response topic = request topic", func(r *Request) { r.Properties.ResponseTopic = RequestTopic }, ErrForbiddenResponseTopic},
+		{"response topic = notify prefix", func(r *Request) { r.Properties.ResponseTopic = NotifyTopicPrefix }, ErrForbiddenResponseTopic},
+		{"response topic under notify prefix", func(r *Request) {
 			r.Properties.ResponseTopic = NotifyTopicPrefix + "/61/command/notify/61"
 		}, ErrForbiddenResponseTopic},
-		{"§1.1 prefix without separator", func(r *Request) { r.Properties.ResponseTopic = NotifyTopicPrefix + "X" }, ErrForbiddenResponseTopic},
+		{"prefix without separator", func(r *Request) { r.Properties.ResponseTopic = NotifyTopicPrefix + "X" }, ErrForbiddenResponseTopic},
 		{"wildcard + in response topic", func(r *Request) { r.Properties.ResponseTopic = "clients/+/response" }, ErrInvalidResponseTopic},
 		{"wildcard # in response topic", func(r *Request) { r.Properties.ResponseTopic = "clients/#" }, ErrInvalidResponseTopic},
-		{"§1.2 no correlation data", func(r *Request) { r.Properties.CorrelationData = nil }, ErrMissingCorrelationData},
-		{"§1.2 empty correlation data", func(r *Request) { r.Properties.CorrelationData = []byte{} }, ErrMissingCorrelationData},
+		{"no correlation data", func(r *Request) { r.Properties.CorrelationData = nil }, ErrMissingCorrelationData},
+		{"empty correlation data", func(r *Request) { r.Properties.CorrelationData = []byte{} }, ErrMissingCorrelationData},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,7 +50,7 @@ func TestRequestValidation(t *testing.T) {
 }
 
 func TestAcceptedResponseTopics(t *testing.T) {
-	// §1.1: the forms the docs and the SDKs use are all accepted.
+	// docs/state-store-protocol.md#topics: the forms the docs and the SDKs use are all accepted.
 	for _, rt := range []string{
 		"clients/app1/services/statestore/_any_/command/invoke/response",
 		"clients/app1/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response",
@@ -93,7 +94,7 @@ func TestProtocolVersion(t *testing.T) {
 		version string // "" means the property is absent
 		status  string
 	}{
-		{"absent means 1.0 (§1.2)", "", "200"},
+		{"absent means 1.0", "", "200"},
 		{"1.0", "1.0", "200"},
 		{"1.5 same major", "1.5", "200"},
 		{"2.0 unsupported major", "2.0", "505"},
@@ -115,7 +116,8 @@ func TestProtocolVersion(t *testing.T) {
 				t.Errorf("__stat = %q, want %q", got, tc.status)
 			}
 			if tc.status == "505" {
-				// §1.2: RPC-level errors use __stMsg, __supProtMajVer, __requestProtVer; no payload.
+				// docs/state-store-protocol.md#mqtt-properties: RPC-level errors use __stMsg, __supProtMajVer,
+				// __requestProtVer; no payload.
 				p := res.Response.Properties
 				if v, _ := p.Get(PropSupportedMajor); v != "1" {
 					t.Errorf("__supProtMajVer = %q", v)
@@ -201,7 +203,8 @@ func TestOptionsValidation(t *testing.T) {
 }
 
 func TestNotifyTopic(t *testing.T) {
-	// §1.1: upper-case base16 of the raw bytes; examples `client-id1`, `SOMEKEY`.
+	// docs/state-store-protocol.md#topics: upper-case base16 of the raw bytes; examples `client-id1`,
+	// `SOMEKEY`.
 	tests := []struct {
 		client, key, want string
 	}{

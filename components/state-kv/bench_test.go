@@ -293,7 +293,6 @@ func startBenchBroker(b *testing.B, dataDir string) string {
 	o.Addr, o.DataDir = "127.0.0.1:0", dataDir
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.Services = []broker.Service{svc}
-	o.Authenticator = svc.Authenticator(nil)
 	br, err := broker.New(o)
 	if err != nil {
 		b.Fatal(err)

@@ -8,9 +8,10 @@ import (
 	"github.com/dapr/components-contrib/state"
 )
 
-// The protocol has no multi-key command (spec §1.10: MGET deliberately absent), so bulk operations
-// fan out single-key requests, at most bulkParallelism at once (or opts.Parallelism when it is
-// smaller and above 1; the pluggable SDK always passes 1, which would serialise them).
+// The protocol has no multi-key command (docs/state-store-protocol.md#not-in-the-protocol-yet: MGET
+// deliberately absent), so bulk operations fan out single-key requests, at most bulkParallelism at
+// once (or opts.Parallelism when it is smaller and above 1; the pluggable SDK always passes 1,
+// which would serialise them).
 
 func parallelism(md Metadata, requested int) int {
 	if requested > 1 && requested < md.BulkParallelism {

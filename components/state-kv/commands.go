@@ -9,13 +9,13 @@ import (
 	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
-// The command error texts the component acts on (spec §1.5).
+// The command error texts the component acts on (docs/state-store-protocol.md#responses).
 const (
 	msgFencingRequired = "a fencing token is required for this request"
 	msgFencingLower    = "the request fencing token is a lower version than the fencing token protecting the resource"
 )
 
-// condition of a SET (spec §1.4).
+// condition of a SET (docs/state-store-protocol.md#commands).
 type condition string
 
 const (
@@ -40,7 +40,8 @@ func unexpected(cmd, key string, v resp3.Value) error {
 	return fmt.Errorf("%w: %s %q answered with a %s", ErrUnexpectedResponse, cmd, key, v.Kind)
 }
 
-// isFenceRefusal reports whether an -ERR reply is one of the fencing refusals (spec §1.6).
+// isFenceRefusal reports whether an -ERR reply is one of the fencing refusals
+// (docs/state-store-protocol.md#fencing-tokens).
 func isFenceRefusal(v resp3.Value) bool {
 	if v.Kind != resp3.KindError {
 		return false

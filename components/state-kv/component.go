@@ -1,5 +1,5 @@
 // Package statekv is a Dapr state store over the key-value store built into MQTT v5 brokers that
-// speak the Azure IoT Operations "state store" protocol (/work/shared/spec/state-store-protocol.md):
+// speak the Azure IoT Operations "state store" protocol (docs/state-store-protocol.md):
 // mqdapr's own broker with broker/kvservice, or AIO's broker. It is served as the pluggable
 // component "state.mqttkv".
 //

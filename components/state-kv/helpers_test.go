@@ -74,7 +74,6 @@ func startBrokerOpts(t testing.TB, withKV bool, mutate func(*statestore.Options)
 		svc, err = kvservice.New(kvservice.Options{Engine: engine})
 		require.NoError(t, err)
 		o.Services = []broker.Service{svc}
-		o.Authenticator = svc.Authenticator(nil)
 		kb.engine = engine
 	}
 	b, err := broker.New(o)

@@ -17,7 +17,7 @@ import (
 	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
-// Protocol constants (spec §1.1, §1.2).
+// Protocol constants (docs/state-store-protocol.md#topics, #mqtt-properties).
 const (
 	requestTopic   = "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke"
 	contentType    = "application/octet-stream"
@@ -34,7 +34,7 @@ const (
 )
 
 // responseTopicFor is the Rust SDK's / docs' form, so existing BrokerAuthorization rules
-// (`clients/{clientId}/services/statestore/#`) apply (spec §1.1).
+// (`clients/{clientId}/services/statestore/#`) apply (docs/state-store-protocol.md#topics).
 func responseTopicFor(clientID string) string {
 	return "clients/" + clientID + "/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
 }
@@ -376,7 +376,8 @@ func (r *rpc) notSent(ctx context.Context, req request, err error) error {
 	return fmt.Errorf("%w: %s %q was not sent: broker %s not reachable: %w", ErrRequestFailed, req.args[0], req.args[1], r.conn.URL().Redacted(), err)
 }
 
-// decode checks the status and content type and decodes the payload (spec §1.2, §1.5).
+// decode checks the status and content type and decodes the payload
+// (docs/state-store-protocol.md#mqtt-properties, #responses).
 func (r *rpc) decode(p *paho.Publish) (reply, error) {
 	st := p.Properties.User.Get(propStatus)
 	if st != statusOK {
@@ -399,7 +400,9 @@ func (r *rpc) decode(p *paho.Publish) (reply, error) {
 		if err != nil {
 			return reply{}, fmt.Errorf("%w: %s: %w", ErrUnexpectedResponse, propTimestamp, err)
 		}
-		r.clock.Observe(ts) // spec §2: every client advances its HLC with each version it receives
+		// docs/state-store-protocol.md#mapping-dapr-state-operations: every client advances its HLC with
+		// each version it receives
+		r.clock.Observe(ts)
 	}
 	return rep, nil
 }

@@ -70,9 +70,9 @@ func (f *fakeStore) answer(t *testing.T, req *paho.Publish, payload string, user
 	require.NoError(t, err)
 }
 
-// The requests are byte-exact (spec §1.2, §1.4): QoS 1, RESP3 array, response topic under the
-// client id, 16 bytes of correlation data, message expiry, content type, __ts, __protVer, __srcId,
-// aio-persistence; responses without __stat are refused.
+// The requests are byte-exact (docs/state-store-protocol.md#mqtt-properties, #commands): QoS 1,
+// RESP3 array, response topic under the client id, 16 bytes of correlation data, message expiry,
+// content type, __ts, __protVer, __srcId, aio-persistence; responses without __stat are refused.
 func TestWireRequest(t *testing.T) {
 	kb := startBroker(t, false)
 	f := dialFakeStore(t, kb)
@@ -170,9 +170,10 @@ func TestStaleLeaseIsFenced(t *testing.T) {
 	require.False(t, time.Now().Before(stale.safeUntil), "the writer itself would not have sent it")
 }
 
-// An ETag write on the wire (spec §2): SET lock NX PX (not persisted), VDEL key owner (is the key
-// fenced?), GET, on an unfenced key SET key <value read> NEX with __ft = the lock's version, SET with
-// __ft = the lock's version, VDEL lock owner.
+// An ETag write on the wire (docs/state-store-protocol.md#mapping-dapr-state-operations): SET lock
+// NX PX (not persisted), VDEL key owner (is the key fenced?), GET, on an unfenced key SET key
+// <value read> NEX with __ft = the lock's version, SET with __ft = the lock's version, VDEL lock
+// owner.
 func TestWireETagSequence(t *testing.T) {
 	for _, fenced := range []bool{true, false} {
 		t.Run(map[bool]string{true: "fenced", false: "unfenced"}[fenced], func(t *testing.T) { wireETagSequence(t, fenced) })

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// DefaultMaxSkew is how far ahead of the local wall clock a received timestamp may be (spec §1.3:
-// "more than 1 minute ahead" is rejected; exactly one minute is accepted).
+// DefaultMaxSkew is how far ahead of the local wall clock a received timestamp may be
+// (docs/state-store-protocol.md#versions-hlc: "more than 1 minute ahead" is rejected; exactly one
+// minute is accepted).
 const DefaultMaxSkew = time.Minute
 
 // Options configures a Clock.
@@ -96,9 +97,10 @@ func (c *Clock) CheckSkew(remote HLC) error {
 }
 
 // Update merges a received timestamp by the HLC rules and returns a new reading strictly greater
-// than both remote and every earlier reading (spec §1.3: "the returned version is always greater
-// than the request's __ts"). A remote timestamp older than the clock is accepted. If remote fails
-// CheckSkew, Update returns that error and the clock is unchanged.
+// than both remote and every earlier reading (docs/state-store-protocol.md#versions-hlc: "the
+// returned version is always greater than the request's __ts"). A remote timestamp older than the
+// clock is accepted. If remote fails CheckSkew, Update returns that error and the clock is
+// unchanged.
 func (c *Clock) Update(remote HLC) (HLC, error) {
 	if err := c.CheckSkew(remote); err != nil {
 		return HLC{}, err

@@ -82,10 +82,10 @@ func TestCheckSkew(t *testing.T) {
 		remote HLC
 		ok     bool
 	}{
-		{"§1.3 older accepted", HLC{t0 - 3600_000, 0, "c"}, true},
+		{"older accepted", HLC{t0 - 3600_000, 0, "c"}, true},
 		{"equal accepted", HLC{t0, 99, "c"}, true},
-		{"§1.3 exactly one minute ahead accepted", HLC{t0 + 60_000, 99, "c"}, true},
-		{"§1.3 more than one minute ahead rejected", HLC{t0 + 60_001, 0, "c"}, false},
+		{"exactly one minute ahead accepted", HLC{t0 + 60_000, 99, "c"}, true},
+		{"more than one minute ahead rejected", HLC{t0 + 60_001, 0, "c"}, false},
 		{"far future rejected", HLC{math.MaxUint64, 0, "c"}, false},
 	}
 	for _, tc := range tests {
@@ -131,7 +131,7 @@ func TestUpdate(t *testing.T) {
 		{"last and remote tie: max counter+1", HLC{t0 + 50, 2, "store"}, t0, HLC{t0 + 50, 9, "c"}, HLC{t0 + 50, 10, "store"}},
 		{"last and remote tie, last counter higher", HLC{t0 + 50, 12, "store"}, t0, HLC{t0 + 50, 9, "c"}, HLC{t0 + 50, 13, "store"}},
 		{"remote counter exhausted: next millisecond", HLC{}, t0, HLC{t0, math.MaxUint64, "c"}, HLC{t0 + 1, 0, "store"}},
-		{"§1.3 unpadded docs-form remote", HLC{}, t0, HLC{t0, 1, "StateStore"}, HLC{t0, 2, "store"}},
+		{"unpadded docs-form remote", HLC{}, t0, HLC{t0, 1, "StateStore"}, HLC{t0, 2, "store"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -146,7 +146,8 @@ func TestUpdate(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("Update(%v) = %v, want %v", tc.remote, got, tc.want)
 			}
-			// §1.3: the returned version is always greater than the request's __ts.
+			// docs/state-store-protocol.md#versions-hlc: the returned version is always greater than the
+			// request's __ts.
 			if Compare(got, tc.remote) <= 0 {
 				t.Errorf("Update result %v not greater than remote %v", got, tc.remote)
 			}

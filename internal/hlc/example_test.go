@@ -7,7 +7,8 @@ import (
 	"github.com/mqdapr/mqdapr/internal/hlc"
 )
 
-// Example shows a store merging a client's __ts into its clock (spec §1.3, §1.8 Ex 1).
+// Example shows a store merging a client's __ts into its clock
+// (docs/state-store-protocol.md#versions-hlc, #example-acquire-and-renew-a-lock).
 func Example() {
 	wall := time.UnixMilli(1696374425000)
 	clock, err := hlc.NewClock(hlc.Options{NodeID: "store-node", Now: func() time.Time { return wall }})

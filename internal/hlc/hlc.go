@@ -1,5 +1,5 @@
-// Package hlc implements the hybrid logical clock of the broker key-value store protocol (spec §1.3,
-// /work/shared/spec/state-store-protocol.md): the `{wallClockMs}:{counter}:{nodeId}` string format
+// Package hlc implements the hybrid logical clock of the broker key-value store protocol
+// (docs/state-store-protocol.md#versions-hlc): the `{wallClockMs}:{counter}:{nodeId}` string format
 // carried in the `__ts` and `__ft` user properties, its ordering, and a Clock whose readings never go
 // backwards, merge remote timestamps, and refuse ones too far ahead of the local wall clock.
 package hlc
@@ -22,10 +22,10 @@ type HLC struct {
 	NodeID string
 }
 
-// Parse parses `{wallClockMs}:{counter}:{nodeId}` (spec §1.3). The numbers may be zero-padded (the
-// SDKs write 15 and 5 digits) or not (the docs' form); they are unsigned decimals of ASCII digits
-// only. The node ID is everything after the second ':' and must not contain another ':'; it may be
-// empty. Errors wrap ErrMalformed and say which part is wrong.
+// Parse parses `{wallClockMs}:{counter}:{nodeId}` (docs/state-store-protocol.md#versions-hlc). The
+// numbers may be zero-padded (the SDKs write 15 and 5 digits) or not (the docs' form); they are
+// unsigned decimals of ASCII digits only. The node ID is everything after the second ':' and must
+// not contain another ':'; it may be empty. Errors wrap ErrMalformed and say which part is wrong.
 func Parse(s string) (HLC, error) {
 	wall, rest, ok := strings.Cut(s, ":")
 	if !ok {
@@ -67,8 +67,9 @@ func parseUint(s string) (uint64, error) {
 }
 
 // String formats h as the SDKs do: 15-digit zero-padded milliseconds, 5-digit zero-padded counter,
-// node ID (spec §1.3), e.g. `001696374425000:00000:app1-node`. Wider numbers are written in full.
-// Parse(h.String()) returns h for every h whose NodeID has no ':'.
+// node ID (docs/state-store-protocol.md#versions-hlc), e.g. `001696374425000:00000:app1-node`.
+// Wider numbers are written in full. Parse(h.String()) returns h for every h whose NodeID has no
+// ':'.
 func (h HLC) String() string {
 	b := make([]byte, 0, 22+len(h.NodeID))
 	b = appendPadded(b, h.WallMs, 15)
@@ -88,8 +89,8 @@ func appendPadded(b []byte, n uint64, width int) []byte {
 	return append(b, digits...)
 }
 
-// Compare orders a and b by wall clock, then counter, then node ID as a byte string (spec §1.3). It
-// returns -1, 0 or +1.
+// Compare orders a and b by wall clock, then counter, then node ID as a byte string
+// (docs/state-store-protocol.md#versions-hlc). It returns -1, 0 or +1.
 func Compare(a, b HLC) int {
 	if c := cmp.Compare(a.WallMs, b.WallMs); c != 0 {
 		return c

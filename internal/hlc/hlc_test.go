@@ -12,10 +12,10 @@ func TestParse(t *testing.T) {
 		in   string
 		want HLC
 	}{
-		{"§1.3 SDK padded", "001696374425000:00000:0191f3ab-1234", HLC{1696374425000, 0, "0191f3ab-1234"}},
-		{"§1.3 docs unpadded", "1696374425000:1:StateStore", HLC{1696374425000, 1, "StateStore"}},
-		{"§1.8 Ex1 request __ts", "001696374425000:00000:app1-node", HLC{1696374425000, 0, "app1-node"}},
-		{"§1.8 Ex3 __ft", "001696374425000:00001:store-node", HLC{1696374425000, 1, "store-node"}},
+		{"SDK padded", "001696374425000:00000:0191f3ab-1234", HLC{1696374425000, 0, "0191f3ab-1234"}},
+		{"docs unpadded", "1696374425000:1:StateStore", HLC{1696374425000, 1, "StateStore"}},
+		{"request __ts", "001696374425000:00000:app1-node", HLC{1696374425000, 0, "app1-node"}},
+		{"__ft", "001696374425000:00001:store-node", HLC{1696374425000, 1, "store-node"}},
 		{"empty node ID", "1:2:", HLC{1, 2, ""}},
 		{"zero", "0:0:n", HLC{0, 0, "n"}},
 		{"wide counter", "000000000000001:123456:n", HLC{1, 123456, "n"}},
@@ -84,7 +84,8 @@ func TestString(t *testing.T) {
 }
 
 func TestParseFormatByteExact(t *testing.T) {
-	// The SDKs' padded form survives Parse then String byte for byte (spec §1.3).
+	// The SDKs' padded form survives Parse then String byte for byte
+	// (docs/state-store-protocol.md#versions-hlc).
 	for _, s := range []string{
 		"001696374425000:00000:0191f3ab-0000-7000-8000-000000000000",
 		"001696374425000:00001:app1-node",

@@ -14,8 +14,9 @@ const minBulkLen = 6
 const maxDecimalLen = 20
 
 // DecodeArray decodes a request or notification: exactly one array of bulk strings that spans all of
-// b (spec §1.4). An empty array (`*0\r\n`) decodes to an empty, non-nil slice. Null arrays, null bulk
-// strings, nested arrays and other element types are refused. The returned elements alias b.
+// b (docs/state-store-protocol.md#resp3-subset). An empty array (`*0\r\n`) decodes to an empty,
+// non-nil slice. Null arrays, null bulk strings, nested arrays and other element types are refused.
+// The returned elements alias b.
 //
 // Errors wrap ErrTruncated, ErrSyntax, ErrLength, ErrUnexpectedType or ErrTrailingData and name the
 // byte offset at fault.
@@ -37,8 +38,9 @@ func DecodeArray(b []byte) ([][]byte, error) {
 	return elems, nil
 }
 
-// DecodeResponse decodes exactly one response value spanning all of b: any form of spec §1.5, or an
-// array of bulk strings (a notification). Byte slices in the result alias b.
+// DecodeResponse decodes exactly one response value spanning all of b: any form of
+// docs/state-store-protocol.md#responses, or an array of bulk strings (a notification). Byte slices
+// in the result alias b.
 //
 // Errors wrap ErrTruncated, ErrSyntax, ErrLength, ErrUnexpectedType or ErrTrailingData and name the
 // byte offset at fault.

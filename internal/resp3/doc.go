@@ -1,6 +1,6 @@
 // Package resp3 is a strict codec for the subset of RESP3 that the broker key-value store protocol
-// (the Azure IoT Operations "state store") uses, as specified in
-// /work/shared/spec/state-store-protocol.md §1.4 and §1.5.
+// (the Azure IoT Operations "state store") uses, as described in
+// docs/state-store-protocol.md#resp3-subset and #responses.
 //
 // Requests and notifications are flat arrays of bulk strings (`*N\r\n` then `$len\r\n<bytes>\r\n` per
 // element). Responses are one of: a simple string (`+OK\r\n`), an error (`-ERR <text>\r\n`), an

@@ -9,7 +9,8 @@ import (
 const crlf = "\r\n"
 
 // AppendArray appends a request or notification: the array of bulk strings elems, as
-// `*N\r\n` followed by `$len\r\n<bytes>\r\n` for each element (spec §1.4). It cannot fail.
+// `*N\r\n` followed by `$len\r\n<bytes>\r\n` for each element
+// (docs/state-store-protocol.md#resp3-subset). It cannot fail.
 func AppendArray(dst []byte, elems ...[]byte) []byte {
 	dst = append(dst, '*')
 	dst = strconv.AppendInt(dst, int64(len(elems)), 10)

@@ -6,7 +6,8 @@ import (
 	"github.com/mqdapr/mqdapr/internal/resp3"
 )
 
-// Example shows the client side: encode a request, decode the response forms of spec §1.5.
+// Example shows the client side: encode a request, decode the response forms of
+// docs/state-store-protocol.md#responses.
 func Example() {
 	req := resp3.EncodeArray([]byte("SET"), []byte("lock"), []byte("client1"), []byte("NX"), []byte("PX"), []byte("10000"))
 	fmt.Printf("%d bytes\n", len(req))

@@ -17,23 +17,23 @@ func bs(ss ...string) [][]byte {
 }
 
 // requestVectors are byte-exact arrays of bulk strings; those marked with a spec clause are the
-// examples of spec §1.8 (requests and notifications).
+// examples of docs/state-store-protocol.md#byte-level-examples (requests and notifications).
 var requestVectors = []struct {
 	name  string
 	wire  string
 	elems [][]byte
 }{
-	{"§1.8 Ex1 SET NX PX (63 bytes)", "*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$7\r\nclient1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n10000\r\n", bs("SET", "lock", "client1", "NX", "PX", "10000")},
-	{"§1.8 Ex1 renewal SET NEX PX (64 bytes)", "*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$7\r\nclient1\r\n$3\r\nNEX\r\n$2\r\nPX\r\n$5\r\n10000\r\n", bs("SET", "lock", "client1", "NEX", "PX", "10000")},
-	{"§1.8 Ex2 GET (23 bytes)", "*2\r\n$3\r\nGET\r\n$4\r\nlock\r\n", bs("GET", "lock")},
-	{"§1.8 Ex3 DEL", "*2\r\n$3\r\nDEL\r\n$9\r\nprotected\r\n", bs("DEL", "protected")},
-	{"§1.8 Ex4 VDEL", "*3\r\n$4\r\nVDEL\r\n$4\r\nlock\r\n$7\r\nclient1\r\n", bs("VDEL", "lock", "client1")},
-	{"§1.8 Ex5 KEYNOTIFY", "*2\r\n$9\r\nKEYNOTIFY\r\n$7\r\nSOMEKEY\r\n", bs("KEYNOTIFY", "SOMEKEY")},
-	{"§1.8 Ex5 KEYNOTIFY STOP", "*3\r\n$9\r\nKEYNOTIFY\r\n$7\r\nSOMEKEY\r\n$4\r\nSTOP\r\n", bs("KEYNOTIFY", "SOMEKEY", "STOP")},
-	{"§1.8 Ex5 notification SET", "*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n", bs("NOTIFY", "SET", "VALUE", "abc")},
-	{"§1.8 Ex5 notification DELETE", "*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n", bs("NOTIFY", "DELETE")},
-	{"§1.4 empty value", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n", bs("SET", "k", "")},
-	{"§1.4 binary key and value with CRLF inside", "*3\r\n$3\r\nSET\r\n$2\r\n\r\n\r\n$3\r\n\x00\xff$\r\n", bs("SET", "\r\n", "\x00\xff$")},
+	{"SET NX PX (63 bytes)", "*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$7\r\nclient1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n10000\r\n", bs("SET", "lock", "client1", "NX", "PX", "10000")},
+	{"renewal SET NEX PX (64 bytes)", "*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$7\r\nclient1\r\n$3\r\nNEX\r\n$2\r\nPX\r\n$5\r\n10000\r\n", bs("SET", "lock", "client1", "NEX", "PX", "10000")},
+	{"GET (23 bytes)", "*2\r\n$3\r\nGET\r\n$4\r\nlock\r\n", bs("GET", "lock")},
+	{"DEL", "*2\r\n$3\r\nDEL\r\n$9\r\nprotected\r\n", bs("DEL", "protected")},
+	{"VDEL", "*3\r\n$4\r\nVDEL\r\n$4\r\nlock\r\n$7\r\nclient1\r\n", bs("VDEL", "lock", "client1")},
+	{"KEYNOTIFY", "*2\r\n$9\r\nKEYNOTIFY\r\n$7\r\nSOMEKEY\r\n", bs("KEYNOTIFY", "SOMEKEY")},
+	{"KEYNOTIFY STOP", "*3\r\n$9\r\nKEYNOTIFY\r\n$7\r\nSOMEKEY\r\n$4\r\nSTOP\r\n", bs("KEYNOTIFY", "SOMEKEY", "STOP")},
+	{"notification SET", "*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n", bs("NOTIFY", "SET", "VALUE", "abc")},
+	{"notification DELETE", "*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n", bs("NOTIFY", "DELETE")},
+	{"empty value", "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n", bs("SET", "k", "")},
+	{"binary key and value with CRLF inside", "*3\r\n$3\r\nSET\r\n$2\r\n\r\n\r\n$3\r\n\x00\xff$\r\n", bs("SET", "\r\n", "\x00\xff$")},
 	{"empty array", "*0\r\n", [][]byte{}},
 }
 
@@ -67,7 +67,7 @@ func TestEncodeArrayVectors(t *testing.T) {
 }
 
 func TestSpecExampleLengths(t *testing.T) {
-	// §1.8 states the sizes of three requests.
+	// docs/state-store-protocol.md#byte-level-examples states the sizes of three requests.
 	tests := []struct {
 		name  string
 		elems [][]byte
@@ -88,23 +88,24 @@ func TestSpecExampleLengths(t *testing.T) {
 	}
 }
 
-// responseVectors cover every response form of spec §1.5 and the responses of §1.8.
+// responseVectors cover every response form of docs/state-store-protocol.md#responses and the
+// responses of docs/state-store-protocol.md#byte-level-examples.
 var responseVectors = []struct {
 	name string
 	wire string
 	want Value
 }{
-	{"§1.5 OK", "+OK\r\n", OK()},
-	{"§1.5 :-1 not applied", ":-1\r\n", Int(-1)},
-	{"§1.5 :1 deleted", ":1\r\n", Int(1)},
-	{"§1.5 :0 absent", ":0\r\n", Int(0)},
-	{"§1.8 Ex2 GET hit", "$7\r\nclient1\r\n", Bulk([]byte("client1"))},
-	{"§1.8 Ex2 GET miss", "$-1\r\n", NullBulk()},
-	{"§1.8 Ex2 GET empty value", "$0\r\n\r\n", Bulk([]byte{})},
-	{"§1.8 Ex3 fencing error", "-ERR a fencing token is required for this request\r\n", Error("a fencing token is required for this request")},
-	{"§1.8 syntax error", "-ERR syntax error\r\n", Error("syntax error")},
-	{"§1.5 RESP3 null", "_\r\n", Null()},
-	{"§1.8 Ex5 notification", "*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n", Array(bs("NOTIFY", "SET", "VALUE", "abc")...)},
+	{"OK", "+OK\r\n", OK()},
+	{":-1 not applied", ":-1\r\n", Int(-1)},
+	{":1 deleted", ":1\r\n", Int(1)},
+	{":0 absent", ":0\r\n", Int(0)},
+	{"GET hit", "$7\r\nclient1\r\n", Bulk([]byte("client1"))},
+	{"GET miss", "$-1\r\n", NullBulk()},
+	{"GET empty value", "$0\r\n\r\n", Bulk([]byte{})},
+	{"fencing error", "-ERR a fencing token is required for this request\r\n", Error("a fencing token is required for this request")},
+	{"syntax error", "-ERR syntax error\r\n", Error("syntax error")},
+	{"RESP3 null", "_\r\n", Null()},
+	{"notification", "*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n", Array(bs("NOTIFY", "SET", "VALUE", "abc")...)},
 	{"large integer", ":-9223372036854775808\r\n", Int(-9223372036854775808)},
 	{"max integer", ":9223372036854775807\r\n", Int(9223372036854775807)},
 }

@@ -3,7 +3,7 @@ package resp3
 // Kind names the RESP3 type of a decoded or to-be-encoded Value.
 type Kind uint8
 
-// The kinds the state store protocol uses (spec §1.4, §1.5).
+// The kinds the state store protocol uses (docs/state-store-protocol.md#resp3-subset, #responses).
 const (
 	// KindInvalid is the zero Kind; it cannot be encoded.
 	KindInvalid Kind = iota
@@ -45,7 +45,8 @@ func (k Kind) String() string {
 	}
 }
 
-// ErrPrefix is the prefix of every state-store command error text (`-ERR <text>\r\n`, spec §1.5).
+// ErrPrefix is the prefix of every state-store command error text (`-ERR <text>\r\n`,
+// docs/state-store-protocol.md#responses).
 const ErrPrefix = "ERR "
 
 // Value is one RESP3 value of the protocol subset.
@@ -81,8 +82,8 @@ func Null() Value { return Value{Kind: KindNull} }
 func Array(elems ...[]byte) Value { return Value{Kind: KindArray, Array: elems} }
 
 // ErrorMessage returns the text of an error value with the "ERR " prefix stripped, as clients
-// report it (spec §1.5). For a non-error value it returns "". An error text without the prefix is
-// returned whole.
+// report it (docs/state-store-protocol.md#responses). For a non-error value it returns "". An error
+// text without the prefix is returned whole.
 func (v Value) ErrorMessage() string {
 	if v.Kind != KindError {
 		return ""

@@ -227,7 +227,7 @@ func acquire(t *testing.T, c *statestore.Client[string, string], name string) hl
 }
 
 // The store rejects a request timestamp or fencing token more than a minute ahead of its clock
-// (spec §1.3), and accepts one behind it.
+// (docs/state-store-protocol.md#versions-hlc), and accepts one behind it.
 func TestClockSkew(t *testing.T) {
 	behind := startStack(t, func(o *sstore.Options) {
 		o.Now = func() time.Time { return time.Now().Add(-2 * time.Minute) }
