@@ -116,6 +116,9 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 		return err
 	}
 	h.res.add(r.key, "rows/s", float64(n)/u.wall.Seconds())
+	if u.commits >= 0 {
+		h.res.add(r.key, "commits", float64(u.commits)/float64(n))
+	}
 	for name, cpu := range u.cpu {
 		if name == "devsim" {
 			continue
@@ -141,7 +144,12 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 // counter reads one of the app's counters (mqdapr_connector_<name>_total) from /metrics; -1 when
 // it cannot be read.
 func counter(base, name string) int {
-	resp, err := http.Get(base + "/metrics")
+	return int(metric(base+"/metrics", "mqdapr_connector_"+name+"_total"))
+}
+
+// metric reads one unlabelled value of a Prometheus text page; -1 when it cannot be read.
+func metric(url, name string) int64 {
+	resp, err := http.Get(url)
 	if err != nil {
 		return -1
 	}
@@ -149,8 +157,11 @@ func counter(base, name string) int {
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) == 2 && f[0] == "mqdapr_connector_"+name+"_total" {
-			n, _ := strconv.Atoi(f[1])
+		if len(f) == 2 && f[0] == name {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return -1
+			}
 			return n
 		}
 	}

@@ -12,6 +12,9 @@ type usage struct {
 	cpu  map[string]time.Duration // user + system CPU by process name
 	rss  map[string]int64         // highest VmRSS sampled during the step, KiB
 	hwm  map[string]int64         // VmHWM (peak RSS since start) at the end, KiB
+	// commits is how many store transactions mqbroker applied (fsyncs with a data directory);
+	// -1 without mqbroker.
+	commits int64
 }
 
 // measure runs step and records the wall time, each process's CPU time over it (/proc/<pid>/stat)
@@ -22,6 +25,10 @@ func (s *stack) measure(step func() error) (usage, error) {
 	before := map[string]int64{}
 	for name, pid := range pids {
 		before[name], _ = cpuTicks(pid)
+	}
+	commits0 := int64(-1)
+	if s.brokerMetrics != "" {
+		commits0 = metric(s.brokerMetrics, "mqbroker_store_commits_total")
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -50,6 +57,12 @@ func (s *stack) measure(step func() error) (usage, error) {
 	u.wall = time.Since(start)
 	close(stop)
 	wg.Wait()
+	u.commits = -1
+	if commits0 >= 0 {
+		if c := metric(s.brokerMetrics, "mqbroker_store_commits_total"); c >= 0 {
+			u.commits = c - commits0
+		}
+	}
 	for name, pid := range pids {
 		after, _ := cpuTicks(pid)
 		u.cpu[name] = time.Duration(after-before[name]) * time.Second / ticksPerSecond

@@ -259,6 +259,9 @@ func (r *pubsubRun) run(ctx context.Context, round int) (err error) {
 			kind = "raw"
 		}
 		h.res.add(r.key, "msgs/"+kind, float64(n)/u.wall.Seconds())
+		if topic == topicCE && u.commits >= 0 {
+			h.res.add(r.key, "commits", float64(u.commits)/float64(n))
+		}
 		if topic == topicCE { // CPU and memory of the CloudEvents run (Dapr's default)
 			for name, cpu := range u.cpu {
 				h.res.add(r.key, "cpu/"+name, float64(cpu.Microseconds())/float64(n))

@@ -33,6 +33,8 @@ type stack struct {
 	res      string
 	ps       procs
 	brokerAt string // host:port of the broker, when there is one
+	// brokerMetrics is mqbroker's /metrics URL (its store commits are counted), "" for other brokers.
+	brokerMetrics string
 	daprHTTP int
 	daprGRPC int
 }
@@ -83,7 +85,7 @@ func (s *stack) startBroker(ctx context.Context, k brokerKind) error {
 	if k == noBroker {
 		return nil
 	}
-	ports, err := freePorts(1)
+	ports, err := freePorts(2)
 	if err != nil {
 		return err
 	}
@@ -106,7 +108,9 @@ func (s *stack) startBroker(ctx context.Context, k brokerKind) error {
 		}
 		p, err = s.ps.start(s.dir, "mosquitto", "broker", nil, s.h.tools.mosquitto, "-c", conf)
 	case mqbrokerMemory, mqbrokerDisk:
-		args := []string{"-addr", s.brokerAt}
+		metricsAt := fmt.Sprintf("127.0.0.1:%d", ports[1])
+		s.brokerMetrics = "http://" + metricsAt + "/metrics"
+		args := []string{"-addr", s.brokerAt, "-metrics-addr", metricsAt}
 		if k == mqbrokerDisk {
 			args = append(args, "-data-dir", filepath.Join(s.dir, "broker-data"))
 		}
