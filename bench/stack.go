@@ -35,8 +35,8 @@ type stack struct {
 	brokerAt string // host:port of the broker, when there is one
 	// brokerMetrics is mqbroker's /metrics URL (its store commits are counted), "" for other brokers.
 	brokerMetrics string
-	daprHTTP int
-	daprGRPC int
+	daprHTTP      int
+	daprGRPC      int
 }
 
 // newStack makes the folders of a stack.
