@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ type usage struct {
 	cpu  map[string]time.Duration // user + system CPU by process name
 	rss  map[string]int64         // highest VmRSS sampled during the step, KiB
 	hwm  map[string]int64         // VmHWM (peak RSS since start) at the end, KiB
+	self time.Duration            // the harness's own CPU (publishers, clients, subscriber app)
 	// commits is how many store transactions mqbroker applied (fsyncs with a data directory);
 	// -1 without mqbroker.
 	commits int64
@@ -52,11 +54,14 @@ func (s *stack) measure(step func() error) (usage, error) {
 			}
 		}
 	}()
+	self0, _ := cpuTicks(os.Getpid())
 	start := time.Now()
 	err := step()
 	u.wall = time.Since(start)
 	close(stop)
 	wg.Wait()
+	self1, _ := cpuTicks(os.Getpid())
+	u.self = time.Duration(self1-self0) * time.Second / ticksPerSecond
 	u.commits = -1
 	if commits0 >= 0 {
 		if c := metric(s.brokerMetrics, "mqbroker_store_commits_total"); c >= 0 {

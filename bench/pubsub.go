@@ -266,6 +266,7 @@ func (r *pubsubRun) run(ctx context.Context, round int) (err error) {
 			for name, cpu := range u.cpu {
 				h.res.add(r.key, "cpu/"+name, float64(cpu.Microseconds())/float64(n))
 			}
+			h.res.add(r.key, "cpu-harness", float64(u.self.Microseconds())/float64(n))
 			for name, kb := range u.rss {
 				h.res.add(r.key, "rss-load/"+name, float64(kb)/1024)
 			}
