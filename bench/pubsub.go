@@ -157,7 +157,7 @@ type pubsubRun struct {
 	key   string // results key: contender id, with the daprd version when not the default
 }
 
-func (r *pubsubRun) run(ctx context.Context, round int) (err error) {
+func (r *pubsubRun) run(ctx context.Context, round int) error {
 	h := r.h
 	s, err := h.newStack(r.c.id)
 	if err != nil {
