@@ -15,7 +15,8 @@ FUZZ_TARGETS := \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \
 	./internal/resp3:FuzzDecodeResponse \
-	./internal/resp3:FuzzEncodeDecodeArray
+	./internal/resp3:FuzzEncodeDecodeArray \
+	./components/pubsub-mqtt5/partition:FuzzParse
 
 .PHONY: all build images test fuzz vet run bench bench-harness clean
 
@@ -46,6 +47,10 @@ test:
 	# The images built from their Dockerfiles and run as containers with testcontainers-go (a module
 	# of its own: tests/containers/go.mod). Not under -race: the work is in the containers.
 	cd tests/containers && $(GO) vet ./... && MQDAPR_TEST_DOCKER=required $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# The Kubernetes manifests (deploy/kubernetes) validated offline: kustomize render, strict decoding,
+	# Dapr's injector patch code, the components' metadata parsers (a module of its own:
+	# tests/kubernetes/go.mod). Not under -race: nothing in it is concurrent, and it compiles much.
+	cd tests/kubernetes && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 ## fuzz: every fuzz target for FUZZTIME each.

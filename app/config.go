@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/mqdapr/mqdapr/app/connector"
 	"github.com/mqdapr/mqdapr/app/lake"
 )
 
@@ -15,9 +17,11 @@ type config struct {
 	appHost, appPort string
 	daprGRPCPort     string
 	healthAddr       string
+	pprofAddr        string
 	pubsub           string
 	stateStore       string
 	telemetryTopic   string
+	partitions       int
 	configTopic      string
 	deadLetterTopic  string
 	sharedGroup      string
@@ -39,6 +43,19 @@ func env(name, def string) string {
 	return def
 }
 
+// envInt is env for an integer flag; a malformed value is kept as -1 so that validation names it.
+func envInt(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 func parseConfig(args []string) (config, error) {
 	host, _ := os.Hostname()
 	var c config
@@ -47,9 +64,11 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.appPort, "app-port", env("APP_PORT", "6002"), "gRPC app port that daprd calls, daprd --app-port with --app-protocol grpc (env APP_PORT)")
 	fs.StringVar(&c.daprGRPCPort, "dapr-grpc-port", env("DAPR_GRPC_PORT", "50001"), "daprd gRPC API port on 127.0.0.1 (env DAPR_GRPC_PORT)")
 	fs.StringVar(&c.healthAddr, "health-addr", env("HEALTH_ADDR", defaultHealthAddr), "HTTP address of /healthz and /metrics (env HEALTH_ADDR)")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", env("PPROF_ADDR", ""), "HTTP address of net/http/pprof with block and mutex profiling on, for profiling; empty: off (env PPROF_ADDR)")
 	fs.StringVar(&c.pubsub, "pubsub", env("PUBSUB_NAME", "mqtt"), "pub/sub component name (env PUBSUB_NAME)")
 	fs.StringVar(&c.stateStore, "statestore", env("STATESTORE_NAME", "kv"), "state store component name (env STATESTORE_NAME)")
 	fs.StringVar(&c.telemetryTopic, "telemetry-topic", env("TELEMETRY_TOPIC", "devices/+/telemetry"), "MQTT filter of telemetry; the level at + is the device id (env TELEMETRY_TOPIC)")
+	fs.IntVar(&c.partitions, "telemetry-partitions", envInt("TELEMETRY_PARTITIONS", 1), "telemetry is subscribed as this many partitions of pubsub.mqttv5 ($partition/<i>of<K>/<filter>), handled in parallel; 1: one plain subscription (env TELEMETRY_PARTITIONS)")
 	fs.StringVar(&c.configTopic, "config-topic", env("CONFIG_TOPIC", "config/assets/+"), "MQTT filter of retained asset configuration; the level at + is the asset id (env CONFIG_TOPIC)")
 	fs.StringVar(&c.deadLetterTopic, "deadletter-topic", env("DEADLETTER_TOPIC", "connector/rejected"), "topic of rejected messages (env DEADLETTER_TOPIC)")
 	fs.StringVar(&c.sharedGroup, "shared-group", env("SHARED_GROUP", "connector"), "shared subscription group of telemetry; empty: not shared (env SHARED_GROUP)")
@@ -70,6 +89,9 @@ func parseConfig(args []string) (config, error) {
 	}
 	if !lake.ValidName(c.replica) {
 		return c, fmt.Errorf("-replica %q: want 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit", c.replica)
+	}
+	if c.partitions < 1 || c.partitions > connector.MaxPartitions {
+		return c, fmt.Errorf("-telemetry-partitions (or TELEMETRY_PARTITIONS) %d: want an integer 1…%d", c.partitions, connector.MaxPartitions)
 	}
 	if c.claimTTL < 2*time.Second {
 		return c, fmt.Errorf("-claim-ttl %s: want at least 2s", c.claimTTL)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ func TestParseConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.appPort != "7000" || c.pubsub != "ps" || c.replica != "r-env" || c.lakeDir != "/tmp/l" ||
-		c.logLevel != slog.LevelDebug || c.claimTTL != 20*time.Second || c.telemetryTopic != "devices/+/telemetry" {
+		c.logLevel != slog.LevelDebug || c.claimTTL != 20*time.Second || c.telemetryTopic != "devices/+/telemetry" || c.partitions != 1 {
 		t.Fatalf("config %+v", c)
 	}
 	for _, bad := range [][]string{
@@ -22,9 +23,22 @@ func TestParseConfig(t *testing.T) {
 		{"-log-level", "loud"},
 		{"-claim-ttl", "1ms"},
 		{"extra"},
+		{"-telemetry-partitions", "0"},
+		{"-telemetry-partitions", "257"},
 	} {
 		if _, err := parseConfig(bad); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)
 		}
+	}
+}
+
+func TestParseConfigPartitions(t *testing.T) {
+	t.Setenv("TELEMETRY_PARTITIONS", "8")
+	if c, err := parseConfig(nil); err != nil || c.partitions != 8 {
+		t.Fatalf("TELEMETRY_PARTITIONS=8: partitions %d, err %v", c.partitions, err)
+	}
+	t.Setenv("TELEMETRY_PARTITIONS", "eight")
+	if _, err := parseConfig(nil); err == nil || !strings.Contains(err.Error(), "TELEMETRY_PARTITIONS") {
+		t.Fatalf("TELEMETRY_PARTITIONS=eight: err %v; want one naming it", err)
 	}
 }

@@ -14,8 +14,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -72,6 +74,8 @@ type app struct {
 	lis      net.Listener // gRPC app port
 	hsrv     *http.Server
 	hlis     net.Listener // health
+	psrv     *http.Server // pprof, when -pprof-addr is set
+	plis     net.Listener
 	stopping atomic.Bool
 }
 
@@ -97,14 +101,18 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 
 	store := kv.NewDapr(a.client, cfg.stateStore)
 	a.c, err = connector.New(connector.Options{
-		TelemetryFilter: cfg.telemetryTopic,
-		ConfigFilter:    cfg.configTopic,
-		DeadLetterTopic: cfg.deadLetterTopic,
-		Store:           store,
-		Lake:            a.lake,
-		Dedup:           dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL}),
-		DeadLet:         connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
-		Log:             log,
+		TelemetryFilter:     cfg.telemetryTopic,
+		TelemetryPartitions: cfg.partitions,
+		ConfigFilter:        cfg.configTopic,
+		DeadLetterTopic:     cfg.deadLetterTopic,
+		Store:               store,
+		Lake:                a.lake,
+		Dedup: dedup.New(dedup.Options{Store: store, Rows: a.lake, Replica: cfg.replica, ClaimTTL: cfg.claimTTL, DoneTTL: cfg.dedupTTL,
+			OnDoneError: func(key string, err error) {
+				log.Error("dedup record left pending (its row is durable; a redelivery completes it)", "key", key, "err", err)
+			}}),
+		DeadLet: connector.DaprPublisher{Client: a.client, PubSub: cfg.pubsub},
+		Log:     log,
 	})
 	if err != nil {
 		return nil, err
@@ -129,6 +137,12 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 	if a.hlis, err = net.Listen("tcp", cfg.healthAddr); err != nil {
 		return nil, fmt.Errorf("health address: %w", err)
 	}
+	if cfg.pprofAddr != "" {
+		if a.plis, err = net.Listen("tcp", cfg.pprofAddr); err != nil {
+			return nil, fmt.Errorf("pprof address: %w", err)
+		}
+		a.psrv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: pprofHandler()}
+	}
 	return a, nil
 }
 
@@ -142,9 +156,13 @@ func (a *app) serve(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); errc <- a.svc.Start() }()
 	go func() { defer wg.Done(); errc <- a.hsrv.Serve(a.hlis) }()
+	if a.psrv != nil {
+		// Not in wg nor errc: profiling is a side door that must not stop the app.
+		go func() { _ = a.psrv.Serve(a.plis) }()
+	}
 	a.log.Info("connector started", "appAddr", a.lis.Addr().String(), "health", a.hlis.Addr().String(),
 		"daprGRPCPort", cfg.daprGRPCPort, "pubsub", cfg.pubsub, "stateStore", cfg.stateStore,
-		"telemetry", cfg.telemetryTopic, "sharedGroup", cfg.sharedGroup, "config", cfg.configTopic,
+		"telemetry", cfg.telemetryTopic, "partitions", cfg.partitions, "sharedGroup", cfg.sharedGroup, "config", cfg.configTopic,
 		"deadLetter", cfg.deadLetterTopic, "lake", cfg.lakeDir, "replica", cfg.replica)
 
 	var runErr error
@@ -167,7 +185,13 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := a.c.Flush(sctx); err != nil {
+		a.log.Warn("work after acks not finished (dedup records stay pending, last-known values behind)", "err", err)
+	}
 	_ = a.hsrv.Shutdown(sctx)
+	if a.psrv != nil {
+		_ = a.psrv.Close()
+	}
 	wg.Wait()
 	a.close()
 	a.log.Info("connector stopped", "counters", a.c.Counters().Snapshot())
@@ -193,4 +217,22 @@ func (a *app) close() {
 	if a.lis != nil {
 		_ = a.lis.Close()
 	}
+	if a.plis != nil {
+		_ = a.plis.Close()
+	}
+}
+
+// pprofHandler serves net/http/pprof under /debug/pprof/ and turns on block and mutex profiling
+// (off by default in Go, and costly enough to be only on when asked for): where handlers wait is
+// what decides the connector's throughput.
+func pprofHandler() http.Handler {
+	runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	runtime.SetMutexProfileFraction(10)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }

@@ -13,8 +13,13 @@ import (
 // boltTx is bbolt's transaction (named for tests).
 type boltTx = bolt.Tx
 
-// formatVersion is the data directory format; a directory with another version is refused.
-const formatVersion = "1"
+// formatVersion is the data directory format (the log's, see logName); a directory with another
+// version is refused. boltFormatVersion is the format of the bbolt file that came before it, which
+// openLog migrates.
+const (
+	formatVersion     = "2"
+	boltFormatVersion = "1"
+)
 
 // Bucket names and the format key of the bbolt file.
 const (
@@ -26,9 +31,9 @@ const (
 	keyFormat      = "format"
 )
 
-// boltBackend stores the durable state in one bbolt file. Each apply is one read-write transaction,
-// which bbolt makes durable with fsync before Commit returns; the committer batches many publishes
-// into one transaction (group commit).
+// boltBackend is the store of format 1: the durable state in one bbolt file, each apply one
+// read-write transaction (made durable by two fdatasyncs before Commit returns). openLog reads it
+// once to migrate a data directory to the log; nothing writes it otherwise.
 type boltBackend struct {
 	db *bolt.DB
 }
@@ -37,7 +42,7 @@ func openBolt(dir string) (*boltBackend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("broker: data directory %q: %w", dir, err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "mqbroker.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := bolt.Open(filepath.Join(dir, oldBoltName), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("broker: open store in %q: %w", dir, err)
 	}
@@ -50,9 +55,9 @@ func openBolt(dir string) (*boltBackend, error) {
 		meta := tx.Bucket([]byte(bucketMeta))
 		switch v := meta.Get([]byte(keyFormat)); {
 		case v == nil:
-			return meta.Put([]byte(keyFormat), []byte(formatVersion))
-		case string(v) != formatVersion:
-			return fmt.Errorf("%w: %q in %q, this broker reads %q", ErrDataDirVersion, v, dir, formatVersion)
+			return meta.Put([]byte(keyFormat), []byte(boltFormatVersion))
+		case string(v) != boltFormatVersion:
+			return fmt.Errorf("%w: %q in %q, this broker reads %q (bbolt) and %q", ErrDataDirVersion, v, dir, boltFormatVersion, formatVersion)
 		}
 		return nil
 	})

@@ -43,7 +43,7 @@ type Broker struct {
 	queuedBytes int64
 	orphans     []op // stored entries without an owner, found by restore
 
-	// openStore opens the store of a data directory; nil means bbolt (tests wrap it to inject faults).
+	// openStore opens the store of a data directory; nil means the log (tests wrap it to inject faults).
 	openStore func(dir string) (backend, error)
 }
 
@@ -79,7 +79,7 @@ func (b *Broker) Start() error {
 	if !b.memory {
 		open := b.openStore
 		if open == nil {
-			open = func(dir string) (backend, error) { return openBolt(dir) }
+			open = func(dir string) (backend, error) { return openLog(dir) }
 		}
 		bb, err := open(b.opts.DataDir)
 		if err != nil {

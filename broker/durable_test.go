@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -70,22 +71,40 @@ func TestDurableRestart(t *testing.T) {
 	require.Equal(t, "retained", string(fresh.next(t).Payload))
 }
 
-// The data directory carries a format version; another version is refused.
+// The data directory carries a format version; another version is refused, in the log's header or
+// in a bbolt file of format 1 still to be migrated, and the refused file is left as it was.
 func TestDataDirFormatVersion(t *testing.T) {
+	start := func(dir string) error {
+		o := NewDefaultOptions()
+		o.Addr, o.DataDir = "127.0.0.1:0", dir
+		b, err := New(o)
+		require.NoError(t, err)
+		return b.Start()
+	}
 	dir := t.TempDir()
 	b := startDurable(t, dir)
 	require.NoError(t, b.Close())
-	bb, err := openBolt(dir)
+	path := filepath.Join(dir, logName)
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(data, []byte(logMagic)))
+	other := bytes.Replace(data, []byte(logMagic), []byte("mqbroker-log\x0099\n"), 1)
+	require.NoError(t, os.WriteFile(path, other, 0o600))
+	require.ErrorIs(t, start(dir), ErrDataDirVersion)
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, other, after)
+
+	old := t.TempDir()
+	bb, err := openBolt(old)
 	require.NoError(t, err)
 	require.NoError(t, bb.db.Update(func(tx *boltTx) error { return tx.Bucket([]byte(bucketMeta)).Put([]byte(keyFormat), []byte("99")) }))
 	require.NoError(t, bb.close())
-	o := NewDefaultOptions()
-	o.Addr, o.DataDir = "127.0.0.1:0", dir
-	b2, err := New(o)
+	require.ErrorIs(t, start(old), ErrDataDirVersion)
+	_, err = os.Stat(filepath.Join(old, oldBoltName))
 	require.NoError(t, err)
-	require.ErrorIs(t, b2.Start(), ErrDataDirVersion)
-	_, err = os.Stat(filepath.Join(dir, "mqbroker.db"))
-	require.NoError(t, err)
+	_, err = os.Stat(filepath.Join(old, logName))
+	require.ErrorIs(t, err, os.ErrNotExist)
 }
 
 // A persistent session's expiry keeps counting from its disconnection across a restart.

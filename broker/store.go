@@ -90,7 +90,7 @@ const (
 type committer struct {
 	be       backend
 	interval time.Duration // minimum time between two transactions (more batching), 0 for none
-	commits  atomic.Int64  // backend transactions applied (fsyncs with bbolt)
+	commits  atomic.Int64  // backend transactions applied (one fdatasync each with a data directory)
 	ops      atomic.Int64  // ops applied
 
 	mu      sync.Mutex // guards pending, lazyOps, urgent, since and closed

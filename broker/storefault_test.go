@@ -15,7 +15,7 @@ import (
 
 var errInjected = errors.New("injected store fault")
 
-// faultyBackend is the bbolt store with faults on demand (the real one cannot fail when asked):
+// faultyBackend is the log store with faults on demand (the real one cannot fail when asked):
 // while fail is set every transaction fails, with failNext set the next one does; with hold set,
 // the next transaction signals entered and waits for release before it runs.
 type faultyBackend struct {
@@ -51,7 +51,7 @@ func startFaulty(t *testing.T, mutate func(*Options)) (*Broker, *faultyBackend) 
 	require.NoError(t, err)
 	fb := &faultyBackend{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	b.openStore = func(dir string) (backend, error) {
-		be, err := openBolt(dir)
+		be, err := openLog(dir)
 		if err != nil {
 			return nil, err
 		}

@@ -35,6 +35,7 @@ PROGRAMS=(
   "state-kv     ./cmd/state-kv     cmd/state-kv/Dockerfile"
   "app          ./app              app/Dockerfile"
   "devicesim    ./cmd/devicesim    cmd/devicesim/Dockerfile"
+  "daprd-watch  ./cmd/daprd-watch  cmd/daprd-watch/Dockerfile"
 )
 
 # daprd is not one of ours: only built when named, for the host's architecture, from the static
@@ -46,7 +47,7 @@ if [ $# -gt 0 ]; then # keep the programs named on the command line
     found=
     if [ "$want" = daprd ]; then daprd=1; continue; fi
     for p in "${PROGRAMS[@]}"; do read -r name _ _ <<<"$p"; [ "$name" = "$want" ] && chosen+=("$p") && found=1; done
-    [ -n "$found" ] || { echo "images.sh: no program $want (mqbroker pubsub-mqtt5 state-kv app devicesim daprd)" >&2; exit 2; }
+    [ -n "$found" ] || { echo "images.sh: no program $want (mqbroker pubsub-mqtt5 state-kv app devicesim daprd-watch daprd)" >&2; exit 2; }
   done
   PROGRAMS=(${chosen[@]+"${chosen[@]}"})
 fi

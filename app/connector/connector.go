@@ -24,6 +24,7 @@ type Connector struct {
 	opts     Options
 	log      *slog.Logger
 	assets   *assets
+	last     *lastValues
 	counters Counters
 }
 
@@ -36,7 +37,14 @@ func New(opts Options) (*Connector, error) {
 		opts:   opts,
 		log:    opts.Log,
 		assets: newAssets(opts.Store, opts.Now, opts.AssetMissTTL),
+		last:   newLastValues(opts.Store, opts.Log.Warn),
 	}, nil
+}
+
+// Flush waits until the work done after acks (done marks of the dedup records, last-known
+// values) reached the state store, or ctx ends. Call it at shutdown after the last delivery.
+func (c *Connector) Flush(ctx context.Context) error {
+	return errors.Join(c.opts.Dedup.Flush(ctx), c.last.flush(ctx))
 }
 
 // Counters returns the live counters.
@@ -100,10 +108,7 @@ func (c *Connector) handleTelemetry(ctx context.Context, m Message) error {
 		c.log.Debug("duplicate skipped", "device", r.DeviceID, "id", r.ID, "reconciled", claim.Reconciled)
 		return nil
 	}
-	last, lastETag, err := c.loadLast(ctx, r.DeviceID)
-	if err != nil {
-		return err
-	}
+	last := c.last.get(ctx, r.DeviceID)
 	row, err := buildRow(r, id, asset, assetID, last, m.Topic, c.opts.Lake.Replica(), c.opts.Now())
 	if err != nil {
 		return err
@@ -114,11 +119,14 @@ func (c *Connector) handleTelemetry(ctx context.Context, m Message) error {
 	if err := c.opts.Lake.Write(file, row); err != nil {
 		return err
 	}
-	if err := claim.Commit(ctx); err != nil {
+	// The row is durable: ack now. The record is marked done in the background; until then (or
+	// for ever, after a crash) it is pending with this file, and a redelivery finds the row by
+	// scanning and completes the record instead of writing again.
+	if err := claim.CommitLater(ctx); err != nil {
 		return err // the row is durable; the redelivery finds it and completes the record
 	}
 	c.counters.Written.Add(1)
-	c.storeLast(ctx, r, last, lastETag)
+	c.last.written(r)
 	return nil
 }
 

@@ -78,6 +78,7 @@ func newFixture(t *testing.T, replica string, store *kv.Mem, root string, sync l
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Flush(context.Background()) }) // no background writer outlives the test
 	return &fixture{c: c, dl: dl, store: store, root: root, lake: l}
 }
 
@@ -391,3 +392,78 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// hangingLast is a store whose reads and writes of last-known values hang until ctx ends (a
+// killed state component: calls wait for their deadline), and that counts them.
+type hangingLast struct {
+	*kv.Mem
+	lastCalls atomic.Int32
+}
+
+func (h *hangingLast) hang(ctx context.Context, key string) error {
+	if !strings.HasPrefix(key, "last/") {
+		return nil
+	}
+	h.lastCalls.Add(1)
+	<-ctx.Done()
+	return errors.Join(kv.ErrStore, ctx.Err())
+}
+
+func (h *hangingLast) Get(ctx context.Context, key string) ([]byte, string, bool, error) {
+	if err := h.hang(ctx, key); err != nil {
+		return nil, "", false, err
+	}
+	return h.Mem.Get(ctx, key)
+}
+
+// TestLastKnownValuesAreOffTheAckPath: the last-known values are context, not data: when the
+// state store does not answer for them, every reading is still written and acked (the read of a
+// device's values waits lastLoadTimeout once, then the rows go without them), and the second
+// reading of the device gets the first one's values from this replica's cache.
+func TestLastKnownValuesAreOffTheAckPath(t *testing.T) {
+	store := &hangingLast{Mem: kv.NewMem()}
+	root := t.TempDir()
+	l, err := lake.New(lake.Options{Root: root, Replica: "r1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	clock := func() time.Time { return now }
+	c, err := New(Options{
+		TelemetryFilter: "devices/+/telemetry", ConfigFilter: "config/assets/+", DeadLetterTopic: "dl",
+		Store: store, Lake: l, Dedup: dedup.New(dedup.Options{Store: store, Rows: l, Replica: "r1", Now: clock}),
+		DeadLet: &fakeDL{}, Validator: &telemetry.Validator{Now: clock, MaxFutureSkew: time.Minute},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.last.writeTimeout = 50 * time.Millisecond // the background writer gives up soon, for Flush
+	f := &fixture{c: c, root: root, lake: l}
+	// A deadline far beyond lastLoadTimeout: the handler must not wait for the store's answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, m := range []Message{
+		{Topic: "devices/dev-1/telemetry", Data: reading("1", "2026-11-27T07:00:00Z", "212")},
+		{Topic: "devices/dev-1/telemetry", Data: reading("2", "2026-11-27T07:00:01Z", "32")},
+	} {
+		if err := c.Handle(ctx, m); err != nil {
+			t.Fatalf("delivery failed for its context: %v", err)
+		}
+	}
+	rows := f.rows(t)
+	if len(rows) != 2 || rows[0].Previous != nil || rows[1].Previous["temperature"] != (telemetry.Metric{Value: 100, Unit: "C"}) {
+		t.Fatalf("rows %+v; want 2, the second with the first's values", rows)
+	}
+	if s := c.Counters().Snapshot(); s["written"] != 2 || s["failed"] != 0 {
+		t.Fatalf("counters %v", s)
+	}
+	if n := store.lastCalls.Load(); n < 1 {
+		t.Fatalf("%d calls for last-known values; want the store asked", n)
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer fcancel()
+	if err := c.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+}

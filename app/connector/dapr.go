@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"strings"
 
 	dapr "github.com/dapr/go-sdk/client"
 	"github.com/dapr/go-sdk/service/common"
@@ -18,24 +19,61 @@ const (
 	mdMQTTTopic   = "mqtt-topic"
 )
 
-// Subscriptions returns the two subscriptions the app registers: telemetry through the shared
-// group (replicas split the load) and configuration without it (every replica gets the retained
-// configuration; retained messages never reach shared subscriptions). Both are raw payloads.
+// partitionPrefix starts the Dapr topic of one partition of a partitioned subscription of
+// pubsub.mqttv5: "$partition/<i>of<K>/<filter>" is partition i of the K Dapr subscriptions over one
+// MQTT subscription of filter (each a serial stream in daprd 1.16, all in parallel).
+const partitionPrefix = "$partition/"
+
+// MaxPartitions bounds TelemetryPartitions (pubsub.mqttv5 accepts 1…256).
+const MaxPartitions = 256
+
+// TelemetryTopics returns the Dapr topics of the telemetry subscription: the filter itself when
+// TelemetryPartitions is 1, else its K partition topics "$partition/<i>of<K>/<filter>".
+func (o Options) TelemetryTopics() []string {
+	if o.TelemetryPartitions <= 1 {
+		return []string{o.TelemetryFilter}
+	}
+	topics := make([]string, o.TelemetryPartitions)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("%s%dof%d/%s", partitionPrefix, i, o.TelemetryPartitions, o.TelemetryFilter)
+	}
+	return topics
+}
+
+// stripPartition returns topic without a "$partition/<i>of<K>/" prefix.
+func stripPartition(topic string) string {
+	if !strings.HasPrefix(topic, partitionPrefix) {
+		return topic
+	}
+	rest := topic[len(partitionPrefix):]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[i+1:]
+	}
+	return topic
+}
+
+// Subscriptions returns the subscriptions the app registers: telemetry (one per partition, see
+// TelemetryTopics) through the shared group (replicas split the load) and configuration without
+// it (every replica gets the retained configuration; retained messages never reach shared
+// subscriptions). All are raw payloads.
 //
-// The telemetry subscription disables the SDK's topic validation: daprd hands over the concrete
-// MQTT topic (devices/d1/telemetry), not the filter, so the SDK's lookup by topic misses and falls
-// back to the one registration per pub/sub without validation. Its handler routes by topic (Handle),
-// so configuration messages that take the same fallback are routed correctly too.
+// The first telemetry subscription disables the SDK's topic validation: daprd hands over the
+// concrete MQTT topic (devices/d1/telemetry), not the filter, so the SDK's lookup by topic misses
+// and falls back to the one registration per pub/sub without validation (the SDK keeps one such
+// registration per pub/sub, so the other partitions keep validation: their deliveries take the
+// same fallback). Its handler routes by topic (Handle), so configuration messages that take the
+// same fallback are routed correctly too.
 func Subscriptions(pubsub, sharedGroup string, o Options) []*common.Subscription {
-	tel := map[string]string{mdRawPayload: "true"}
-	if sharedGroup != "" {
-		tel[mdSharedGroup] = sharedGroup
+	var subs []*common.Subscription
+	for i, topic := range o.TelemetryTopics() {
+		tel := map[string]string{mdRawPayload: "true"}
+		if sharedGroup != "" {
+			tel[mdSharedGroup] = sharedGroup
+		}
+		subs = append(subs, &common.Subscription{PubsubName: pubsub, Topic: topic, Metadata: tel, DisableTopicValidation: i == 0})
 	}
-	return []*common.Subscription{
-		{PubsubName: pubsub, Topic: o.TelemetryFilter, Metadata: tel, DisableTopicValidation: true},
-		// An explicit empty group overrides a component-level sharedSubscriptionGroup.
-		{PubsubName: pubsub, Topic: o.ConfigFilter, Metadata: map[string]string{mdRawPayload: "true", mdSharedGroup: ""}},
-	}
+	// An explicit empty group overrides a component-level sharedSubscriptionGroup.
+	return append(subs, &common.Subscription{PubsubName: pubsub, Topic: o.ConfigFilter, Metadata: map[string]string{mdRawPayload: "true", mdSharedGroup: ""}})
 }
 
 // Register adds the subscriptions of Subscriptions to svc, each handled by c.Handle.
@@ -53,7 +91,7 @@ func Register(svc common.Service, c *Connector, pubsub, sharedGroup string) erro
 // wrapped gRPC status from a daprd call (say Unimplemented) would otherwise become the answer's
 // code, and daprd drops (acks) a message whose handler answered Unimplemented.
 func (c *Connector) TopicEventHandler(ctx context.Context, e *common.TopicEvent) (retry bool, err error) {
-	m := Message{Topic: e.Topic, Data: e.RawData, Metadata: e.Metadata}
+	m := Message{Topic: stripPartition(e.Topic), Data: e.RawData, Metadata: e.Metadata}
 	if t := e.Metadata[mdMQTTTopic]; t != "" {
 		m.Topic = t
 	}

@@ -17,6 +17,12 @@ type Options struct {
 	// TelemetryFilter is the MQTT filter of device telemetry, e.g. "devices/+/telemetry"; the level
 	// at its first + is the device id, which must equal the payload's deviceId.
 	TelemetryFilter string
+	// TelemetryPartitions is the number K of Dapr subscriptions the telemetry filter is spread over
+	// by pubsub.mqttv5's partitioned subscriptions ("$partition/<i>of<K>/<filter>"): K handlers in
+	// parallel through a daprd that dispatches one message at a time per subscription (1.16), so
+	// their rows share fsyncs. 1 (or 0): one plain subscription, as a component without partitions
+	// needs. At most MaxPartitions.
+	TelemetryPartitions int
 	// ConfigFilter is the MQTT filter of retained asset configuration, e.g. "config/assets/+"; the
 	// level at its first + is the asset id.
 	ConfigFilter string
@@ -45,6 +51,9 @@ type DeadLetterPublisher interface {
 func (o *Options) validate() error {
 	if err := validFilter(o.TelemetryFilter); err != nil {
 		return fmt.Errorf("%w: telemetry topic: %w", ErrInvalidOptions, err)
+	}
+	if o.TelemetryPartitions < 0 || o.TelemetryPartitions > MaxPartitions {
+		return fmt.Errorf("%w: telemetry partitions %d; want 1…%d", ErrInvalidOptions, o.TelemetryPartitions, MaxPartitions)
 	}
 	if err := validFilter(o.ConfigFilter); err != nil {
 		return fmt.Errorf("%w: config topic: %w", ErrInvalidOptions, err)

@@ -28,12 +28,19 @@ type Options struct {
 	// row. 0 keeps it for ever. Default 7 days.
 	DoneTTL time.Duration
 	Now     func() time.Time // default time.Now
+	// MaxPendingDone bounds the marks CommitLater keeps waiting for the store (default
+	// DefaultMaxPendingDone); beyond it CommitLater marks inline.
+	MaxPendingDone int
+	// OnDoneError is told about a background done mark given up after its attempts (the record
+	// stays pending; a redelivery reconciles it). Default: nothing.
+	OnDoneError func(key string, err error)
 }
 
 // Deduper claims message identities. Safe for concurrent use.
 type Deduper struct {
 	opts  Options
 	locks keyLocks
+	later committer
 }
 
 // New returns a Deduper; it does no I/O.
@@ -47,8 +54,20 @@ func New(opts Options) *Deduper {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Deduper{opts: opts, locks: keyLocks{held: map[string]chan struct{}{}}}
+	if opts.MaxPendingDone <= 0 {
+		opts.MaxPendingDone = DefaultMaxPendingDone
+	}
+	if opts.OnDoneError == nil {
+		opts.OnDoneError = func(string, error) {}
+	}
+	d := &Deduper{opts: opts, locks: keyLocks{held: map[string]chan struct{}{}}}
+	d.later.init(d)
+	return d
 }
+
+// Flush waits until the done marks of CommitLater were written (or given up), or ctx ends: call
+// it at shutdown, after the last delivery, so that a clean stop leaves no record pending.
+func (d *Deduper) Flush(ctx context.Context) error { return d.later.flush(ctx) }
 
 // Claim is the right to write one row. Exactly one of Duplicate or the write path applies.
 type Claim struct {
@@ -150,6 +169,20 @@ func (c *Claim) Check() error {
 // record stays pending: a redelivery finds the row by scanning and completes it.
 func (c *Claim) Commit(ctx context.Context) error {
 	return c.d.markDone(ctx, c.key, Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start})
+}
+
+// CommitLater is Commit in the background: the caller may ack as soon as the row is durable,
+// without waiting for the store. Until the mark is written the record is pending with this
+// replica as owner and the claim's file, which is what a crash between the fsync and Commit leaves
+// too: a redelivery (here, or on another replica after ClaimTTL) takes it over, finds the row and
+// completes the record instead of writing again. When MaxPendingDone marks are waiting, it marks
+// inline and returns Commit's error.
+func (c *Claim) CommitLater(ctx context.Context) error {
+	rec := Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start}
+	if c.d.later.add(c.key, rec) {
+		return nil
+	}
+	return c.d.markDone(ctx, c.key, rec)
 }
 
 // Release frees the in-process lock on the key. Idempotent.

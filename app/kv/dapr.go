@@ -15,6 +15,7 @@ import (
 type StateClient interface {
 	GetState(ctx context.Context, storeName, key string, meta map[string]string) (*dapr.StateItem, error)
 	SaveStateWithETag(ctx context.Context, storeName, key string, data []byte, etag string, meta map[string]string, so ...dapr.StateOption) error
+	SaveBulkState(ctx context.Context, storeName string, items ...*dapr.SetStateItem) error
 }
 
 // Dapr is a Store over a Dapr state store reached through daprd.
@@ -57,6 +58,22 @@ func (d *Dapr) Put(ctx context.Context, key string, value []byte, ttl time.Durat
 	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", ttlMeta(ttl),
 		dapr.WithConcurrency(dapr.StateConcurrencyLastWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
 	return d.mapErr("put", key, err, nil)
+}
+
+// PutMany implements Store with one SaveState call of many items (last write wins): one round
+// trip to daprd and one to the component (state.mqttkv writes the keys in parallel) instead of
+// one each per key.
+func (d *Dapr) PutMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	if len(items) == 0 {
+		return nil
+	}
+	opts := &dapr.StateOptions{Concurrency: dapr.StateConcurrencyLastWrite, Consistency: dapr.StateConsistencyStrong}
+	md := ttlMeta(ttl)
+	set := make([]*dapr.SetStateItem, len(items))
+	for i, it := range items {
+		set[i] = &dapr.SetStateItem{Key: it.Key, Value: it.Value, Metadata: md, Options: opts}
+	}
+	return d.mapErr("put", fmt.Sprintf("%s and %d more", items[0].Key, len(items)-1), d.client.SaveBulkState(ctx, d.store, set...), nil)
 }
 
 // mapErr turns daprd's ETag mismatch (gRPC Aborted; FailedPrecondition from some versions) into

@@ -19,6 +19,12 @@ type fakeClient struct {
 		meta map[string]string
 		opts dapr.StateOptions
 	}
+	bulk []*dapr.SetStateItem
+}
+
+func (f *fakeClient) SaveBulkState(_ context.Context, _ string, items ...*dapr.SetStateItem) error {
+	f.bulk = items
+	return f.err
 }
 
 func (f *fakeClient) GetState(context.Context, string, string, map[string]string) (*dapr.StateItem, error) {
@@ -57,6 +63,11 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 	if err := d.Replace(ctx, "k", nil, "7", 0); err != nil || f.saved.etag != "7" || f.saved.meta != nil {
 		t.Fatalf("Replace: %v %+v", err, f.saved)
 	}
+	if err := d.PutMany(ctx, []Item{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}, time.Hour); err != nil || len(f.bulk) != 2 ||
+		f.bulk[1].Key != "b" || string(f.bulk[1].Value) != "2" || f.bulk[1].Metadata["ttlInSeconds"] != "3600" ||
+		f.bulk[0].Options.Concurrency != dapr.StateConcurrencyLastWrite || f.bulk[0].Etag != nil {
+		t.Fatalf("PutMany: %v %+v", err, f.bulk)
+	}
 
 	f.err = status.Error(codes.Aborted, "etag mismatch")
 	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrExists) {
@@ -67,6 +78,9 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 	}
 	if err := d.Put(ctx, "k", nil, 0); !errors.Is(err, ErrStore) {
 		t.Fatalf("Put: %v; want ErrStore", err)
+	}
+	if err := d.PutMany(ctx, []Item{{Key: "a"}}, 0); !errors.Is(err, ErrStore) {
+		t.Fatalf("PutMany: %v; want ErrStore", err)
 	}
 	f.err = status.Error(codes.Unavailable, "daprd away")
 	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {

@@ -30,4 +30,13 @@ type Store interface {
 	Replace(ctx context.Context, key string, value []byte, etag string, ttl time.Duration) error
 	// Put writes key unconditionally (last write wins). ttl > 0 sets an expiry, 0 none.
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// PutMany writes every item unconditionally in one call (not atomically: on error any subset
+	// may be written). ttl > 0 sets an expiry, 0 none.
+	PutMany(ctx context.Context, items []Item, ttl time.Duration) error
+}
+
+// Item is one key and value of PutMany.
+type Item struct {
+	Key   string
+	Value []byte
 }

@@ -84,6 +84,16 @@ func (m *Mem) Put(ctx context.Context, key string, value []byte, ttl time.Durati
 	return nil
 }
 
+// PutMany implements Store; the hook sees op "put" for each key.
+func (m *Mem) PutMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	for _, it := range items {
+		if err := m.Put(ctx, it.Key, it.Value, ttl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // TTL returns the expiry recorded with key's last write.
 func (m *Mem) TTL(key string) time.Duration {
 	m.mu.Lock()

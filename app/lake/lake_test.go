@@ -219,3 +219,58 @@ func TestIdleFilesAreClosedBeyondMaxOpen(t *testing.T) {
 		t.Fatalf("file %q", data)
 	}
 }
+
+// TestNoAckBeforeTheFsync: a Write whose row is in the file but whose fsync has not finished has
+// not returned (so its message is not acked), and when that fsync fails (what a crash between the
+// write and the fsync amounts to for the row) it returns an error, for every writer it covered.
+// The fsyncs are counted: the n writers that appended during the first one share one.
+func TestNoAckBeforeTheFsync(t *testing.T) {
+	const n = 6
+	var syncs atomic.Int32
+	entered := make(chan struct{})
+	release := make(chan error)
+	l := newTestLake(t, func(f *os.File) error {
+		switch syncs.Add(1) {
+		case 1:
+			close(entered)
+			return <-release
+		case 2:
+			return <-release
+		}
+		return f.Sync()
+	})
+	rel := "date=2026-11-27/asset=a/part-r1.jsonl"
+	path := filepath.Join(l.root, rel)
+	row := []byte(`{"row":"yyyyyyyy"}`)
+	returned := make(chan error, n+1)
+	go func() { returned <- l.Write(rel, row) }()
+	<-entered
+	for range n {
+		go func() { returned <- l.Write(rel, row) }()
+	}
+	want := int64((n + 1) * (len(row) + 1))
+	waitFor(t, func() bool { st, err := os.Stat(path); return err == nil && st.Size() == want })
+	select {
+	case err := <-returned:
+		t.Fatalf("a Write returned (%v) before any fsync finished", err)
+	default:
+	}
+	release <- nil // the first fsync (the leader's row) succeeds
+	if err := <-returned; err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	select {
+	case err := <-returned:
+		t.Fatalf("a Write returned (%v) before the fsync covering its row finished", err)
+	default:
+	}
+	release <- errors.New("power cut")
+	for range n {
+		if err := <-returned; !errors.Is(err, ErrWrite) {
+			t.Fatalf("writer covered by a failed fsync: %v; want ErrWrite", err)
+		}
+	}
+	if got := syncs.Load(); got != 2 {
+		t.Fatalf("%d fsyncs for %d rows; want 2", got, n+1)
+	}
+}

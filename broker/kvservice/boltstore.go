@@ -23,9 +23,9 @@ var (
 	keyFormat  = []byte("format")
 )
 
-// BoltStore persists the key-value store's durable keys in one bbolt file (bbolt, as the broker's
-// own data: one fsync'd transaction per change, crash-safe, no background compaction to tune).
-// It implements statestore.Store; the engine calls it under its own lock, one change at a time.
+// BoltStore persists the key-value store's durable keys in one bbolt file, kv.db: format 1, one
+// transaction (two fdatasyncs) per change. LogStore replaces it and migrates its file; it implements
+// statestore.Store; the engine calls it under its own lock, one change at a time.
 type BoltStore struct {
 	db *bolt.DB
 }
@@ -73,6 +73,15 @@ func OpenBoltStore(dir string) (*BoltStore, error) {
 
 // Save inserts or replaces rec; it returns after the change is on disk.
 func (s *BoltStore) Save(_ context.Context, rec statestore.Record) error {
+	raw, err := encodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put(rec.Key, raw) })
+}
+
+// encodeRecord returns the stored form of rec (JSON of storedRecord, without its key).
+func encodeRecord(rec statestore.Record) ([]byte, error) {
 	sr := storedRecord{Value: rec.Value, Version: rec.Version.String(), Fenced: rec.Fenced}
 	if rec.Fenced {
 		sr.FencingToken = rec.FencingToken.String()
@@ -80,11 +89,29 @@ func (s *BoltStore) Save(_ context.Context, rec statestore.Record) error {
 	if !rec.ExpiresAt.IsZero() {
 		sr.ExpiresAt = rec.ExpiresAt.UnixNano()
 	}
-	raw, err := json.Marshal(sr)
-	if err != nil {
-		return err
+	return json.Marshal(sr)
+}
+
+// decodeRecord reads the record of key k stored as v by encodeRecord.
+func decodeRecord(k, v []byte) (statestore.Record, error) {
+	var sr storedRecord
+	if err := json.Unmarshal(v, &sr); err != nil {
+		return statestore.Record{}, fmt.Errorf("key-value store: record %q: %w", k, err)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put(rec.Key, raw) })
+	rec := statestore.Record{Key: append([]byte(nil), k...), Value: sr.Value, Fenced: sr.Fenced}
+	var err error
+	if rec.Version, err = hlc.Parse(sr.Version); err != nil {
+		return statestore.Record{}, fmt.Errorf("key-value store: record %q version: %w", k, err)
+	}
+	if sr.Fenced {
+		if rec.FencingToken, err = hlc.Parse(sr.FencingToken); err != nil {
+			return statestore.Record{}, fmt.Errorf("key-value store: record %q fencing token: %w", k, err)
+		}
+	}
+	if sr.ExpiresAt != 0 {
+		rec.ExpiresAt = time.Unix(0, sr.ExpiresAt)
+	}
+	return rec, nil
 }
 
 // Delete removes key; an absent key is not an error.
@@ -96,22 +123,9 @@ func (s *BoltStore) Delete(_ context.Context, key []byte) error {
 func (s *BoltStore) Load(_ context.Context, fn func(statestore.Record) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketKeys).ForEach(func(k, v []byte) error {
-			var sr storedRecord
-			if err := json.Unmarshal(v, &sr); err != nil {
-				return fmt.Errorf("key-value store: record %q: %w", k, err)
-			}
-			rec := statestore.Record{Key: append([]byte(nil), k...), Value: sr.Value, Fenced: sr.Fenced}
-			var err error
-			if rec.Version, err = hlc.Parse(sr.Version); err != nil {
-				return fmt.Errorf("key-value store: record %q version: %w", k, err)
-			}
-			if sr.Fenced {
-				if rec.FencingToken, err = hlc.Parse(sr.FencingToken); err != nil {
-					return fmt.Errorf("key-value store: record %q fencing token: %w", k, err)
-				}
-			}
-			if sr.ExpiresAt != 0 {
-				rec.ExpiresAt = time.Unix(0, sr.ExpiresAt)
+			rec, err := decodeRecord(k, v)
+			if err != nil {
+				return err
 			}
 			return fn(rec)
 		})

@@ -14,3 +14,7 @@ var ErrInvalidOptions = errors.New("kvservice: invalid options")
 // ErrNoDeliverer is returned by Start when its Publisher cannot deliver to one connection (it is
 // not a broker.Deliverer, as the *broker.Broker is): notifications must not be routed.
 var ErrNoDeliverer = errors.New("kvservice: the publisher is not a broker.Deliverer")
+
+// errCorruptLog is returned by OpenLogStore for a record of kv.log that passes its checksum but
+// cannot be decoded.
+var errCorruptLog = errors.New("corrupt record")

@@ -77,7 +77,13 @@ type client struct {
 
 func (f *fixture) dial(t *testing.T, id string, mutate ...func(*paho.ClientConfig)) *client {
 	t.Helper()
-	nc, err := net.Dial("tcp", f.b.Addrs()[0])
+	return dialAddr(t, f.b.Addrs()[0], id, mutate...)
+}
+
+// dialAddr connects a client to the broker at addr; it disconnects at the end of the test.
+func dialAddr(t *testing.T, addr, id string, mutate ...func(*paho.ClientConfig)) *client {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	c := &client{id: id, msgs: make(chan *paho.Publish, 1000), disconnected: make(chan byte, 1)}
 	cfg := paho.ClientConfig{

@@ -34,10 +34,11 @@ type Record struct {
 // concurrent use by several engines but must not call back into the Engine. Records passed to Save
 // may be retained: the engine does not modify them afterwards.
 //
-// The broker will back this with its data directory: one file per key (named by HEX(key)) or an
-// append-only log of Save/Delete records compacted on start, written with write-to-temp + fsync +
-// rename, so that a crash leaves either the old or the new record. MemoryStore is the in-process
-// implementation used by tests and by a broker without a data directory.
+// The broker backs this with its data directory (kvservice.LogStore): an append-only log of
+// Save/Delete records, each durable (fdatasync) before the call returns, rewritten from the live
+// keys at every open (write to a temporary file, fsync, rename), so that a crash leaves either the
+// old or the new record. MemoryStore is the in-process implementation used by tests and by a broker
+// without a data directory.
 type Store interface {
 	// Save inserts or replaces the record for rec.Key.
 	Save(ctx context.Context, rec Record) error

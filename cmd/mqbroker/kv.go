@@ -14,7 +14,7 @@ import (
 type kvStack struct {
 	engine *statestore.Engine
 	svc    *kvservice.Service
-	store  *kvservice.BoltStore
+	store  *kvservice.LogStore
 }
 
 // openKV builds the key-value store from the configuration and loads its durable keys (TTL
@@ -29,7 +29,7 @@ func openKV(cfg config, log *slog.Logger) (*kvStack, error) {
 	opts.NodeID, opts.MaxKeys, opts.MaxValueBytes = cfg.KVNodeID, cfg.KVMaxKeys, cfg.KVMaxValue
 	opts.PersistAll, opts.Logger = cfg.KVPersistAll, log
 	if cfg.DataDir != "" {
-		store, err := kvservice.OpenBoltStore(filepath.Join(cfg.DataDir, "kv"))
+		store, err := kvservice.OpenLogStore(filepath.Join(cfg.DataDir, "kv"))
 		if err != nil {
 			return nil, err
 		}

@@ -22,6 +22,10 @@ func main() {
 		os.Exit(pluggable.Healthcheck(os.Args[2:], os.Stdout, pubsubmqtt5.ComponentName, pluggable.PubSub))
 	}
 	log := pluggable.NewLogger("mqttv5-pubsub")
+	if err := pluggable.CheckSocketFolder(pubsubmqtt5.ComponentName); err != nil {
+		log.Errorf("not starting: %v", err)
+		os.Exit(1)
+	}
 	var instances pluggable.Instances
 	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {
 		return pluggable.Track(&instances, pubsubmqtt5.New(log))

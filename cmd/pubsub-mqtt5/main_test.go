@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -33,4 +37,21 @@ func TestHealthcheckProcess(t *testing.T) {
 	code, out = testutil.Healthcheck(t, env)
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "unhealthy: "+c.Socket)
+}
+
+// A component that cannot create its socket (here: the folder is missing; in a container: a
+// folder it may not write) exits 1 saying why, instead of hanging in the SDK's Run with nothing
+// served (components-go-sdk v0.3.0 waits for ever after a failed listen).
+func TestUnusableSocketFolderExits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	missing := filepath.Join(t.TempDir(), "missing")
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=1", "DAPR_COMPONENT_SOCKETS_FOLDER="+missing)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, ctx.Err(), "the component did not exit: %s", out)
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, "%s", out)
+	require.Equal(t, 1, ee.ExitCode(), "%s", out)
+	require.Contains(t, string(out), "cannot create the socket "+filepath.Join(missing, "mqttv5.sock"))
 }

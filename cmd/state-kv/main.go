@@ -22,6 +22,10 @@ func main() {
 		os.Exit(pluggable.Healthcheck(os.Args[2:], os.Stdout, statekv.ComponentName, pluggable.StateStore))
 	}
 	log := pluggable.NewLogger("mqttkv-state")
+	if err := pluggable.CheckSocketFolder(statekv.ComponentName); err != nil {
+		log.Errorf("not starting: %v", err)
+		os.Exit(1)
+	}
 	var instances pluggable.Instances
 	dapr.Register(statekv.ComponentName, dapr.WithStateStore(func() sdkstate.Store {
 		return pluggable.Track(&instances, statekv.NewPluggable(log))

@@ -32,7 +32,9 @@ func TestInitRejectsMalformedMetadata(t *testing.T) {
 		{"qos", "high", `qos="high": want a whole number`},
 		{"receiveMaximum", "0", "receiveMaximum=0: want 1 to 65535"},
 		{"receiveMaximum", "70000", `receiveMaximum="70000": want a whole number from 0 to 65535`},
-		{"ordering", "fifo", `ordering="fifo": want "topic" or "none"`},
+		{"ordering", "fifo", `ordering="fifo": want "topic", "none" or "key"`},
+		{"ordering", "key", `ordering="key" needs orderingKeyFrom: want payload:<JSON field path> or property:<MQTT user property name>`},
+		{"orderingKeyFrom", "payload:deviceId", `orderingKeyFrom="payload:deviceId" is used only with ordering="key" (ordering is "topic")`},
 		{"retain", "perhaps", `retain="perhaps": want true or false`},
 		{"sessionExpiry", "0", "sessionExpiry=0s: want at least 1s"},
 		{"keepAlive", "soon", `keepAlive="soon": want a duration`},
@@ -151,7 +153,7 @@ func TestPublishRejectsBadTopicsAndMetadata(t *testing.T) {
 func TestSubscribeRejectsBadFilters(t *testing.T) {
 	b := startBroker(t)
 	ps := newComponent(t, props(b.URL(false), "r1"))
-	for _, f := range []string{"a/#/b", "a/b+", "", "$share/g", "$share//t"} {
+	for _, f := range []string{"a/#/b", "a/b+", "", "$share/g", "$share//t", "$partition/4of4/t", "$partition/0of4/a/#/b", "$partition/x/t"} {
 		err := ps.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: f}, newCollector().handler)
 		require.Error(t, err, f)
 		assert.ErrorIs(t, err, ErrInvalidTopic, f)

@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -102,7 +103,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.log.Errorf("mqttv5 pub/sub: the record of subscribed filters is not kept: %v. Filters an earlier run left in the broker session cannot be removed; their messages are released after unsubscribeGrace", err)
 		rec = &filterRecord{}
 	}
-	subs := newRegistry(rec, clientID, md.QoS)
+	subs := newRegistry(rec, clientID, md.QoS, md.UnsubscribeGrace)
 	disp := newDispatcher(int(md.ReceiveMaximum), md.Ordering)
 	// The receive path works from this snapshot and never takes p.mu: Close holds p.mu while it
 	// waits for running handlers.
@@ -139,6 +140,26 @@ type live struct {
 	conn atomic.Pointer[mqttconn.Conn] // nil until the first connection is up
 	subs *registry
 	disp *dispatcher
+	rr   atomic.Uint32 // round-robin count: the partitioning hash with ordering none
+}
+
+// route sets m's ordering key and partitioning hash. With ordering "key", a message without the
+// key (payload not JSON, field or property missing) is ordered by its topic.
+func (l *live) route(m *inbound) {
+	switch l.md.Ordering {
+	case OrderingNone:
+		m.hash = l.rr.Add(1)
+		return
+	case OrderingKey:
+		if k, ok := l.md.key.of(m.pub); ok {
+			m.key = k
+		} else {
+			m.key = m.pub.Topic
+		}
+	default:
+		m.key = m.pub.Topic
+	}
+	m.hash = partition.Hash(m.key)
 }
 
 // Features advertises message TTL (MQTT message expiry) and wildcard subscriptions.

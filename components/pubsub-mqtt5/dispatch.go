@@ -12,8 +12,9 @@ import (
 //
 // At most `slots` messages are being handled at once, whatever the broker sends (Mosquitto 2.0.11
 // exceeds Receive Maximum after the first PUBACK): extra messages wait, unacknowledged, in their
-// lane. Messages with the same ordering key share a lane and are handled one at a time in receive
-// order; with ordering "none" every message has a lane of its own.
+// lane. Messages with the same ordering key (their topic, or the orderingKeyFrom) share a lane and are
+// handled one at a time in receive order, whichever partition stream they go to; with ordering
+// "none" every message has a lane of its own.
 type dispatcher struct {
 	slots    chan struct{}
 	ordering string
@@ -45,7 +46,7 @@ func newDispatcher(slots int, ordering string) *dispatcher {
 // enqueue hands m to its lane without blocking (it runs on paho's receive goroutine). After stop
 // it drops m on the floor without acknowledging it, so the broker keeps it for the next session.
 func (d *dispatcher) enqueue(m *inbound, process func(*inbound)) {
-	key := m.pub.Topic
+	key := m.key
 	if d.ordering == OrderingNone {
 		key = "\x00" + strconv.FormatUint(d.seq.Add(1), 10)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -35,21 +36,101 @@ type inbound struct {
 	pub    *paho.Publish
 	client *paho.Client // the connection it arrived on: acks go back there
 	subIDs []int        // every Subscription Identifier it carried, read off the wire
+	key    string       // ordering key (see live.route): its lane in the dispatcher; "" with ordering none
+	hash   uint32       // partitioning hash: of key, or a round-robin count with ordering none
 }
 
 // subscription is one MQTT subscription of the session: a Dapr subscription (one PullMessages
-// stream in daprd), or a filter known only from the record of an earlier run, or (placeholder) a
-// subscription identifier that messages carry but whose filter nobody knows.
+// stream in daprd, or K of them for a partitioned subscription), or a filter known only from the
+// record of an earlier run, or (placeholder) a subscription identifier that messages carry but
+// whose filter nobody knows.
 type subscription struct {
-	topic      string // the filter as Dapr gave it, without $share
+	topic      string // the filter as Dapr gave it, without $share and $partition
 	mqttFilter string // what is sent in SUBSCRIBE ($share/<group>/<topic> when shared); "" for a placeholder
-	subID      int    // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
-	qos        byte
+	daprFilter string // the Dapr topic without its $partition prefix: names the partitions
+	// partitioned: the app subscribed with $partition/<i>of<K>/ names; a message then carries its
+	// partition's Dapr topic as topic (the MQTT topic is in the mqtt-topic metadata).
+	partitioned bool
+	subID       int // MQTT v5 subscription identifier: a hash of mqttFilter, so stable across restarts
+	qos         byte
 
-	handler   pubsub.Handler  // nil while no stream is open: messages are held
+	// parts are the Dapr streams, one per partition (one for a plain subscription, none for a
+	// filter known only from the record or a placeholder). A part without a handler has no stream
+	// open: its messages are held for up to unsubscribeGrace (see pick), then go to the open parts;
+	// while none is open, they are held.
+	parts     []part
+	active    bool      // the app subscribed to it since Init (renewed on reconnect)
+	idleSince time.Time // when it last had no stream open (its last stream closed, or it was created without one)
+}
+
+// part is the stream of one partition of a subscription.
+type part struct {
+	handler   pubsub.Handler  // nil while no stream is open
 	stream    context.Context // the open stream's context
-	active    bool            // the app subscribed to it since Init (renewed on reconnect)
-	idleSince time.Time       // when it last had no stream (its stream closed, or it was created without one)
+	idleSince time.Time       // while no stream is open: since when (its stream closed, or the subscription started without it)
+}
+
+// open reports whether at least one of s's streams is open.
+func (s *subscription) open() bool {
+	for _, p := range s.parts {
+		if p.handler != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// missing returns the Dapr topics of s's partitions that have no stream open.
+func (s *subscription) missing() []string {
+	var out []string
+	for i, p := range s.parts {
+		if p.handler == nil {
+			out = append(out, partition.Topic(s.daprFilter, i, len(s.parts)))
+		}
+	}
+	return out
+}
+
+// destination is the stream one message is handed to.
+type destination struct {
+	handler pubsub.Handler // nil: hold the message (no stream for it yet)
+	stream  context.Context
+	filter  string    // the subscription's MQTT filter
+	retry   time.Time // when handler is nil: look again then, even if nothing changed (zero: only on a change)
+	// topic is the topic the message carries to daprd: the partition's Dapr topic for a
+	// partitioned subscription (so daprd, and an SDK routing by topic, find the subscription),
+	// "" for the MQTT topic.
+	topic string
+}
+
+// pick returns the partition for a message of hash: its home partition, hash mod K, when its
+// stream is open. A home partition without a stream gets its messages held for grace since it
+// had none (daprd opens streams one by one, and reopens a closed one), so that a key keeps to its
+// partition; after that they go to one of the open partitions, chosen by hash, so that nothing
+// waits for a partition the app does not subscribe to. Order never depends on the choice: the
+// dispatcher hands the messages of one ordering key over one at a time. It returns -1 to hold
+// the message (until retry when that is not zero).
+func (s *subscription) pick(hash uint32, now time.Time, grace time.Duration) (i int, retry time.Time) {
+	if len(s.parts) == 0 {
+		return -1, time.Time{}
+	}
+	home := s.parts[hash%uint32(len(s.parts))]
+	if home.handler != nil {
+		return int(hash % uint32(len(s.parts))), time.Time{}
+	}
+	if until := home.idleSince.Add(grace); until.After(now) {
+		return -1, until
+	}
+	var open []int
+	for i, p := range s.parts {
+		if p.handler != nil {
+			open = append(open, i)
+		}
+	}
+	if len(open) == 0 {
+		return -1, time.Time{}
+	}
+	return open[hash%uint32(len(open))], time.Time{}
 }
 
 // key is the registry key of s.
@@ -71,6 +152,7 @@ type registry struct {
 	session  sync.Mutex
 	rec      *filterRecord
 	clientID string
+	grace    time.Duration // unsubscribeGrace: how long a partition's messages wait for its stream
 
 	mu      sync.Mutex // guards everything below
 	subs    map[string]*subscription
@@ -81,8 +163,8 @@ type registry struct {
 
 // newRegistry returns a registry holding, without streams, the filters of rec: the subscriptions
 // an earlier run may have left in the broker session.
-func newRegistry(rec *filterRecord, clientID string, qos byte) *registry {
-	r := &registry{rec: rec, clientID: clientID, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
+func newRegistry(rec *filterRecord, clientID string, qos byte, grace time.Duration) *registry {
+	r := &registry{rec: rec, clientID: clientID, grace: grace, subs: map[string]*subscription{}, removed: map[string]*subscription{}, changed: make(chan struct{})}
 	now := time.Now()
 	for _, f := range rec.list() {
 		topic := f
@@ -102,7 +184,7 @@ func (r *registry) notifyLocked() {
 func (r *registry) openStreamsLocked() int {
 	n := 0
 	for _, s := range r.subs {
-		if s.handler != nil {
+		if s.open() {
 			n++
 		}
 	}
@@ -123,7 +205,7 @@ func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscri
 		return nil, time.Time{}, r.changed
 	}
 	for _, s := range r.subs {
-		if s.handler != nil {
+		if s.open() {
 			continue
 		}
 		at := s.idleSince
@@ -145,7 +227,7 @@ func (r *registry) abandoned(now time.Time, grace time.Duration) (due []*subscri
 func (r *registry) remove(s *subscription) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.handler != nil {
+	if cur, ok := r.subs[s.key()]; !ok || cur != s || cur.open() {
 		return false
 	}
 	delete(r.subs, s.key())
@@ -195,9 +277,10 @@ func (r *registry) targets(m *inbound) (ts []target, gone bool) {
 	return nil, false
 }
 
-// lookup finds t's subscription: its handler and stream when a stream is open (h nil while none
-// is: hold the message), and gone when the app removed it. wait is closed when that may change.
-func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan struct{}) {
+// lookup finds t's subscription and, for a message of hash, the stream to hand it to (see pick):
+// d.handler is nil while no stream of the subscription is open (hold the message), and gone is
+// true when the app removed it. wait is closed when that may change.
+func (r *registry) lookup(t target, hash uint32) (d destination, gone bool, wait <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	match := func(c *subscription) bool {
@@ -205,12 +288,21 @@ func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan stru
 	}
 	for _, c := range r.subs {
 		if match(c) {
-			return *c, false, r.changed
+			d.filter = c.mqttFilter
+			i, retry := c.pick(hash, time.Now(), r.grace)
+			if i >= 0 {
+				d.handler, d.stream = c.parts[i].handler, c.parts[i].stream
+				if c.partitioned {
+					d.topic = partition.Topic(c.daprFilter, i, len(c.parts))
+				}
+			}
+			d.retry = retry
+			return d, false, r.changed
 		}
 	}
 	for _, c := range r.removed {
 		if match(c) {
-			return *c, true, r.changed
+			return destination{filter: c.mqttFilter}, true, r.changed
 		}
 	}
 	if t.id > 0 {
@@ -219,9 +311,9 @@ func (r *registry) lookup(t target) (s subscription, gone bool, wait <-chan stru
 		ph := &subscription{subID: t.id, idleSince: time.Now()}
 		r.subs[ph.key()] = ph
 		r.notifyLocked()
-		return *ph, false, r.changed
+		return destination{}, false, r.changed
 	}
-	return subscription{}, false, r.changed
+	return destination{}, false, r.changed
 }
 
 // active returns the subscriptions the app made since Init (the ones to renew on reconnect).
@@ -241,6 +333,7 @@ func (r *registry) active() []*subscription {
 func (p *PubSub) onPublish(l *live, rc mqttconn.Received) {
 	p.stats.Received.Add(1)
 	m := &inbound{pub: rc.Packet, client: rc.Client, subIDs: rc.SubscriptionIDs}
+	l.route(m)
 	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
 }
 
@@ -312,22 +405,24 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 			return false // stopping: no new handler calls; the broker keeps the message
 		default:
 		}
-		s, gone, wait := l.subs.lookup(t)
+		s, gone, wait := l.subs.lookup(t, m.hash)
 		if gone {
 			hold(false)
-			return p.release(l, m, s.mqttFilter)
+			return p.release(l, m, s.filter)
 		}
 		if s.handler == nil {
 			hold(true)
-			select {
-			case <-wait:
-				continue
-			case <-disp.stopped():
+			if !waitChange(disp, wait, s.retry) {
 				return false
 			}
+			continue
 		}
 		hold(false)
 
+		msg.Topic = m.pub.Topic
+		if s.topic != "" {
+			msg.Topic = s.topic
+		}
 		hctx, cancel := disp.handlerContext(s.stream)
 		n := p.stats.InFlight.Add(1)
 		for {
@@ -345,13 +440,13 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 			return true
 		}
 		if streamDone {
-			continue // the stream closed under the call: hold the message for the next stream
+			continue // the stream closed under the call: another partition's stream, or hold it for the next one
 		}
 		attempts++
 		p.stats.HandlerErrors.Add(1)
 		if md.MaxDeliveryAttempts > 0 && attempts >= md.MaxDeliveryAttempts {
 			if md.DeadLetterTopic != "" {
-				return p.moveToDeadLetter(l, m, s.mqttFilter, attempts, err)
+				return p.moveToDeadLetter(l, m, s.filter, attempts, err)
 			} else if attempts == md.MaxDeliveryAttempts || attempts%md.MaxDeliveryAttempts == 0 {
 				if attempts == md.MaxDeliveryAttempts {
 					p.stats.Exhausted.Add(1)
@@ -420,6 +515,24 @@ func (p *PubSub) ack(m *inbound) {
 		return
 	}
 	p.stats.Acked.Add(1)
+}
+
+// waitChange waits until wait is closed or, when retry is not zero, until retry. It reports false
+// when the component stopped first.
+func waitChange(disp *dispatcher, wait <-chan struct{}, retry time.Time) bool {
+	var timer <-chan time.Time
+	if !retry.IsZero() {
+		t := time.NewTimer(time.Until(retry))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-wait:
+	case <-timer:
+	case <-disp.stopped():
+		return false
+	}
+	return true
 }
 
 // sleep waits d unless the component stops first.

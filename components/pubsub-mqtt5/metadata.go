@@ -15,6 +15,10 @@ const (
 	OrderingTopic = "topic"
 	// OrderingNone handles every message as soon as a slot is free: most parallel, no order.
 	OrderingNone = "none"
+	// OrderingKey handles the messages with one ordering key (metadata orderingKeyFrom: a payload
+	// field or a user property) one at a time, in receive order; messages without it are ordered
+	// by topic.
+	OrderingKey = "key"
 )
 
 // What Publish does when the broker answers PUBACK 0x10 "no matching subscribers" (the broker
@@ -41,8 +45,14 @@ type Metadata struct {
 	// AckFlushInterval is how often acknowledgements are sent. Against a broker that honours
 	// Receive Maximum, receive throughput is at most about receiveMaximum / ackFlushInterval.
 	AckFlushInterval time.Duration `mapstructure:"ackFlushInterval"`
-	// Ordering is "topic" (default) or "none".
+	// Ordering is "topic" (default), "none" or "key". It also decides the partition of a message
+	// in a partitioned subscription: the hash of its ordering key (topic or key), round robin with
+	// "none".
 	Ordering string `mapstructure:"ordering"`
+	// OrderingKeyFrom, with ordering "key": "payload:<JSON field path>" or "property:<user property>".
+	OrderingKeyFrom string `mapstructure:"orderingKeyFrom"`
+	// key is OrderingKeyFrom parsed by validate.
+	key orderKey
 	// SharedSubscriptionGroup subscribes as $share/<group>/<topic> so replicas split the stream.
 	SharedSubscriptionGroup string `mapstructure:"sharedSubscriptionGroup"`
 	// MaxDeliveryAttempts is how often a failing message is handed to the app before it goes to the
@@ -115,6 +125,13 @@ func parseMetadata(props map[string]string) (Metadata, []string, error) {
 	return md, unknown, nil
 }
 
+// ParseMetadata decodes and validates a Component's metadata exactly as Init does, without any
+// I/O, and returns the unknown keys Init would warn about: for checks outside the package, such as
+// the offline validation of the Kubernetes manifests (tests/kubernetes).
+func ParseMetadata(props map[string]string) (Metadata, []string, error) {
+	return parseMetadata(props)
+}
+
 func (m *Metadata) validate() error {
 	if err := m.Settings.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
@@ -128,8 +145,22 @@ func (m *Metadata) validate() error {
 	if m.AckFlushInterval < time.Millisecond || m.AckFlushInterval > time.Second {
 		return fmt.Errorf("%w: ackFlushInterval=%s: want from 1ms to 1s", ErrInvalidMetadata, m.AckFlushInterval)
 	}
-	if m.Ordering != OrderingTopic && m.Ordering != OrderingNone {
-		return fmt.Errorf("%w: ordering=%q: want %q or %q", ErrInvalidMetadata, m.Ordering, OrderingTopic, OrderingNone)
+	switch m.Ordering {
+	case OrderingTopic, OrderingNone:
+		if m.OrderingKeyFrom != "" {
+			return fmt.Errorf("%w: orderingKeyFrom=%q is used only with ordering=%q (ordering is %q)", ErrInvalidMetadata, m.OrderingKeyFrom, OrderingKey, m.Ordering)
+		}
+	case OrderingKey:
+		if m.OrderingKeyFrom == "" {
+			return fmt.Errorf("%w: ordering=%q needs orderingKeyFrom: want %s<JSON field path> or %s<MQTT user property name>", ErrInvalidMetadata, OrderingKey, keyPayloadPrefix, keyPropertyPrefix)
+		}
+		k, err := parseOrderingKey(m.OrderingKeyFrom)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidMetadata, err)
+		}
+		m.key = k
+	default:
+		return fmt.Errorf("%w: ordering=%q: want %q, %q or %q", ErrInvalidMetadata, m.Ordering, OrderingTopic, OrderingNone, OrderingKey)
 	}
 	if m.SharedSubscriptionGroup != "" {
 		if err := validateShareName(m.SharedSubscriptionGroup); err != nil {

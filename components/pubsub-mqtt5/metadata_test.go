@@ -85,7 +85,11 @@ func TestMetadataYAMLInStepWithStruct(t *testing.T) {
 // The allowed values in metadata.yaml are exactly what validate accepts.
 func TestMetadataYAMLAllowedValuesMatchValidate(t *testing.T) {
 	accept := func(k, v string) bool {
-		_, _, err := parseMetadata(map[string]string{k: v})
+		props := map[string]string{k: v}
+		if k == "ordering" && v == OrderingKey {
+			props["orderingKeyFrom"] = "payload:deviceId" // ordering key needs its key
+		}
+		_, _, err := parseMetadata(props)
 		return err == nil
 	}
 	for _, f := range loadMetadataYAML(t) {

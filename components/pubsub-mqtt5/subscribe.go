@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
 	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
@@ -27,13 +28,23 @@ func subscriptionID(filter string) int {
 // then flow to handler until ctx ends (the stream closed). The MQTT subscription is kept after
 // that, so messages wait in the session until the next stream opens.
 //
+// A topic "$partition/<i>of<K>/<filter>" is partition i of a partitioned subscription: the K
+// partitions share one MQTT subscription to filter, and each message goes to the partition of
+// its ordering key's hash (see subscription.pick), carrying the partition's Dapr topic as its
+// topic (the MQTT topic is in the mqtt-topic metadata). Subscribing with a K other than that of
+// the partitions open for the same filter, or to the plain filter beside them, is an error.
+//
 // Per-subscription metadata "sharedSubscriptionGroup" overrides the component's.
 func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, handler pubsub.Handler) error {
 	conn, subs, disp, md, err := p.state()
 	if err != nil {
 		return err
 	}
-	topic, group := req.Topic, md.SharedSubscriptionGroup
+	daprFilter, idx, parts, partitioned, err := partition.Parse(req.Topic)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidTopic, err)
+	}
+	topic, group := daprFilter, md.SharedSubscriptionGroup
 	if g, f, shared, err := splitShared(topic); err != nil {
 		return err
 	} else if shared {
@@ -56,18 +67,30 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if group != "" {
 		filter = "$share/" + group + "/" + topic
 	}
-	s := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS, active: true}
 
 	// The filter is recorded before the SUBSCRIBE: after a crash, the record must list every
 	// filter the session may hold. The session lock keeps a concurrent removal of the same filter
-	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE.
+	// (its UNSUBSCRIBE) from landing after this SUBSCRIBE, and serialises Subscribe calls.
 	subs.session.Lock()
 	defer subs.session.Unlock()
+	subs.mu.Lock()
+	old := subs.subs[filter]
+	if old != nil && old.open() && (len(old.parts) != parts || old.partitioned != partitioned) {
+		has := fmt.Sprintf("a plain subscription (%q)", old.daprFilter)
+		if old.partitioned {
+			has = fmt.Sprintf("%d partitions, %d of them open (e.g. %q)", len(old.parts), len(old.parts)-len(old.missing()), partition.Topic(old.daprFilter, 0, len(old.parts)))
+		}
+		subs.mu.Unlock()
+		return fmt.Errorf("%w: %q: MQTT filter %q already has %s; every Dapr subscription of one filter must use the same partition count: subscribe to %s<i>of<K>/%s for i = 0..K-1 with one K, or to %q alone",
+			ErrInvalidTopic, req.Topic, filter, has, partition.Prefix, daprFilter, daprFilter)
+	}
+	subs.mu.Unlock()
 	added, err := subs.rec.add(subs.clientID, filter)
 	if err != nil {
 		p.log.Errorf("mqttv5 pub/sub: %v: if the component restarts while %q is in the broker session and the app no longer subscribes to it, its messages are held for unsubscribeGrace and then released, and the filter stays in the session", err, filter)
 	}
-	if err := p.sendSubscribe(ctx, conn.Manager(), s); err != nil {
+	probe := &subscription{topic: topic, mqttFilter: filter, subID: subscriptionID(filter), qos: md.QoS}
+	if err := p.sendSubscribe(ctx, conn.Manager(), probe); err != nil {
 		if added && errors.Is(err, ErrSubscribeRefused) {
 			_ = subs.rec.remove(subs.clientID, filter)
 		}
@@ -75,20 +98,41 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	}
 
 	subs.mu.Lock()
-	if old, ok := subs.subs[filter]; ok && old.handler != nil && old.stream.Err() == nil {
-		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", filter)
+	s := subs.subs[filter]
+	fresh := s == nil || !s.open() || len(s.parts) != parts || s.partitioned != partitioned
+	if fresh {
+		// A new subscription, or one whose streams are all closed (a restarted daprd, another K):
+		// it starts over with parts streams.
+		s = probe
+		s.daprFilter, s.partitioned, s.active, s.parts = daprFilter, partitioned, true, make([]part, parts)
+		for i := range s.parts {
+			s.parts[i].idleSince = time.Now()
+		}
+	} else if cur := s.parts[idx]; cur.handler != nil && cur.stream.Err() == nil {
+		p.log.Warnf("mqttv5 pub/sub: a second stream for %q replaces the first", req.Topic)
 	}
 	if subs.openStreamsLocked() == 0 {
 		subs.upSince = time.Now()
 	}
-	s.handler, s.stream = handler, ctx
+	s.parts[idx] = part{handler: handler, stream: ctx}
 	subs.subs[filter] = s
 	delete(subs.subs, placeholderKey(s.subID))
 	delete(subs.removed, filter)
 	delete(subs.removed, placeholderKey(s.subID))
+	missing := s.missing()
 	subs.notifyLocked()
 	subs.mu.Unlock()
-	p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
+	switch {
+	case !partitioned:
+		p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d)", filter, s.qos)
+	case len(missing) == 0:
+		p.log.Infof("mqttv5 pub/sub: subscribed to %q (qos %d): all %d partition streams are open", filter, s.qos, parts)
+	default:
+		p.log.Infof("mqttv5 pub/sub: partition %d of %d of %q open; the messages of the %d others wait up to unsubscribeGrace for their streams", idx, parts, filter, len(missing))
+	}
+	if partitioned && fresh {
+		disp.goOwned(func() { p.checkPartitions(subs, disp, s, md.UnsubscribeGrace) })
+	}
 
 	disp.goOwned(func() {
 		select {
@@ -97,13 +141,50 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 			return
 		}
 		subs.mu.Lock()
-		if cur, ok := subs.subs[filter]; ok && cur == s {
-			cur.handler, cur.stream, cur.idleSince = nil, nil, time.Now()
-			subs.notifyLocked()
+		cur, ok := subs.subs[filter]
+		if !ok || cur != s || cur.parts[idx].stream != ctx {
+			subs.mu.Unlock()
+			return // replaced meanwhile
 		}
+		cur.parts[idx] = part{idleSince: time.Now()}
+		others := cur.open()
+		if !others {
+			cur.idleSince = time.Now()
+		}
+		subs.notifyLocked()
 		subs.mu.Unlock()
+		if others {
+			// daprd closing (restarting) closes every stream one by one: only a partition still
+			// missing after the grace is an error.
+			p.log.Infof("mqttv5 pub/sub: the stream of %q closed while other partitions of %q stay open: its messages wait up to unsubscribeGrace (%s) for it to reopen, then go to the open partitions", req.Topic, filter, md.UnsubscribeGrace)
+			disp.goOwned(func() { p.checkPartitions(subs, disp, s, md.UnsubscribeGrace) })
+		}
 	})
 	return nil
+}
+
+// checkPartitions reports, once grace has passed since the partitioned subscription s started or
+// one of its streams closed, the partitions that still have no stream while others do: from then
+// on their messages go to the open partitions (nothing is lost or stuck), but the app is probably
+// missing a subscription, and its keys no longer keep to their own partition.
+func (p *PubSub) checkPartitions(subs *registry, disp *dispatcher, s *subscription, grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-disp.stopped():
+		return
+	}
+	subs.mu.Lock()
+	var missing []string
+	if subs.subs[s.mqttFilter] == s && s.open() {
+		missing = s.missing()
+	}
+	subs.mu.Unlock()
+	if len(missing) > 0 {
+		p.log.Errorf("mqttv5 pub/sub: partitioned subscription %q: %d of its %d partitions have had no stream for %s; subscribe the app to %s. Until then their messages go to the open partitions (nothing is lost; order per key holds)",
+			s.mqttFilter, len(missing), len(s.parts), grace, strings.Join(missing, ", "))
+	}
 }
 
 // reconcile removes, for as long as the component runs, the subscriptions the app no longer

@@ -273,10 +273,10 @@ func BenchmarkDurability(b *testing.B) {
 func startBenchBroker(b *testing.B, dataDir string) string {
 	b.Helper()
 	eo := statestore.NewDefaultOptions()
-	var store *kvservice.BoltStore
+	var store *kvservice.LogStore
 	if dataDir != "" {
 		var err error
-		if store, err = kvservice.OpenBoltStore(filepath.Join(dataDir, "kv")); err != nil {
+		if store, err = kvservice.OpenLogStore(filepath.Join(dataDir, "kv")); err != nil {
 			b.Fatal(err)
 		}
 		eo.Store = store

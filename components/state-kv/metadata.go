@@ -71,6 +71,13 @@ func parseMetadata(props map[string]string) (Metadata, []string, error) {
 	return md, unknown, nil
 }
 
+// ParseMetadata decodes and validates a Component's metadata exactly as Init does, without any
+// I/O, and returns the unknown keys Init would warn about: for checks outside the package, such as
+// the offline validation of the Kubernetes manifests (tests/kubernetes).
+func ParseMetadata(props map[string]string) (Metadata, []string, error) {
+	return parseMetadata(props)
+}
+
 func (m *Metadata) validate() error {
 	if err := m.Settings.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidMetadata, err)

@@ -4,8 +4,10 @@
 package pluggable
 
 import (
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/dapr/kit/logger"
@@ -48,4 +50,21 @@ func Finish(log logger.Logger, in *Instances, runErr error) {
 		log.Errorf("component server stopped: %v", runErr)
 		os.Exit(1)
 	}
+}
+
+// CheckSocketFolder fails, naming the folder and what it needs, when the component registered as
+// name could not create its socket (SocketPath): the folder is missing or not writable by this
+// user. Called before the SDK's Run, which on that error logs it and then never returns
+// (components-go-sdk v0.3.0: its cleanup waits for a goroutine the failed listen never started),
+// leaving a process that serves nothing and does not exit.
+func CheckSocketFolder(name string) error {
+	socket := SocketPath(name)
+	dir := filepath.Dir(socket)
+	f, err := os.CreateTemp(dir, "."+name+"-probe-*")
+	if err != nil {
+		return fmt.Errorf("cannot create the socket %s: %w (the folder must exist and be writable by uid %d gid %d; set DAPR_COMPONENT_SOCKETS_FOLDER, or run as the folder's owner: 65532:65532 in mqdapr's images)",
+			socket, err, os.Getuid(), os.Getgid())
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }

@@ -21,6 +21,9 @@ import (
 // bins are the project's binaries, built once for the package by TestMain.
 var bins struct {
 	dir, daprd, root string
+	// daprd115 is a daprd 1.15.0 (concurrent dispatch of pluggable pub/sub messages) from
+	// $MQDAPR_DAPRD_V1_15, for the tests that compare daprd versions; "" skips them.
+	daprd115 string
 }
 
 func TestMain(m *testing.M) {
@@ -49,10 +52,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "scripts/daprd.sh could not provide daprd:", err)
 		return 1
 	}
+	bins.daprd115 = os.Getenv("MQDAPR_DAPRD_V1_15")
 	return m.Run()
 }
 
-func needDaprd(t *testing.T) {
+func needDaprd(t testing.TB) {
 	if bins.daprd == "" {
 		t.Skip("no daprd: run scripts/daprd.sh (make test does) to enable the end-to-end tests")
 	}
@@ -60,14 +64,14 @@ func needDaprd(t *testing.T) {
 
 // proc is a child process with its output in a log file, prefixed in test failures.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 }
 
-func start(t *testing.T, name, logDir string, env []string, bin string, args ...string) *proc {
+func start(t testing.TB, name, logDir string, env []string, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, name: name, log: filepath.Join(logDir, name+".log"), done: make(chan struct{})}
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -104,13 +108,13 @@ func (p *proc) exited() <-chan struct{} { return p.done }
 
 // stack is one broker with the components and daprd instances around it.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	mqttPort int
 	broker   *proc
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	needDaprd(t)
 	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t)}
@@ -134,6 +138,7 @@ type replica struct {
 	httpPort, grpcPort int
 	pubsub, state      *proc
 	daprd              *proc
+	daprdBin           string // "" means bins.daprd
 	hasState           bool
 }
 
@@ -168,7 +173,7 @@ func (r *replica) withState() *replica {
 	return r
 }
 
-func writeComponent(t *testing.T, path, name, typ string, md map[string]string) {
+func writeComponent(t testing.TB, path, name, typ string, md map[string]string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: %s\nspec:\n  type: %s\n  version: v1\n  metadata:\n", name, typ)
 	for k, v := range md {
@@ -215,7 +220,11 @@ func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
 	if appPort > 0 {
 		args = append(args, "--app-port", fmt.Sprint(appPort), "--app-protocol", appProtocol)
 	}
-	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bins.daprd, args...)
+	bin := bins.daprd
+	if r.daprdBin != "" {
+		bin = r.daprdBin
+	}
+	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bin, args...)
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", r.httpPort), 60*time.Second, r.daprd.exited())
 }
 
@@ -223,7 +232,7 @@ func (r *replica) daprURL(path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", r.httpPort, path)
 }
 
-func waitFile(t *testing.T, path string, timeout time.Duration) {
+func waitFile(t testing.TB, path string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -237,7 +246,7 @@ func waitFile(t *testing.T, path string, timeout time.Duration) {
 	}
 }
 
-func waitHTTP(t *testing.T, url string, timeout time.Duration, exited <-chan struct{}) {
+func waitHTTP(t testing.TB, url string, timeout time.Duration, exited <-chan struct{}) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Sustained readings/s of the sample connector (app/) through a real daprd, durable broker
+# (mqbroker -data-dir) and both pluggable components, for one or more app binaries alternated
+# round by round (same daprd, same machine, same load). Prints one line per round and binary.
+#
+#   scripts/connector-bench.sh [-r rounds] [-n readings] [-p publishers] [-d devices] [-a "app args"] app-binary...
+#
+# The broker is durable (-data-dir) unless BROKER_MEM=1. DAPRD (default: scripts/daprd.sh), BIN (default: a fresh build of the broker, components and
+# devicesim from this checkout). PPROF=1 serves pprof on 127.0.0.1:6060 for the app (a binary that
+# has -pprof-addr) and saves CPU, block and mutex profiles of the middle of the run to $OUT.
+# Figures are for comparison in one run, not assertions.
+set -euo pipefail
+rounds=3 n=4000 pubs=4 devs=8 appargs=""
+while getopts "r:n:p:d:a:" o; do
+  case $o in r) rounds=$OPTARG ;; n) n=$OPTARG ;; p) pubs=$OPTARG ;; d) devs=$OPTARG ;; a) appargs=$OPTARG ;; *) exit 2 ;; esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || { echo "usage: $0 [-r rounds] [-n readings] [-p publishers] [-d devices] [-a args] app-binary..." >&2; exit 2; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+DAPRD=${DAPRD:-$("$root/scripts/daprd.sh")}
+OUT=${OUT:-$(mktemp -d /tmp/connector-bench-out.XXXX)}; mkdir -p "$OUT"
+work=$(mktemp -d /tmp/connector-bench.XXXX)
+if [ -z "${BIN:-}" ]; then
+  BIN=$work/bin
+  (cd "$root" && go build -o "$BIN/" ./cmd/mqbroker ./cmd/pubsub-mqtt5 ./cmd/state-kv ./cmd/devicesim)
+fi
+pids=() socks=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work" "${socks[@]}"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+waitfor() { for _ in $(seq 600); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
+metric() { curl -s "127.0.0.1:$hp/metrics" | awk -v k="mqdapr_connector_$1_total" '$1==k{print $2}'; }
+comp() { # name type url id
+  printf 'apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: %s\nspec:\n  type: %s\n  version: v1\n  metadata:\n    - name: url\n      value: "%s"\n    - name: clientID\n      value: "%s"\n' "$1" "$2" "$3" "$4"
+}
+
+one() { # app-binary label
+  local d=$work/run sock mp hp gp ap
+  rm -rf "$d"; mkdir -p "$d/res"; sock=$(mktemp -d /tmp/mqd-b.XXXX); socks+=("$sock")
+  mp=$(port); hp=$(port); gp=$(port); ap=$(port)
+  local bargs=(-data-dir "$d/broker")
+  [ -n "${BROKER_MEM:-}" ] && bargs=()
+  "$BIN/mqbroker" -addr "127.0.0.1:$mp" "${bargs[@]}" >"$d/broker.log" 2>&1 & pids+=($!)
+  waitfor "bash -c '</dev/tcp/127.0.0.1/$mp'"
+  comp mqtt pubsub.mqttv5 "mqtt://127.0.0.1:$mp" bench-r1 >"$d/res/pubsub.yaml"
+  comp kv state.mqttkv "mqtt://127.0.0.1:$mp" bench-r1 >"$d/res/state.yaml"
+  export DAPR_COMPONENT_SOCKETS_FOLDER=$sock DAPR_COMPONENTS_SOCKETS_FOLDER=$sock XDG_STATE_HOME=$d/xdg
+  "$BIN/pubsub-mqtt5" >"$d/pubsub.log" 2>&1 & pids+=($!)
+  "$BIN/state-kv" >"$d/state.log" 2>&1 & pids+=($!)
+  waitfor "test -S $sock/mqttv5.sock -a -S $sock/mqttkv.sock"
+  local pp=()
+  [ -n "${PPROF:-}" ] && pp=(-pprof-addr 127.0.0.1:6060)
+  # shellcheck disable=SC2086
+  "$1" -app-port "$ap" -dapr-grpc-port "$gp" -health-addr "127.0.0.1:$hp" -lake "$d/lake" -replica r1 "${pp[@]}" $appargs >"$d/app.log" 2>&1 & pids+=($!)
+  local app=$!
+  waitfor "curl -sf 127.0.0.1:$hp/healthz"
+  local dh; dh=$(port)
+  "$DAPRD" --app-id connector --resources-path "$d/res" --dapr-http-port "$dh" --dapr-grpc-port "$gp" \
+    --dapr-internal-grpc-port "$(port)" --metrics-port "$(port)" --dapr-listen-addresses 127.0.0.1 \
+    --app-port "$ap" --app-protocol grpc --log-level warn >"$d/daprd.log" 2>&1 & pids+=($!)
+  local daprd=$!
+  waitfor "curl -sf 127.0.0.1:$dh/v1.0/healthz"
+  # The subscription exists once a reading gets through (earlier ones find no subscriber).
+  local w=1
+  until [ "$(metric written)" -ge 1 ]; do
+    "$BIN/devicesim" -broker "mqtt://127.0.0.1:$mp" -client-id warm -devices "$devs" -rate 0 -count 1 -seq-start "$w" >/dev/null 2>&1
+    w=$((w + 1)); sleep 0.2
+  done
+  local base; base=$(metric written)
+  # The backlog is published while the app is stopped (SIGSTOP: daprd's deliveries wait), so the
+  # figure is the connector's own pace, not the publishers'.
+  local per=$((n / pubs)) i ppids=()
+  kill -STOP "$app"
+  for i in $(seq "$pubs"); do
+    "$BIN/devicesim" -broker "mqtt://127.0.0.1:$mp" -client-id "pub$i" -devices "$devs" -rate 0 -count "$per" \
+      -seq-start $((i * 100000000)) -publish-config=false >"$d/pub$i.log" 2>&1 & ppids+=($!); pids+=($!)
+  done
+  wait "${ppids[@]}"
+  local total=$((base + per * pubs))
+  kill -CONT "$app"
+  local t0; t0=$(date +%s.%N)
+  if [ -n "${PPROF:-}" ]; then
+    curl -s "127.0.0.1:6060/debug/pprof/profile?seconds=5" >"$OUT/$2.cpu.pprof" & local c1=$!
+    curl -s "127.0.0.1:6060/debug/pprof/trace?seconds=2" >"$OUT/$2.trace" & local c2=$!
+  fi
+  for _ in $(seq 6000); do [ "$(metric written)" -ge "$total" ] && break; sleep 0.05; done
+  local t1; t1=$(date +%s.%N)
+  if [ -n "${PPROF:-}" ]; then
+    wait "$c1" "$c2" || true
+    curl -s "127.0.0.1:6060/debug/pprof/block" >"$OUT/$2.block.pprof"
+    curl -s "127.0.0.1:6060/debug/pprof/mutex" >"$OUT/$2.mutex.pprof"
+  fi
+  local w0=$base w1; w1=$(metric written)
+  local rows; rows=$(cat "$d"/lake/*/*/*.jsonl | wc -l)
+  printf '%-8s %8.1f readings/s  (written %s of %s, %s lake rows, dups %s, failed %s)\n' "$2" \
+    "$(echo "($w1 - $w0) / ($t1 - $t0)" | bc -l)" "$(metric written)" "$total" "$rows" "$(metric duplicates_skipped)" "$(metric failed)"
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=(); rm -rf "$sock"
+}
+
+for r in $(seq "$rounds"); do
+  i=0
+  for b in "$@"; do i=$((i + 1)); one "$b" "r$r-b$i"; done
+done
+echo "profiles (PPROF=1): $OUT"
