@@ -23,6 +23,10 @@ type pubsubContender struct {
 	typ       string // Component spec.type
 	metadata  func(brokerAt string) map[string]string
 	onDaprd15 bool // also run on daprd 1.15.0
+	// partitions > 1 subscribes the app to the K partition topics $partition/<i>of<K>/<topic> of
+	// pubsub.mqttv5 instead of the topic (the parallelism that survives daprd 1.16's serial
+	// dispatch; see README "Ordering and parallelism").
+	partitions int
 }
 
 // pubsubContenders are compared in every round: noop is the floor, mqtt3-mosquitto the named peer
@@ -42,6 +46,20 @@ var pubsubContenders = []pubsubContender{
 		metadata: mqttv5Metadata},
 	{id: "mqttv5-mqbroker-disk", title: "pubsub.mqttv5, mqbroker with a data directory", broker: mqbrokerDisk, program: "pubsub-mqtt5", typ: "pubsub.mqttv5",
 		metadata: mqttv5Metadata},
+	// One topic has one ordering key, which goes to one partition: ordering none spreads the
+	// messages round robin over the partitions.
+	{id: "mqttv5-mqbroker-part4", title: "pubsub.mqttv5, mqbroker in memory, 4 partitions (ordering: none)", broker: mqbrokerMemory, program: "pubsub-mqtt5", typ: "pubsub.mqttv5",
+		partitions: 4, metadata: func(at string) map[string]string {
+			md := mqttv5Metadata(at)
+			md["ordering"] = "none"
+			return md
+		}},
+	{id: "mqttv5-mqbroker-disk-part4", title: "pubsub.mqttv5, mqbroker with a data directory, 4 partitions (ordering: none)", broker: mqbrokerDisk, program: "pubsub-mqtt5", typ: "pubsub.mqttv5",
+		partitions: 4, metadata: func(at string) map[string]string {
+			md := mqttv5Metadata(at)
+			md["ordering"] = "none"
+			return md
+		}},
 }
 
 // mqttv5Metadata is the component's configuration in the benchmarks: its defaults (QoS 1,
@@ -117,7 +135,7 @@ type subscriberApp struct {
 	recv map[string]*receiver
 }
 
-func startSubscriberApp(pubsubName string) (*subscriberApp, error) {
+func startSubscriberApp(pubsubName string, partitions int) (*subscriberApp, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -126,27 +144,42 @@ func startSubscriberApp(pubsubName string) (*subscriberApp, error) {
 		recv: map[string]*receiver{topicCE: {}, topicRaw: {}}}
 	for topic, r := range a.recv {
 		r.expect("none", 0)
-		sub := &common.Subscription{PubsubName: pubsubName, Topic: topic}
-		if topic == topicRaw {
-			sub.Metadata = map[string]string{"rawPayload": "true"}
+		subTopics := []string{topic}
+		if partitions > 1 {
+			subTopics = subTopics[:0]
+			for i := range partitions {
+				subTopics = append(subTopics, fmt.Sprintf("$partition/%dof%d/%s", i, partitions, topic))
+			}
 		}
-		if err := a.svc.AddTopicEventHandler(sub, func(_ context.Context, e *common.TopicEvent) (bool, error) {
-			var m struct {
-				P string `json:"p"`
-				S int    `json:"s"`
+		for _, st := range subTopics {
+			if err := a.subscribe(pubsubName, topic, st, r); err != nil {
+				l.Close()
+				return nil, err
 			}
-			if err := json.Unmarshal(e.RawData, &m); err != nil {
-				return false, fmt.Errorf("not a benchmark message: %q", e.RawData)
-			}
-			r.deliver(m.P, m.S)
-			return false, nil
-		}); err != nil {
-			l.Close()
-			return nil, err
 		}
 	}
 	go func() { _ = a.svc.Start() }()
 	return a, nil
+}
+
+// subscribe adds the handler of one Dapr subscription (subTopic) that records the messages of
+// topic in r.
+func (a *subscriberApp) subscribe(pubsubName, topic, subTopic string, r *receiver) error {
+	sub := &common.Subscription{PubsubName: pubsubName, Topic: subTopic}
+	if topic == topicRaw {
+		sub.Metadata = map[string]string{"rawPayload": "true"}
+	}
+	return a.svc.AddTopicEventHandler(sub, func(_ context.Context, e *common.TopicEvent) (bool, error) {
+		var m struct {
+			P string `json:"p"`
+			S int    `json:"s"`
+		}
+		if err := json.Unmarshal(e.RawData, &m); err != nil {
+			return false, fmt.Errorf("not a benchmark message: %q", e.RawData)
+		}
+		r.deliver(m.P, m.S)
+		return false, nil
+	})
 }
 
 // pubsubRun is one contender's round: its stack up, warmed, measured, down.
@@ -164,7 +197,7 @@ func (r *pubsubRun) run(ctx context.Context, round int) error {
 		return err
 	}
 	defer s.close()
-	app, err := startSubscriberApp("ps")
+	app, err := startSubscriberApp("ps", r.c.partitions)
 	if err != nil {
 		return err
 	}

@@ -327,12 +327,14 @@ func (h *harness) goalsReport(b *strings.Builder) {
 	add := func(what string, v float64, ok bool, bound float64, atMost bool, unit string) {
 		gs = append(gs, goal{what: what, value: v, ok: ok, bound: bound, atMost: atMost, unit: unit})
 	}
-	for _, id := range []string{"mqttv5-mosquitto", "mqttv5-mqbroker", "mqttv5-mqbroker-disk"} {
+	for _, id := range []string{"mqttv5-mosquitto", "mqttv5-mqbroker", "mqttv5-mqbroker-disk", "mqttv5-mqbroker-part4", "mqttv5-mqbroker-disk-part4"} {
 		v, ok := ratio(id, "msgs/ce", "noop", "msgs/ce")
 		add("pub/sub delivered msg/s, "+id+" / floor", v, ok, 0.9, false, "×")
 	}
 	v, ok := ratio("mqttv5-mqbroker-disk", "msgs/ce", "mqttv5-mqbroker", "msgs/ce")
 	add("pub/sub durable mqbroker / in memory", v, ok, 0.8, false, "×")
+	v, ok = ratio("mqttv5-mqbroker-disk-part4", "msgs/ce", "mqttv5-mqbroker-part4", "msgs/ce")
+	add("pub/sub durable mqbroker / in memory, 4 partitions", v, ok, 0.8, false, "×")
 	v, ok = med("mqttv5-mqbroker", "cpu/pubsub-mqtt5")
 	add("pub/sub component CPU per delivered message (mqbroker in memory)", v, ok, 150, true, " µs")
 	v, ok = ratio("mqttv5-mosquitto", "single/p50", "noop", "single/p50")
