@@ -72,7 +72,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 20m ./...
 	$(MAKE) bench-harness
 
-## bench-harness: the side-by-side runs through daprd (bench/), writing BENCHMARKS.md (~15 min;
+## bench-harness: the side-by-side runs through daprd (bench/), writing BENCHMARKS.md (6-15 min;
 ## BENCH_QUICK=1: one short round, a smoke run). Installs redis-server and Mosquitto when missing.
 bench-harness:
 	./scripts/install-bench-deps.sh

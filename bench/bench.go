@@ -33,6 +33,7 @@ type Config struct {
 	Contenders []string  // contender ids (noop, in-memory, mqttv5-mosquitto, …); empty: all
 	Daprd115   bool      // also run on daprd 1.15.0 when scripts/daprd.sh has it without building
 	Command    string    // the command line, printed in the report
+	Note       string    // a line for the report's header (e.g. what else ran on the machine)
 	Log        io.Writer // progress lines
 }
 
@@ -287,16 +288,25 @@ func (h *harness) stateSuite(ctx context.Context) {
 	h.roundRobin(ctx, "state", ids, func(ctx context.Context, i, round int) error { return runs[i].run(ctx, round) })
 }
 
+// connectorPartitions is the partition count of the connector's partitioned runs.
+const connectorPartitions = 4
+
 func (h *harness) connectorSuite(ctx context.Context) {
-	if !h.cfg.wants(h.cfg.Contenders, "connector") {
-		return
-	}
 	var runs []*connectorRun
 	var ids []string
 	for _, d := range h.daprds() {
-		key := h.key("connector", d)
-		runs = append(runs, &connectorRun{h: h, daprd: d, key: key})
-		ids = append(ids, key)
+		for _, k := range []int{1, connectorPartitions} {
+			id := "connector"
+			if k > 1 {
+				id = fmt.Sprintf("connector-part%d", k)
+			}
+			if !h.cfg.wants(h.cfg.Contenders, id) {
+				continue
+			}
+			key := h.key(id, d)
+			runs = append(runs, &connectorRun{h: h, daprd: d, key: key, partitions: k})
+			ids = append(ids, key)
+		}
 	}
 	h.roundRobin(ctx, "connector", ids, func(ctx context.Context, i, round int) error { return runs[i].run(ctx, round) })
 }

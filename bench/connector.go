@@ -24,6 +24,9 @@ type connectorRun struct {
 	h     *harness
 	daprd daprdBinary
 	key   string
+	// partitions > 1 runs the app with -telemetry-partitions (partitioned subscriptions, handled
+	// in parallel through daprd 1.16's serial dispatch); 1 is `make run`'s default.
+	partitions int
 }
 
 func (r *connectorRun) run(ctx context.Context, round int) error {
@@ -58,7 +61,8 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 	health := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
 	app, err := s.ps.start(s.dir, "app", "app", nil, h.bin("app"),
 		"-app-port", fmt.Sprint(appPort), "-dapr-grpc-port", fmt.Sprint(s.daprGRPC),
-		"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0", "-log-level", "warn")
+		"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0", "-log-level", "warn",
+		"-telemetry-partitions", fmt.Sprint(r.partitions))
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ func (h *harness) report(started time.Time, load0, load1 string) string {
 	w("- Versions: %s; %s; %s; %s; mqdapr %s\n", h.daprdVersions(), runtime.Version(), firstLine(h.tools.mosquitto, "-h"), firstLine(h.tools.redis, "--version"), gitDescribe(h.cfg.Root))
 	w("- Sizes: 64-byte payloads; pub/sub %d messages per run from %d concurrent go-sdk gRPC publishers to a go-sdk gRPC subscriber app (ack after its handler), then %d one at a time from one publisher; state %d clients, Set/Get %d, ETag cycles %d, BulkGet(100) %d per run; the connector %d readings from %d devices\n",
 		h.cfg.pubsubMessages(), publishers, h.cfg.singleMessages(), publishers, h.cfg.stateOps("set"), h.cfg.stateOps("etag"), h.cfg.stateOps("bulkget"), h.cfg.connectorReadings(), publishers)
+	if h.cfg.Note != "" {
+		w("- Note: %s\n", h.cfg.Note)
+	}
 	for _, n := range h.notes {
 		w("- %s\n", n)
 	}
@@ -220,20 +223,26 @@ func (h *harness) stateReport(b *strings.Builder) {
 func (h *harness) connectorReport(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The sample connector (app/)\n\n")
-	w("As `make run` runs it: mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", h.cfg.connectorReadings(), publishers)
-	w("| daprd | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
+	w("As `make run` runs it (and with `-telemetry-partitions %d`: partitioned subscriptions): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", connectorPartitions, h.cfg.connectorReadings(), publishers)
+	w("| daprd, partitions | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
 	for _, d := range h.daprds() {
-		k := h.key("connector", d)
-		if len(h.res.get(k, "rows/s")) == 0 {
-			continue
+		for _, part := range []int{1, connectorPartitions} {
+			id := "connector"
+			if part > 1 {
+				id = fmt.Sprintf("connector-part%d", part)
+			}
+			k := h.key(id, d)
+			if len(h.res.get(k, "rows/s")) == 0 {
+				continue
+			}
+			checked := h.res.get(k, "exactly-once")
+			ok := 0
+			for _, v := range checked {
+				ok += int(v)
+			}
+			w("| %s, %d | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, part, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
+				ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
 		}
-		checked := h.res.get(k, "exactly-once")
-		ok := 0
-		for _, v := range checked {
-			ok += int(v)
-		}
-		w("| %s | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
-			ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
 	}
 	w("\n")
 }
@@ -354,6 +363,8 @@ func (h *harness) goalsReport(b *strings.Builder) {
 	add("state Set, data directory / in memory", v, ok, 0.5, false, "×")
 	v, ok = ratio("connector", "rows/s", "noop", "msgs/ce")
 	add("connector rows/s / pub/sub floor", v, ok, 0.5, false, "×")
+	v, ok = ratio(fmt.Sprintf("connector-part%d", connectorPartitions), "rows/s", "noop", "msgs/ce")
+	add(fmt.Sprintf("connector rows/s, %d partitions / pub/sub floor", connectorPartitions), v, ok, 0.5, false, "×")
 
 	fmt.Fprintf(b, "## Goals of issue 13 in this run (daprd %s)\n\n| goal | measured | target | met |\n|---|---|---|---|\n", h.daprd.version)
 	for _, g := range gs {
