@@ -18,7 +18,7 @@ FUZZ_TARGETS := \
 	./internal/resp3:FuzzEncodeDecodeArray \
 	./components/pubsub-mqtt5/partition:FuzzParse
 
-.PHONY: all build images test fuzz vet run bench clean
+.PHONY: all build images test fuzz vet run bench bench-harness clean
 
 all: build
 
@@ -66,10 +66,18 @@ run: build
 	./scripts/daprd.sh >/dev/null
 	./$(BIN)/mqdapr-run
 
-## bench: Go benchmarks (figures, never assertions).
+## bench: Go benchmarks (figures, never assertions), then bench-harness.
 bench:
 	./scripts/install-test-deps.sh
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 20m ./...
+	$(MAKE) bench-harness
+
+## bench-harness: the side-by-side runs through daprd (bench/), writing BENCHMARKS.md (6-15 min;
+## BENCH_QUICK=1: one short round, a smoke run). Installs redis-server and Mosquitto when missing.
+bench-harness:
+	./scripts/install-bench-deps.sh
+	./scripts/daprd.sh >/dev/null
+	$(GO) run ./bench/cmd/mqdapr-bench -out BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN)

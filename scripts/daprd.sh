@@ -6,6 +6,8 @@
 #   scripts/daprd.sh            any daprd of the version (the end-to-end tests run it as a process)
 #   scripts/daprd.sh --static   only a statically linked one (for a FROM scratch image): daprd on
 #                               PATH or in ~/.dapr/bin is skipped when it is not static
+#   scripts/daprd.sh --cached   never build: exit 1 when no daprd of the version is at hand
+#                               (bench/ uses it for daprd 1.15.0, whose build it does not wait for)
 #
 # The cache entry is always built static (CGO_ENABLED=0): a cached daprd that is not (built by an
 # older version of this script) is rebuilt once, in place. "Static" is read from the binary's Go
@@ -24,11 +26,14 @@
 set -euo pipefail
 
 static_only=
-case "${1:-}" in
-  --static) static_only=1 ;;
-  "") ;;
-  *) echo "usage: $0 [--static]" >&2; exit 2 ;;
-esac
+cached_only=
+for arg in "$@"; do
+  case "$arg" in
+    --static) static_only=1 ;;
+    --cached) cached_only=1 ;;
+    *) echo "usage: $0 [--static] [--cached]" >&2; exit 2 ;;
+  esac
+done
 VERSION=${DAPRD_VERSION:-v1.16.0}
 TOOLS=${MQDAPR_TOOLS:-$HOME/.cache/mqdapr/tools}
 want=${VERSION#v}
@@ -60,6 +65,10 @@ if p=$(command -v daprd 2>/dev/null) && usable "$p"; then echo "$p"; exit 0; fi
 if usable "$HOME/.dapr/bin/daprd"; then echo "$HOME/.dapr/bin/daprd"; exit 0; fi
 out="$TOOLS/daprd-$VERSION"
 if fits "$out" && static "$out"; then echo "$out"; exit 0; fi
+if [ -n "$cached_only" ]; then
+  echo "daprd.sh: no daprd $want at hand (--cached: not building it; run DAPRD_VERSION=$VERSION $0 to build it)" >&2
+  exit 1
+fi
 if [ -e "$out" ]; then
   echo "daprd.sh: $out is not a static daprd $want: rebuilding it (once)" >&2
 fi

@@ -24,6 +24,11 @@ type spawnReq struct {
 	done chan error
 }
 
+// StartCmd starts cmd as the supervisor starts its children: in a process group of its own and
+// SIGKILLed by the kernel when this process dies, however it dies (bench/ runs its processes so,
+// without supervising them).
+func StartCmd(cmd *exec.Cmd) error { return startCmd(cmd) }
+
 // startCmd starts cmd on the spawner thread and returns cmd.Start's error. Safe for concurrent use.
 func startCmd(cmd *exec.Cmd) error {
 	spawner.once.Do(func() {

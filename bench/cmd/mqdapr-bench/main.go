@@ -1,0 +1,70 @@
+// Command mqdapr-bench runs the side-by-side benchmarks of bench/ and writes BENCHMARKS.md. Run it
+// from the repository root (`make bench-harness` does):
+//
+//	go run ./bench/cmd/mqdapr-bench [-out BENCHMARKS.md] [-quick] [-rounds N] [-suites pubsub,state,connector] [-contenders noop,in-memory,...]
+//
+// BENCH_QUICK=1 is -quick. Ctrl-C stops the processes of the current round and writes the report
+// with what was measured so far.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mqdapr/mqdapr/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "mqdapr-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	fs := flag.NewFlagSet("mqdapr-bench", flag.ContinueOnError)
+	out := fs.String("out", "BENCHMARKS.md", "report to write (empty: none)")
+	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "one round with few messages: a smoke run (env BENCH_QUICK=1)")
+	rounds := fs.Int("rounds", 0, "rounds per contender (0: 3, or 1 with -quick)")
+	suites := fs.String("suites", "", "comma-separated: pubsub, state, connector (empty: all)")
+	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, connector, connector-part4 (empty: all)")
+	note := fs.String("note", os.Getenv("BENCH_NOTE"), "a line for the report's header, e.g. what else ran on the machine (env BENCH_NOTE)")
+	daprd115 := fs.Bool("daprd115", true, "also run on daprd 1.15.0 when scripts/daprd.sh has it (never builds it)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat("scripts/daprd.sh"); err != nil {
+		return fmt.Errorf("run from the repository root (scripts/daprd.sh not found in %s)", root)
+	}
+	split := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	command := "go run ./bench/cmd/mqdapr-bench " + strings.Join(os.Args[1:], " ")
+	if os.Getenv("MAKELEVEL") != "" { // the Makefile's one line, which installs what is missing first
+		command = "make bench-harness"
+	}
+	if *quick && os.Getenv("BENCH_QUICK") == "1" {
+		command = "BENCH_QUICK=1 " + command
+	}
+	return bench.Run(ctx, bench.Config{
+		Root: root, Out: *out, Quick: *quick, Rounds: *rounds, Suites: split(*suites), Contenders: split(*contenders),
+		Daprd115: *daprd115, Command: strings.TrimSpace(command), Note: *note, Log: os.Stderr,
+	})
+}
