@@ -13,6 +13,19 @@ type Service interface {
 	Handle(ctx context.Context, clientID string, msg *Message, pub Publisher) error
 }
 
+// AsyncService is a Service that can finish a PUBLISH after HandleAsync returns, so that the
+// broker goes on reading the publisher's next packets meanwhile (the key-value store holds an
+// answer until its change is durable, and groups the fdatasyncs of many requests, several of one
+// connection included; Receive Maximum still bounds how many are in flight). The broker calls
+// HandleAsync instead of Handle. An error it returns ends the PUBLISH at once, as one from Handle
+// does (a *DisconnectError disconnects the publisher); nil means done will be called exactly once,
+// on any goroutine and possibly before HandleAsync returns, with what Handle would have returned
+// (nil acknowledges the PUBLISH; a *DisconnectError counts as its ReasonError).
+type AsyncService interface {
+	Service
+	HandleAsync(ctx context.Context, clientID string, msg *Message, pub Publisher, done func(error)) error
+}
+
 // DisconnectError, returned by Service.Handle, makes the broker disconnect the publisher with
 // DISCONNECT carrying Code instead of acknowledging its PUBLISH (e.g. the state store's forbidden
 // response topics).
