@@ -55,13 +55,16 @@ func (g *gatedStore) records(t *testing.T) map[string]statestore.Record {
 	return loadAll(t, g.LogStore)
 }
 
-// hold makes the next Apply wait; the returned function lets it go on.
-func (g *gatedStore) hold() func() {
+// hold makes the next Apply wait; the returned function lets it go on, as the end of the test does
+// at the latest (so that a failing test does not hang closing the engine).
+func (g *gatedStore) hold(t *testing.T) func() {
 	ch := make(chan struct{})
 	g.mu.Lock()
 	g.release = ch
 	g.mu.Unlock()
-	return func() { close(ch) }
+	release := sync.OnceFunc(func() { close(ch) })
+	t.Cleanup(release)
+	return release
 }
 
 // newGatedFixture is a broker whose key-value store persists every key in a LogStore in a fresh
@@ -130,7 +133,7 @@ func TestConcurrentSetsShareFdatasyncs(t *testing.T) {
 	}
 	const perClient = 16
 	const n = 2 * perClient
-	release := gs.hold()
+	release := gs.hold(t)
 	before := gs.Commits()
 	ctx := ctxT(t)
 	errs := make(chan error, n)
@@ -176,7 +179,7 @@ func TestFailedAppendFailsTheBatchAndUndoesIt(t *testing.T) {
 	b.subscribe(t, responseTopic(b.id))
 	a.call(t, respArray("SET", "old", "v0"), "__ts", ts0)
 
-	release := gs.hold()
+	release := gs.hold(t)
 	gs.fail.Store(true)
 	ctx := ctxT(t)
 	type sent struct {
