@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqdapr/mqdapr/internal/hlc"
@@ -35,9 +34,6 @@ type Engine struct {
 	clock *hlc.Clock
 	log   *slog.Logger
 	batch BatchStore // Options.Store when it is one: changes are group committed (group.go)
-
-	// commits counts BatchStore.Apply calls.
-	commits atomic.Int64
 
 	mu         sync.Mutex // guards everything below, and serialises calls into Options.Store
 	commitCond *sync.Cond // on mu: something is staged, or the engine closed
@@ -107,9 +103,6 @@ func (e *Engine) Close() error {
 	}
 	return nil
 }
-
-// Commits returns how many group commits (BatchStore.Apply calls) the engine has made.
-func (e *Engine) Commits() int64 { return e.commits.Load() }
 
 // Len returns the number of keys (expired keys not yet removed by Expire or Handle included).
 func (e *Engine) Len() int {

@@ -122,7 +122,6 @@ func (e *Engine) commitLoop() {
 		e.staged = nil
 		e.mu.Unlock()
 		err := e.batch.Apply(context.Background(), changes)
-		e.commits.Add(1)
 		e.mu.Lock()
 		ready := e.settle(upto, err)
 		e.mu.Unlock()
