@@ -6,9 +6,9 @@ import "context"
 type Service interface {
 	Match(topic string) bool
 	// Handle is called for each matching PUBLISH after authorization (HandleAsync instead when the
-	// Service is an AsyncService); the publisher is acknowledged
-	// only after Handle returns nil (an error is answered with PUBACK 0x80 unspecified error or the
-	// reason code carried by a *ReasonError; a *DisconnectError disconnects the publisher instead).
+	// Service is an AsyncService); the publisher is acknowledged only after Handle returns nil (an
+	// error is answered with PUBACK 0x80 unspecified error or the reason code carried by a
+	// *ReasonError; a *DisconnectError disconnects the publisher instead).
 	// Replies and notifications go out through pub, which is the *Broker and so also a Deliverer;
 	// ConnectionOf(ctx) names the publisher's connection.
 	Handle(ctx context.Context, clientID string, msg *Message, pub Publisher) error
