@@ -16,9 +16,10 @@ import (
 	"github.com/mqdapr/mqdapr/internal/applog"
 )
 
-// The key-value file of format 2 is an append-only log (internal/applog), kv.log: a Save or a
-// Delete is one record made durable by one fdatasync before it returns, where a bbolt transaction
-// (format 1, kv.db) takes two and rewrites whole pages. The engine holds every key in memory and
+// The key-value file of format 2 is an append-only log (internal/applog), kv.log: a change is one
+// record, and the changes of one Apply (a group commit of the engine) are made durable by one
+// fdatasync before it returns, where a bbolt transaction (format 1, kv.db) takes two and rewrites
+// whole pages. The engine holds every key in memory and
 // reads the store only at Load, so a log is all it needs.
 const (
 	kvLogName    = "kv.log"
