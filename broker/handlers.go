@@ -164,30 +164,42 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 	for _, svc := range b.opts.Services {
 		if svc.Match(m.Topic) {
 			b.stats.MessagesIn.Add(1)
-			if err := svc.Handle(c.ctx, c.clientID, m, b); err != nil {
+			// finish acknowledges the PUBLISH once the service has handled it.
+			finish := func(err error) {
+				if err != nil {
+					done(codeOf(err, CodeUnspecifiedError))
+					return
+				}
+				if pre == nil {
+					done(CodeSuccess)
+					return
+				}
+				var ops []op
+				b.mu.Lock()
+				pre(&ops)
+				b.store.submit(ops, func(err error) {
+					if err != nil {
+						b.log.Error("store commit failed", "err", err)
+						done(CodeUnspecifiedError) // the packet id is not durable: no PUBREC 0x00
+						return
+					}
+					done(CodeSuccess)
+				})
+				b.mu.Unlock()
+			}
+			var err error
+			if as, ok := svc.(AsyncService); ok {
+				err = as.HandleAsync(c.ctx, c.clientID, m, b, finish)
+			} else if err = svc.Handle(c.ctx, c.clientID, m, b); err == nil {
+				finish(nil)
+			}
+			if err != nil {
 				var de *DisconnectError
 				if errors.As(err, &de) {
 					return &de.ReasonError
 				}
-				done(codeOf(err, CodeUnspecifiedError))
-				return nil
+				finish(err)
 			}
-			if pre == nil {
-				done(CodeSuccess)
-				return nil
-			}
-			var ops []op
-			b.mu.Lock()
-			pre(&ops)
-			b.store.submit(ops, func(err error) {
-				if err != nil {
-					b.log.Error("store commit failed", "err", err)
-					done(CodeUnspecifiedError) // the packet id is not durable: no PUBREC 0x00
-					return
-				}
-				done(CodeSuccess)
-			})
-			b.mu.Unlock()
 			return nil
 		}
 	}

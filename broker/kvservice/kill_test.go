@@ -47,9 +47,10 @@ func respArray(args ...string) string {
 	return s
 }
 
-// Every SET the store answered +OK survives kill -9 of the broker process: four clients write keys
-// one request after another while the broker is killed, and after a restart on the same data
-// directory each key answered before the kill reads back with its value.
+// Every SET the store answered +OK survives kill -9 of the broker process: four clients write keys,
+// four SETs in flight on each connection (so that they share group commits), while the broker is
+// killed, and after a restart on the same data directory each key answered before the kill reads
+// back with its value.
 func TestKill9KeepsAnsweredSets(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a broker process; run without -short")
@@ -65,45 +66,66 @@ func TestKill9KeepsAnsweredSets(t *testing.T) {
 	var mu sync.Mutex
 	answered := map[string]string{} // key -> value, for each SET answered +OK
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(answered) }
-	var wg sync.WaitGroup
+	valueOf := func(key string) string { return "v-" + key }
+	var wg, readers sync.WaitGroup
+	stop := make(chan struct{}) // ends the response readers once the broker is gone
 	for w := range 4 {
 		cl := dialAddr(t, addr, fmt.Sprint("writer", w))
 		cl.subscribe(t, responseTopic(cl.id))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				key, val := fmt.Sprintf("k%d-%d", w, i), fmt.Sprint("v", i)
-				corr := []byte(key)
-				props := &paho.PublishProperties{ResponseTopic: responseTopic(cl.id), CorrelationData: corr}
-				props.User.Add("__ts", ts0)
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := cl.Publish(ctx, &paho.Publish{Topic: statestore.RequestTopic, QoS: 1, Payload: []byte(respArray("SET", key, val)), Properties: props})
-				cancel()
-				if err != nil {
-					t.Logf("writer %d: %v", w, err)
-					return // the broker is gone
+		readers.Add(1)
+		go func() { // records each +OK by its correlation data, the key
+			defer readers.Done()
+			record := func(p *paho.Publish) {
+				key := string(p.Properties.CorrelationData)
+				if p.Properties.User.Get("__stat") != "200" || string(p.Payload) != "+OK\r\n" {
+					t.Errorf("SET %s answered %q (%s)", key, p.Payload, p.Properties.User.Get("__stat"))
+					return
 				}
+				mu.Lock()
+				answered[key] = valueOf(key)
+				mu.Unlock()
+			}
+			for {
 				select {
 				case p := <-cl.msgs:
-					if string(p.Properties.CorrelationData) != key || p.Properties.User.Get("__stat") != "200" || string(p.Payload) != "+OK\r\n" {
-						t.Errorf("SET %s answered %q (%s, correlation %q)", key, p.Payload, p.Properties.User.Get("__stat"), p.Properties.CorrelationData)
-						return
+					record(p)
+				case <-stop:
+					for {
+						select {
+						case p := <-cl.msgs:
+							record(p)
+						default:
+							return
+						}
 					}
-					mu.Lock()
-					answered[key] = val
-					mu.Unlock()
-				case <-time.After(2 * time.Second):
-					t.Logf("writer %d: no response", w)
-					return
 				}
 			}
 		}()
+		for g := range 4 { // four SETs in flight on each connection
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					key := fmt.Sprintf("k%d-%d-%d", w, g, i)
+					props := &paho.PublishProperties{ResponseTopic: responseTopic(cl.id), CorrelationData: []byte(key)}
+					props.User.Add("__ts", ts0)
+					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_, err := cl.Publish(ctx, &paho.Publish{Topic: statestore.RequestTopic, QoS: 1, Payload: []byte(respArray("SET", key, valueOf(key))), Properties: props})
+					cancel()
+					if err != nil {
+						t.Logf("writer %d/%d: %v", w, g, err)
+						return // the broker is gone
+					}
+				}
+			}()
+		}
 	}
 	require.Eventually(t, func() bool { return count() >= 400 }, 30*time.Second, 10*time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	wg.Wait()
+	close(stop)
+	readers.Wait()
 
 	_, addr = startKVBroker(t, bin, dataDir)
 	reader := dialAddr(t, addr, "reader")

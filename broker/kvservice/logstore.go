@@ -10,14 +10,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 
 	"github.com/mqdapr/mqdapr/broker/statestore"
 	"github.com/mqdapr/mqdapr/internal/applog"
 )
 
-// The key-value file of format 2 is an append-only log (internal/applog), kv.log: a Save or a
-// Delete is one record made durable by one fdatasync before it returns, where a bbolt transaction
-// (format 1, kv.db) takes two and rewrites whole pages. The engine holds every key in memory and
+// The key-value file of format 2 is an append-only log (internal/applog), kv.log: a change is one
+// record, and the changes of one Apply (a group commit of the engine) are made durable by one
+// fdatasync before it returns, where a bbolt transaction (format 1, kv.db) takes two and rewrites
+// whole pages. The engine holds every key in memory and
 // reads the store only at Load, so a log is all it needs.
 const (
 	kvLogName    = "kv.log"
@@ -28,13 +30,15 @@ const (
 )
 
 // LogStore persists the key-value store's durable keys in an append-only log. It implements
-// statestore.Store; the engine calls it under its own lock, one change at a time, so it is not safe
-// for concurrent use.
+// statestore.BatchStore: the engine hands it the changes of many requests at once (Apply), which
+// cost one write and one fdatasync together. The engine makes one call at a time, so it is not
+// safe for concurrent use.
 type LogStore struct {
-	dir  string
-	log  *applog.Log
-	live map[string][]byte // key -> stored record (encodeRecord)
-	buf  []byte
+	dir     string
+	log     *applog.Log
+	live    map[string][]byte // key -> stored record (encodeRecord); only what is durable
+	buf     []byte
+	commits atomic.Int64 // log appends (each one fdatasync) made by Save, Delete and Apply
 }
 
 // OpenLogStore opens (or creates) <dir>/kv.log; a kv.db of format 1 (BoltStore) found there
@@ -165,17 +169,59 @@ func (s *LogStore) Delete(_ context.Context, key []byte) error {
 
 // append makes one change durable, rewriting the log first when it asks for it.
 func (s *LogStore) append(kind byte, key string, raw []byte) error {
+	s.buf = appendRecord(s.buf[:0], kind, key, raw)
+	return s.appendBatch([][]byte{s.buf})
+}
+
+// appendBatch makes records durable with one append, rewriting the log first when it asks for it.
+func (s *LogStore) appendBatch(records [][]byte) error {
 	if s.log.NeedsRewrite() {
 		if err := s.rewrite(); err != nil {
 			return err
 		}
 	}
-	s.buf = appendRecord(s.buf[:0], kind, key, raw)
-	if err := s.log.Append(s.buf); err != nil {
+	s.commits.Add(1)
+	if err := s.log.AppendBatch(records); err != nil {
 		return fmt.Errorf("key-value store: %w", err)
 	}
 	return nil
 }
+
+// Apply makes changes durable, in order, with one log append and one fdatasync, and returns once
+// they are. On error none of them is applied to the live keys, and the next append rewrites the
+// log from them first: a change whose request was answered with a failure is not kept (unless the
+// broker crashes before that rewrite, when it may or may not be read back, as for a failed Save).
+func (s *LogStore) Apply(_ context.Context, changes []statestore.Change) error {
+	records := make([][]byte, 0, len(changes))
+	raws := make([][]byte, len(changes))
+	for i, c := range changes {
+		key := string(c.Record.Key)
+		if c.Delete {
+			records = append(records, appendRecord(nil, recordDelete, key, nil))
+			continue
+		}
+		raw, err := encodeRecord(c.Record)
+		if err != nil {
+			return err
+		}
+		raws[i] = raw
+		records = append(records, appendRecord(nil, recordSave, key, raw))
+	}
+	if err := s.appendBatch(records); err != nil {
+		return err
+	}
+	for i, c := range changes {
+		if c.Delete {
+			delete(s.live, string(c.Record.Key))
+		} else {
+			s.live[string(c.Record.Key)] = raws[i]
+		}
+	}
+	return nil
+}
+
+// Commits returns how many log appends (one fdatasync each) the store has made since it opened.
+func (s *LogStore) Commits() int64 { return s.commits.Load() }
 
 // Load calls fn for every stored record, in key order.
 func (s *LogStore) Load(_ context.Context, fn func(statestore.Record) error) error {

@@ -107,6 +107,20 @@ func isNotifyTopic(topic string) bool {
 // be queued returns the Publisher's error (the command has been applied all the same);
 // notifications that cannot be queued are logged.
 func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Message, pub broker.Publisher) error {
+	ch := make(chan error, 1)
+	if err := s.HandleAsync(ctx, clientID, msg, pub, func(err error) { ch <- err }); err != nil {
+		return err
+	}
+	return <-ch
+}
+
+// HandleAsync is Handle for a broker.AsyncService: it returns what Handle returns when the request
+// cannot be served (before anything is published), and otherwise nil, then calls done with
+// Handle's result once the response and notifications are queued. With a statestore.BatchStore
+// that is after the change the response reports (or any change the request could have observed)
+// is durable, from the engine's group commit, so the connection's next requests are read, served
+// and committed meanwhile, together with those of every other connection.
+func (s *Service) HandleAsync(ctx context.Context, clientID string, msg *broker.Message, pub broker.Publisher, done func(error)) error {
 	if isNotifyTopic(msg.Topic) {
 		return &broker.ReasonError{Code: broker.CodeNotAuthorized, Reason: fmt.Sprintf(
 			"topic %q is under the key notification prefix %q, where only the key-value store publishes",
@@ -116,7 +130,16 @@ func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Messa
 		return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: ErrClosed.Error()}
 	}
 	conn, _ := broker.ConnectionOf(ctx)
-	res, err := s.engine.Handle(ctx, toRequest(clientID, conn, msg))
+	err := s.engine.Submit(ctx, toRequest(clientID, conn, msg), func(res statestore.Result) {
+		s.poke()
+		if err := pub.Publish(ctx, fromMessage(res.Response)); err != nil {
+			s.publishNotifications(ctx, pub, res.Notifications)
+			done(fmt.Errorf("kvservice: publishing the response to %q: %w", res.Response.Topic, err))
+			return
+		}
+		s.publishNotifications(ctx, pub, res.Notifications)
+		done(nil)
+	})
 	if err != nil {
 		if errors.Is(err, statestore.ErrClosed) {
 			return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: err.Error()}
@@ -126,12 +149,6 @@ func (s *Service) Handle(ctx context.Context, clientID string, msg *broker.Messa
 		}
 		return &broker.ReasonError{Code: broker.CodeImplementationSpecificError, Reason: err.Error()}
 	}
-	s.poke()
-	if err := pub.Publish(ctx, fromMessage(res.Response)); err != nil {
-		s.publishNotifications(ctx, pub, res.Notifications)
-		return fmt.Errorf("kvservice: publishing the response to %q: %w", res.Response.Topic, err)
-	}
-	s.publishNotifications(ctx, pub, res.Notifications)
 	return nil
 }
 

@@ -187,6 +187,12 @@ func (e *Engine) wantsPersist(req Request) bool {
 // it may name the broker's files.
 func (e *Engine) storeFailed(op string, err error) reply {
 	e.log.Error("state store persistence failed; request refused", "op", op, "err", err)
+	return persistFailedReply()
+}
+
+// persistFailedReply is the answer to a request whose change, or a change it could have observed,
+// could not be made durable.
+func persistFailedReply() reply {
 	return reply{status: "500", statusMsg: "the state store could not persist the change"}
 }
 
@@ -243,15 +249,16 @@ func (e *Engine) set(ctx context.Context, c command) reply {
 	}
 	switch {
 	case next.persist:
-		if err := e.opts.Store.Save(ctx, next.record()); err != nil {
+		if err := e.stageSave(ctx, next.record()); err != nil {
 			return e.storeFailed("save", err)
 		}
 	case ent != nil && ent.persist:
-		if err := e.opts.Store.Delete(ctx, s.key); err != nil {
+		if err := e.stageDelete(ctx, s.key); err != nil {
 			return e.storeFailed("delete", err)
 		}
 	}
 
+	e.track(next.key)
 	if ent == nil {
 		ent = &entry{heapIdx: -1}
 		e.keys[next.key] = ent
@@ -342,7 +349,7 @@ func (e *Engine) deleteIf(ctx context.Context, c command, key, want []byte) repl
 		return versioned(resp3.Int(-1), ent.version)
 	}
 	if ent.persist {
-		if err := e.opts.Store.Delete(ctx, key); err != nil {
+		if err := e.stageDelete(ctx, key); err != nil {
 			return e.storeFailed("delete", err)
 		}
 	}
@@ -352,8 +359,9 @@ func (e *Engine) deleteIf(ctx context.Context, c command, key, want []byte) repl
 	return rep
 }
 
-// remove drops ent from the key map and the deadline heap.
+// remove drops ent from the key map and the deadline heap (tracked for an undo, see track).
 func (e *Engine) remove(ent *entry) {
+	e.track(ent.key)
 	delete(e.keys, ent.key)
 	ent.expires = time.Time{}
 	e.deadlines.set(ent)

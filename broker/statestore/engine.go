@@ -26,15 +26,26 @@ type entry struct {
 }
 
 // Engine is the state store. Create it with NewEngine, call Load once if Options.Store is set, then
-// serve requests with Handle. It starts no goroutines; Close only refuses further calls.
+// serve requests with Handle or Submit. It starts no goroutines, except, with a BatchStore, the two
+// of its group commit (at the first change to persist), which Close stops.
 type Engine struct {
 	opts  Options
 	now   func() time.Time
 	clock *hlc.Clock
 	log   *slog.Logger
+	batch BatchStore // Options.Store when it is one: changes are group committed (group.go)
 
 	mu         sync.Mutex // guards everything below, and serialises calls into Options.Store
+	commitCond *sync.Cond // on mu: something is staged, or the engine closed
 	closed     bool
+	staged     []Change      // applied in memory, not yet handed to BatchStore.Apply
+	seq        uint64        // changes staged so far
+	durable    uint64        // changes made durable (or undone after a failure) so far
+	undo       []undoEntry   // how to undo the changes made since the last durable one, oldest first
+	waiting    []waiter      // answers held for a change not yet durable, in order
+	committing bool          // the group commit goroutines run
+	answers    chan []waiter // commitLoop -> answerLoop
+	stopped    chan struct{} // closed when answerLoop ends
 	keys       map[string]*entry
 	deadlines  deadlineHeap                   // entries with a TTL, earliest first
 	watchers   map[string]map[string]uint64   // key -> client IDs registered by KEYNOTIFY -> their Request.Conn
@@ -60,7 +71,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{
+	e := &Engine{
 		opts:       opts,
 		now:        now,
 		clock:      clock,
@@ -68,19 +79,28 @@ func NewEngine(opts Options) (*Engine, error) {
 		keys:       make(map[string]*entry),
 		watchers:   make(map[string]map[string]uint64),
 		clientKeys: make(map[string]map[string]struct{}),
-	}, nil
+	}
+	e.batch, _ = opts.Store.(BatchStore)
+	e.commitCond = sync.NewCond(&e.mu)
+	return e, nil
 }
 
 // Match reports whether topic is the state store request topic
 // (docs/state-store-protocol.md#topics).
 func (e *Engine) Match(topic string) bool { return topic == RequestTopic }
 
-// Close makes every later Handle, Load and Expire fail with ErrClosed (Expire returns nothing). It is
-// idempotent; the engine owns no goroutines, so there is nothing to wait for.
+// Close makes every later Handle, Submit, Load and Expire fail with ErrClosed (Expire returns
+// nothing). With a BatchStore it first lets the group commit finish what is staged and release the
+// answers held for it, and waits for that; it must not be called from a Submit callback. Idempotent.
 func (e *Engine) Close() error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.closed = true
+	e.commitCond.Broadcast()
+	stopped := e.stopped
+	e.mu.Unlock()
+	if stopped != nil {
+		<-stopped
+	}
 	return nil
 }
 
@@ -91,28 +111,46 @@ func (e *Engine) Len() int {
 	return len(e.keys)
 }
 
-// Handle serves one request. It first expires due keys, then validates and executes the command.
-//
-// It returns an error, and no Result, only when the request cannot be answered: ErrNotRequestTopic,
-// ErrInvalidQoS, ErrMissingResponseTopic, ErrForbiddenResponseTopic (disconnect the client, spec
-// docs/state-store-protocol.md#topics), ErrInvalidResponseTopic, ErrMissingCorrelationData or
-// ErrClosed. Otherwise the Result holds the response (command errors in-band,
-// docs/state-store-protocol.md#responses) and the notifications to publish. ctx is passed to
-// Options.Store.
+// Handle serves one request and waits for its answer: Submit, waiting for done.
 func (e *Engine) Handle(ctx context.Context, req Request) (Result, error) {
-	if err := validateRequest(req); err != nil {
+	ch := make(chan Result, 1)
+	if err := e.Submit(ctx, req, func(res Result) { ch <- res }); err != nil {
 		return Result{}, err
 	}
+	return <-ch, nil
+}
+
+// Submit serves one request. It first expires due keys, then validates and executes the command.
+//
+// It returns an error, and never calls done, only when the request cannot be answered:
+// ErrNotRequestTopic, ErrInvalidQoS, ErrMissingResponseTopic, ErrForbiddenResponseTopic (disconnect
+// the client, spec docs/state-store-protocol.md#topics), ErrInvalidResponseTopic,
+// ErrMissingCorrelationData or ErrClosed. Otherwise it calls done exactly once with the response
+// (command errors in-band, docs/state-store-protocol.md#responses) and the notifications to
+// publish: before it returns when every change is durable, or else, with a BatchStore, from the
+// group commit's goroutine once the changes made so far (by this request or by any other that it
+// could have observed) are durable; held answers are released in the order they were served. ctx is
+// passed to Options.Store.
+func (e *Engine) Submit(ctx context.Context, req Request, done func(Result)) error {
+	if err := validateRequest(req); err != nil {
+		return err
+	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closed {
-		return Result{}, ErrClosed
+		e.mu.Unlock()
+		return ErrClosed
 	}
 	now := e.now()
 	notes := e.expireLocked(ctx, now)
 	rep := e.execute(ctx, req, now)
 	notes = append(notes, rep.notify...)
-	return Result{Response: responseMessage(req, rep), Notifications: notes}, nil
+	res := Result{Response: responseMessage(req, rep), Notifications: notes}
+	held := e.hold(req, res, done)
+	e.mu.Unlock()
+	if !held {
+		done(res)
+	}
+	return nil
 }
 
 // validateRequest applies the MQTT-level rules of docs/state-store-protocol.md#topics and

@@ -62,8 +62,10 @@ func (e *Engine) NextDeadline() (time.Time, bool) {
 // Expire deletes every key whose deadline is at or before now and returns the DELETE notifications
 // to publish (docs/state-store-protocol.md#notifications: `*2 NOTIFY DELETE`, `__ts` = the expired
 // key's version). A persisted key is also deleted from Options.Store; a failure there is logged,
-// not returned, because the deadline is stored with the record and Load drops it anyway. After
-// Close it returns nil.
+// not returned, because the deadline is stored with the record and Load drops it anyway. With a
+// BatchStore the deletion is made durable with the next group commit and the notifications are
+// returned at once (an expiry answers no client; should that commit fail, the key is restored and
+// expires again). After Close it returns nil.
 func (e *Engine) Expire(ctx context.Context, now time.Time) []Message {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -78,7 +80,7 @@ func (e *Engine) expireLocked(ctx context.Context, now time.Time) []Message {
 	for len(e.deadlines) > 0 && !e.deadlines[0].expires.After(now) {
 		ent := e.deadlines[0]
 		if ent.persist {
-			if err := e.opts.Store.Delete(ctx, []byte(ent.key)); err != nil {
+			if err := e.stageDelete(ctx, []byte(ent.key)); err != nil {
 				e.log.Warn("state store: deleting an expired key from persistence failed", "err", err)
 			}
 		}

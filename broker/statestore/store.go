@@ -28,15 +28,19 @@ type Record struct {
 // Store is the persistence seam. The engine calls Save after a SET of a persisted key and Delete when
 // a persisted key is deleted, expires or stops being persisted, before it changes its in-memory
 // state, so that a failing store leaves both unchanged (the client gets `__stat` 500). Load is called
-// once, by Engine.Load, before serving.
+// once, by Engine.Load, before serving. A Store that is also a BatchStore gets the changes in groups
+// through Apply instead, after they were made in memory; a failing Apply then makes the engine undo
+// them and answer every request that could have observed them with `__stat` 500 (see BatchStore),
+// so the contract to clients is the same: nothing answered as failed is readable.
 //
-// Calls are made with the engine's lock held, one at a time; an implementation need not be safe for
-// concurrent use by several engines but must not call back into the Engine. Records passed to Save
-// may be retained: the engine does not modify them afterwards.
+// Save, Delete and Load are called with the engine's lock held, Apply without it, one call at a time;
+// an implementation need not be safe for concurrent use by several engines but must not call back
+// into the Engine. Records passed to Save or Apply may be retained: the engine does not modify them
+// afterwards.
 //
-// The broker backs this with its data directory (kvservice.LogStore): an append-only log of
-// Save/Delete records, each durable (fdatasync) before the call returns, rewritten from the live
-// keys at every open (write to a temporary file, fsync, rename), so that a crash leaves either the
+// The broker backs this with its data directory (kvservice.LogStore, a BatchStore): an append-only
+// log of save and delete records, each group of them durable (one fdatasync) before Apply returns,
+// rewritten from the live keys at every open (write to a temporary file, fsync, rename), so that a crash leaves either the
 // old or the new record. MemoryStore is the in-process implementation used by tests and by a broker
 // without a data directory.
 type Store interface {

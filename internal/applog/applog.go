@@ -4,8 +4,8 @@
 //
 // A file is a header (the caller's magic string, which carries its format version), then records,
 // each a little-endian uint32 payload length, the CRC-32C of the payload and the payload. Append
-// writes one record and makes it durable with one fdatasync; the file is extended with written
-// zeros ahead of the records (Prealloc at a time), so that the fdatasync of a record flushes data
+// writes one record and makes it durable with one fdatasync (AppendBatch writes several with one,
+// a group commit); the file is extended with written zeros ahead of the records (Prealloc at a time), so that the fdatasync of a record flushes data
 // only, not the journal of a size or block change. A record is appended only after the previous one
 // is durable, so only the last record can be torn by a crash: reading stops at the first record
 // whose length is zero (the preallocated zeros), runs past the end or fails its checksum.
@@ -96,11 +96,21 @@ func (l *Log) NeedsRewrite() bool { return l.f == nil || l.broken || l.off >= l.
 
 // Append writes payload as one record after the last one and returns once it is durable. After a
 // failure the record may or may not be in the file: NeedsRewrite is then true.
-func (l *Log) Append(payload []byte) error {
+func (l *Log) Append(payload []byte) error { return l.AppendBatch([][]byte{payload}) }
+
+// AppendBatch writes payloads as consecutive records after the last one, with one write and one
+// fdatasync for all of them (a group commit), and returns once they are durable. A crash before it
+// returns can leave any prefix of them in the file: reading stops at the first torn record, so the
+// records of a batch can be lost from the end but are never read out of order. After a failure
+// NeedsRewrite is true.
+func (l *Log) AppendBatch(payloads [][]byte) error {
 	if l.f == nil {
 		return fmt.Errorf("applog: %q: append before the first rewrite", l.path)
 	}
-	l.buf = appendRecord(l.buf[:0], payload)
+	l.buf = l.buf[:0]
+	for _, p := range payloads {
+		l.buf = appendRecord(l.buf, p)
+	}
 	if err := l.write(l.buf); err != nil {
 		l.broken = true
 		return err
