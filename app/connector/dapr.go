@@ -9,6 +9,7 @@ import (
 	dapr "github.com/dapr/go-sdk/client"
 	"github.com/dapr/go-sdk/service/common"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -57,12 +58,13 @@ func stripPartition(topic string) string {
 // it (every replica gets the retained configuration; retained messages never reach shared
 // subscriptions). All are raw payloads.
 //
-// The first telemetry subscription disables the SDK's topic validation: daprd hands over the
-// concrete MQTT topic (devices/d1/telemetry), not the filter, so the SDK's lookup by topic misses
-// and falls back to the one registration per pub/sub without validation (the SDK keeps one such
-// registration per pub/sub, so the other partitions keep validation: their deliveries take the
-// same fallback). Its handler routes by topic (Handle), so configuration messages that take the
-// same fallback are routed correctly too.
+// The first telemetry subscription disables the SDK's topic validation: a plain subscription's
+// deliveries carry the concrete MQTT topic (devices/d1/telemetry, config/assets/a1), not the
+// filter, so the SDK's lookup by topic misses and falls back to the one registration per pub/sub
+// without validation (the SDK keeps only one). A partition's deliveries carry the partition's Dapr
+// topic, so partitions 1…K-1 are found by topic and partition 0 takes the fallback. Every
+// registration has the same handler, which routes by the MQTT topic (TopicEventHandler, Handle),
+// so whichever registration a delivery reaches, it is routed right.
 func Subscriptions(pubsub, sharedGroup string, o Options) []*common.Subscription {
 	var subs []*common.Subscription
 	for i, topic := range o.TelemetryTopics() {
@@ -91,8 +93,8 @@ func Register(svc common.Service, c *Connector, pubsub, sharedGroup string) erro
 // wrapped gRPC status from a daprd call (say Unimplemented) would otherwise become the answer's
 // code, and daprd drops (acks) a message whose handler answered Unimplemented.
 func (c *Connector) TopicEventHandler(ctx context.Context, e *common.TopicEvent) (retry bool, err error) {
-	m := Message{Topic: stripPartition(e.Topic), Data: e.RawData, Metadata: e.Metadata}
-	if t := e.Metadata[mdMQTTTopic]; t != "" {
+	m := Message{Topic: stripPartition(e.Topic), Data: e.RawData, Metadata: eventMetadata(ctx, e)}
+	if t := m.Metadata[mdMQTTTopic]; t != "" {
 		m.Topic = t
 	}
 	if len(m.Data) == 0 && e.DataBase64 != "" {
@@ -104,6 +106,27 @@ func (c *Connector) TopicEventHandler(ctx context.Context, e *common.TopicEvent)
 		return true, status.Error(codes.Unavailable, err.Error())
 	}
 	return false, nil
+}
+
+// eventMetadata returns a delivery's metadata (mqtt-topic, the MQTT user properties). daprd sends
+// it to a gRPC app as request headers under their own names, which the go-sdk's
+// TopicEvent.Metadata (headers prefixed "metadata." only) leaves out, so the headers are read
+// from ctx; e.Metadata's keys win over a header of the same name. The map also holds the
+// transport's and daprd's own headers (content-type, traceparent…), which no key we read
+// collides with. Through a partition the MQTT topic is only here: the delivery's topic is the
+// partition's Dapr topic.
+func eventMetadata(ctx context.Context, e *common.TopicEvent) map[string]string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	out := make(map[string]string, len(md)+len(e.Metadata))
+	for k, v := range md { // grpc lower-cases the keys
+		if len(v) > 0 {
+			out[k] = v[0]
+		}
+	}
+	for k, v := range e.Metadata {
+		out[k] = v
+	}
+	return out
 }
 
 // PublishClient is the part of the Dapr SDK client that DaprPublisher uses.

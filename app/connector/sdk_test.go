@@ -151,3 +151,63 @@ func TestPartitionedTelemetryThroughTheSDKService(t *testing.T) {
 		t.Fatalf("%d rows; want 3", n)
 	}
 }
+
+// TestMetadataAsDaprdSendsIt: daprd 1.16 sends a message's metadata to a gRPC app as headers
+// under their own names (mqtt-topic, the MQTT user properties), which the go-sdk's
+// TopicEvent.Metadata (keys prefixed "metadata." only) leaves out. Through a partition, whose
+// deliveries carry the partition's Dapr topic, the MQTT topic is only in mqtt-topic: the row
+// keeps the device's topic and the topic's device is checked against the payload's; a reading
+// identified by the message-id user property lands under that id.
+func TestMetadataAsDaprdSendsIt(t *testing.T) {
+	f := newFixture(t, "r1", kv.NewMem(), t.TempDir(), nil)
+	f.c.opts.TelemetryPartitions = 4
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := daprgrpc.NewServiceWithListener(lis)
+	if err := Register(svc, f.c, "mqtt", "connector"); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- svc.Start() }()
+	t.Cleanup(func() { _ = svc.GracefulStop(); <-served })
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	app := runtimev1pb.NewAppCallbackClient(conn)
+	deliver := func(topic string, data []byte, md ...string) {
+		t.Helper()
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		res, err := app.OnTopicEvent(ctx, &runtimev1pb.TopicEventRequest{
+			Id: "x", PubsubName: "mqtt", Topic: topic, Data: data,
+			DataContentType: "application/octet-stream", SpecVersion: "1.0", Type: "com.dapr.event.sent", Source: "x",
+		})
+		if err != nil || res.GetStatus() != runtimev1pb.TopicEventResponse_SUCCESS {
+			t.Fatalf("delivery on %s: %v %v", topic, res.GetStatus(), err)
+		}
+	}
+	part := "$partition/2of4/devices/+/telemetry"
+	deliver(part, reading("1", "2026-11-27T07:00:00Z", "1"), "mqtt-topic", "devices/dev-1/telemetry")
+	noSeq := []byte(`{"deviceId":"dev-1","ts":"2026-11-27T07:00:01Z","metrics":{"temperature":{"value":1,"unit":"F"}}}`)
+	deliver(part, noSeq, "mqtt-topic", "devices/dev-1/telemetry", "message-id", "dev-1-77")
+	// Published on another device's topic: rejected (dead-lettered), not written.
+	deliver(part, reading("2", "2026-11-27T07:00:02Z", "1"), "mqtt-topic", "devices/dev-2/telemetry")
+
+	rows := f.rows(t)
+	if len(rows) != 2 {
+		t.Fatalf("rows %+v; want 2", rows)
+	}
+	ids := map[string]string{}
+	for _, r := range rows {
+		ids[r.ID] = r.Topic
+	}
+	if ids["dev-1/1"] != "devices/dev-1/telemetry" || ids["dev-1/m-dev-1-77"] != "devices/dev-1/telemetry" {
+		t.Fatalf("rows by id → topic %v; want dev-1/1 and dev-1/m-dev-1-77 on devices/dev-1/telemetry", ids)
+	}
+	if len(f.dl.msgs) != 1 {
+		t.Fatalf("%d dead letters; want 1 (the reading on dev-2's topic)", len(f.dl.msgs))
+	}
+}

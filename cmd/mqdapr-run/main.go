@@ -167,7 +167,7 @@ func run() error {
 		{Name: "app", Path: filepath.Join(bin, "app"), Args: []string{
 			"-app-port", fmt.Sprint(appPort), "-dapr-grpc-port", fmt.Sprint(daprGRPC),
 			"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0",
-			"-deadletter-topic", rejectedTopic,
+			"-deadletter-topic", rejectedTopic, "-telemetry-partitions", fmt.Sprint(telemetryPartitions),
 		}, Ready: devstack.WaitHTTP(healthURL + "/healthz")},
 		{Name: "daprd", Path: strings.TrimSpace(string(daprd)), Env: sockEnv, IsDaprd: true, Args: []string{
 			"--app-id", "connector", "--resources-path", resources, "--app-port", fmt.Sprint(appPort), "--app-protocol", "grpc",
@@ -255,6 +255,11 @@ const (
 	deadLetterTopic   = "connector/dead-letter"
 	noMatchingSetting = "noMatchingSubscribers"
 )
+
+// telemetryPartitions is the app's -telemetry-partitions: daprd 1.16 hands one subscription's
+// messages over one at a time, so telemetry goes as 4 partitions of pubsub.mqttv5, handled 4 at
+// a time (the component's receiveMaximum, 16 by default, must be at least that).
+const telemetryPartitions = 4
 
 func writeResources(dir, mqttURL, stateDir string) error {
 	files := map[string]string{

@@ -27,11 +27,12 @@ type connectorReplica struct {
 	appPort    int
 	healthPort int
 	lake       string
+	appArgs    []string // more flags of the app
 }
 
-func (s *stack) startConnector(name, lake string) *connectorReplica {
+func (s *stack) startConnector(name, lake string, appArgs ...string) *connectorReplica {
 	r := s.newReplica(name, nil).withState()
-	c := &connectorReplica{replica: r, lake: lake}
+	c := &connectorReplica{replica: r, lake: lake, appArgs: appArgs}
 	r.startComponents()
 	c.startApp()
 	r.startDaprd("connector", c.appPort, "grpc")
@@ -44,10 +45,10 @@ func (c *connectorReplica) startApp() {
 		c.appPort, c.healthPort = testutil.FreePort(t), testutil.FreePort(t)
 		c.grpcPort = testutil.FreePort(t) // daprd's gRPC port, chosen before daprd starts
 	}
-	c.app = start(t, c.name+"-app", c.s.dir, nil, filepath.Join(bins.dir, "app"),
-		"-app-port", fmt.Sprint(c.appPort), "-dapr-grpc-port", fmt.Sprint(c.grpcPort),
+	args := append([]string{"-app-port", fmt.Sprint(c.appPort), "-dapr-grpc-port", fmt.Sprint(c.grpcPort),
 		"-health-addr", fmt.Sprintf("127.0.0.1:%d", c.healthPort), "-lake", c.lake, "-replica", c.name,
-		"-claim-ttl", "5s")
+		"-claim-ttl", "5s"}, c.appArgs...)
+	c.app = start(t, c.name+"-app", c.s.dir, nil, filepath.Join(bins.dir, "app"), args...)
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", c.healthPort), 30*time.Second, c.app.exited())
 }
 

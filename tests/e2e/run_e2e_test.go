@@ -21,9 +21,9 @@ import (
 	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
-// `make run` (cmd/mqdapr-run): everything comes up and rows reach the lake; when the pub/sub
-// component is killed, it is restarted, daprd is restarted after it, and rows keep coming;
-// Ctrl-C stops everything and leaves no socket behind.
+// `make run` (cmd/mqdapr-run): everything comes up and rows reach the lake through 4 telemetry
+// partitions; when the pub/sub component is killed, it is restarted, daprd is restarted after it,
+// and rows keep coming; Ctrl-C stops everything and leaves no socket behind.
 func TestMakeRun(t *testing.T) {
 	needDaprd(t)
 	dir := t.TempDir()
@@ -83,6 +83,7 @@ func TestMakeRun(t *testing.T) {
 		return false
 	}
 	require.Eventually(t, func() bool { return lastWritten() > 0 }, 90*time.Second, 100*time.Millisecond, "rows reach the lake")
+	assert.True(t, has("partitions=4"), "the app subscribes to 4 telemetry partitions")
 
 	pkill := exec.Command("pkill", "-KILL", "-f", filepath.Join(bins.dir, "pubsub-mqtt5"))
 	require.NoError(t, pkill.Run(), "kill the pub/sub component")

@@ -58,6 +58,8 @@ type parsed struct {
 	kind     mqttconn.Kind
 	shutdown time.Duration // how long it drains after SIGTERM
 	stateDir string        // the pub/sub component's record of filters
+	// receiveMaximum bounds the pub/sub component's handler calls across all partitions.
+	receiveMaximum int
 }
 
 // analyse injects Dapr's sidecar and the component containers into the pod of every replica of
@@ -94,7 +96,7 @@ func analyse(t *testing.T, r *rendered) (*analysis, error) {
 			a.parsed[c.Name] = p
 			errs = append(errs, checkFiles(pod, c, p.Settings), checkBroker(r, c, p.Settings), checkShutdown(pod, c, p.shutdown))
 			if p.kind == mqttconn.KindPubSub {
-				errs = append(errs, checkStateDir(pod, c, p.stateDir))
+				errs = append(errs, checkStateDir(pod, c, p.stateDir), checkPartitions(pod, c, p.receiveMaximum))
 			}
 			id, err := clientID(pod, p)
 			errs = append(errs, err)
@@ -370,6 +372,25 @@ func checkAppWiring(pod *corev1.Pod) error {
 	return nil
 }
 
+// checkPartitions: the K telemetry partitions the app subscribes to (TELEMETRY_PARTITIONS) are
+// handled K at a time only if the pub/sub component lets K handler calls run at once
+// (receiveMaximum ≥ K, components/pubsub-mqtt5/DESIGN.md); fewer slots serialise the partitions.
+func checkPartitions(pod *corev1.Pod, c componentsapi.Component, receiveMaximum int) error {
+	v, ok := env(container(pod, appContainer))["TELEMETRY_PARTITIONS"]
+	if !ok {
+		return nil
+	}
+	k, err := strconv.Atoi(v)
+	if err != nil || k < 1 {
+		return fmt.Errorf("pod %s: the app's TELEMETRY_PARTITIONS %q: want an integer ≥ 1", pod.Name, v)
+	}
+	if receiveMaximum < k {
+		return fmt.Errorf("pod %s: the app's TELEMETRY_PARTITIONS %d > receiveMaximum %d of Component %s: want receiveMaximum ≥ the partitions",
+			pod.Name, k, receiveMaximum, c.Name)
+	}
+	return nil
+}
+
 // props is the metadata daprd hands the component: its own conversion of the Component
 // (pkg/runtime/meta, with {podName}, {namespace}, {appID} and {uuid} filled in), plus consumerID
 // for pub/sub components, which daprd adds as the app id when absent (pkg/runtime/processor/pubsub).
@@ -402,7 +423,8 @@ func parseComponent(pod *corev1.Pod, c componentsapi.Component) (parsed, error) 
 	case strings.HasPrefix(c.Spec.Type, "pubsub."):
 		var md pubsubmqtt5.Metadata
 		md, unknown, err = pubsubmqtt5.ParseMetadata(props)
-		p = parsed{Settings: md.Settings, kind: mqttconn.KindPubSub, shutdown: md.ShutdownTimeout, stateDir: md.StateDir}
+		p = parsed{Settings: md.Settings, kind: mqttconn.KindPubSub, shutdown: md.ShutdownTimeout, stateDir: md.StateDir,
+			receiveMaximum: int(md.ReceiveMaximum)}
 	case strings.HasPrefix(c.Spec.Type, "state."):
 		var md statekv.Metadata
 		md, unknown, err = statekv.ParseMetadata(props)

@@ -166,6 +166,15 @@ func TestChecksFail(t *testing.T) {
 		{"a misspelt metadata key", overlayEmbedded, func(r *rendered) {
 			addMetadata(component(r, "mqtt"), "recieveMaximum", "8")
 		}, `metadata keys the component does not know: ["recieveMaximum"]`},
+		{"more telemetry partitions than receiveMaximum", overlayEmbedded, func(r *rendered) {
+			for _, c := range r.sets[appSet].Spec.Template.Spec.Containers {
+				for i := range c.Env {
+					if c.Name == appContainer && c.Env[i].Name == "TELEMETRY_PARTITIONS" {
+						c.Env[i].Value = "32"
+					}
+				}
+			}
+		}, "the app's TELEMETRY_PARTITIONS 32 > receiveMaximum 16 of Component mqtt"},
 		{"a malformed metadata value", overlayEmbedded, func(r *rendered) {
 			addMetadata(component(r, "kv"), "requestTimeout", "soon")
 		}, "requestTimeout"},
