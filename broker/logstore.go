@@ -202,13 +202,9 @@ func openLog(dir string) (*logBackend, error) {
 		return nil, err
 	}
 	if migrate {
-		if err := os.Remove(filepath.Join(dir, oldBoltName)); err != nil {
+		if err := applog.Remove(filepath.Join(dir, oldBoltName)); err != nil {
 			_ = l.close()
-			return nil, fmt.Errorf("broker: remove the migrated %q: %w", oldBoltName, err)
-		}
-		if err := applog.SyncDir(dir); err != nil {
-			_ = l.close()
-			return nil, err
+			return nil, fmt.Errorf("broker: the migrated %q: %w", oldBoltName, err)
 		}
 	}
 	return l, nil

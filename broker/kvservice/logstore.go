@@ -65,13 +65,9 @@ func OpenLogStore(dir string) (*LogStore, error) {
 		return nil, err
 	}
 	if migrated {
-		if err := os.Remove(filepath.Join(dir, kvBoltName)); err != nil {
+		if err := applog.Remove(filepath.Join(dir, kvBoltName)); err != nil {
 			_ = s.Close()
-			return nil, fmt.Errorf("key-value store: remove the migrated %s: %w", kvBoltName, err)
-		}
-		if err := applog.SyncDir(dir); err != nil {
-			_ = s.Close()
-			return nil, fmt.Errorf("key-value store: %w", err)
+			return nil, fmt.Errorf("key-value store: the migrated %s: %w", kvBoltName, err)
 		}
 	}
 	return s, nil

@@ -196,6 +196,15 @@ func (l *Log) Rewrite(live func(emit func(payload []byte) error) error) error {
 // Size returns the length of the log's header and records (the preallocated zeros not counted).
 func (l *Log) Size() int64 { return l.off }
 
+// Remove deletes the file at path (a store's old file once its content is in the log) and makes
+// the removal durable, so that a crash cannot bring the file back beside the log.
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("applog: remove %q: %w", path, err)
+	}
+	return SyncDir(filepath.Dir(path))
+}
+
 // SyncDir makes a rename or removal in dir durable.
 func SyncDir(dir string) error {
 	d, err := os.Open(dir)
