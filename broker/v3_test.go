@@ -694,3 +694,47 @@ func TestV3DurableSessionAcrossRestart(t *testing.T) {
 	require.Equal(t, []string{"before", "after"}, got)
 	require.Empty(t, r2.ping(t), "more than one copy per message")
 }
+
+// passwords accepts user "u" with password "p"; user "banned" is not authorized.
+type passwords struct{}
+
+func (passwords) Authenticate(_ context.Context, req *AuthRequest) (AuthResponse, error) {
+	switch {
+	case req.Username == "banned":
+		return AuthResponse{}, reasonf(CodeNotAuthorized, "banned")
+	case req.Username != "u" || string(req.Password) != "p":
+		return AuthResponse{}, reasonf(CodeBadUserNameOrPassword, "bad password")
+	}
+	return AuthResponse{}, nil
+}
+
+// [MQTT-3.2.2-5] Table 3.1: return codes 0x03 (server unavailable: connection limit), 0x04 (bad
+// user name or password) and 0x05 (not authorized), each followed by the connection closing.
+func TestV3ConnackRefusals(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Authenticator = passwords{}; o.MaxConnections = 1 })
+	for _, tc := range []struct {
+		name string
+		c    v3Conn
+		rc   byte
+	}{
+		{"bad password: 0x04", v3Conn{id: "a", flags: 0xc2, user: "u", pw: "wrong"}, 0x04},
+		{"no credentials: 0x04", v3Conn{id: "a", flags: 0x02}, 0x04},
+		{"not authorized: 0x05", v3Conn{id: "a", flags: 0xc2, user: "banned", pw: "p"}, 0x05},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialV3(t, b)
+			r.write(t, tc.c.bytes())
+			present, rc := r.connack(t)
+			require.Equal(t, tc.rc, rc)
+			require.False(t, present)
+			r.closed(t)
+		})
+	}
+	ok := dialV3(t, b)
+	ok.connect(t, v3Conn{id: "one", flags: 0xc2, user: "u", pw: "p"})
+	full := dialV3(t, b)
+	full.write(t, v3Conn{id: "two", flags: 0xc2, user: "u", pw: "p"}.bytes())
+	_, rc := full.connack(t)
+	require.Equal(t, byte(0x03), rc, "connection limit: server unavailable")
+	full.closed(t)
+}
