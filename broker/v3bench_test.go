@@ -19,7 +19,7 @@ func runQoS1V3(b *testing.B, addr string, n int) benchResult {
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
 	got := make(chan struct{})
-	o := mqtt.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("bench3-sub").SetProtocolVersion(4).
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("bench3-sub").SetProtocolVersion(4).
 		SetCleanSession(false).SetAutoReconnect(false).SetOrderMatters(false)
 	sub := mqtt.NewClient(o)
 	if tok := sub.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
