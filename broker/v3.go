@@ -11,17 +11,19 @@ import (
 
 // MQTT 3.1.1 (protocol level 4) beside v5.
 //
-// The broker keeps one internal form, paho.golang's v5 packets: a 3.1.1 connection is translated at
-// its edges. The reader still reads each frame itself and checks the declared size before
+// The broker keeps one internal form, paho.golang's v5 packets: a 3.1.1 connection is translated
+// at its edges. The reader still reads each frame itself and checks the declared size before
 // allocating the body (readFrame); the body of a 3.1.1 packet is decoded by mochi-mqtt's packets
-// package, which decodes and encodes both 3.1.1 and v5 from a byte slice it is given (it does not
-// read the network itself, so the size check stays ours), and is then turned into the paho form
-// the handlers take. paho.golang is v5 only; paho.mqtt.golang's codec reads frames itself and
-// allocates what the header declares, which the size rule forbids. Outgoing packets are turned back
-// into mochi's form and encoded for 3.1.1 by the writer: v5 properties (expiry interval, user
-// properties, subscription identifiers, ...) are dropped on the way [MQTT-3.3.2-?: 3.1.1 has no
-// properties], reason codes become 3.1.1 return codes, and a DISCONNECT from the server, which
-// 3.1.1 does not have, becomes closing the connection.
+// package, which decodes and encodes both 3.1.1 and v5 from a byte slice it is given (it reads no
+// network itself, so the size check stays ours; it was in go.mod already: the pub/sub
+// component's tests run a mochi broker), and is then turned into the paho form the handlers
+// take. Not paho.golang: v5 only. Not paho.mqtt.golang's packets.ReadPacket: it reads the frame
+// itself and allocates whatever the header declares, which the size rule forbids. Outgoing
+// packets are turned into mochi's form and encoded as 3.1.1 by the writer: v5 properties (expiry
+// interval, user properties, subscription identifiers, ...) are dropped (3.1.1 §3.3.2: a PUBLISH
+// variable header is the topic name and packet identifier only), reason codes become 3.1.1 return
+// codes, and a DISCONNECT from the server, which 3.1.1 does not have, becomes closing the
+// connection.
 //
 // The checks mochi leaves to its caller are made here: exact lengths of the fixed-size packets,
 // trailing bytes after a CONNECT payload, the CONNECT reserved flag, password without user name.
@@ -97,7 +99,7 @@ func decodeV3(first byte, body []byte) (cp *packets.ControlPacket, err error) {
 	}()
 	typ := first >> 4
 	if typ == packets.AUTH {
-		return nil, malformedV3("has no packet type 15 (AUTH is MQTT v5)") // [MQTT-2.2.1] reserved
+		return nil, malformedV3("has no packet type 15 (AUTH is MQTT v5)") // 3.1.1 §2.2.1: type 15 is reserved
 	}
 	cp, err = newPacket(first) // fixed header flags, the same in 3.1.1 [MQTT-2.2.2-1] [MQTT-2.2.2-2]
 	if err != nil {

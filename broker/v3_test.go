@@ -500,7 +500,7 @@ func TestV3MixedWithV5(t *testing.T) {
 			continue // the PUBACK of our own publish
 		}
 		require.Equal(t, byte(3), first>>4)
-		// topic, packet id, payload: nothing else [MQTT-3.3.2-?]
+		// topic, packet id, payload: nothing else (3.1.1 §3.3.2, §3.3.3)
 		require.Len(t, body, 2+len("from/v5")+2+len("hello v3"))
 		p = parseV3Publish(t, first, body)
 		break
