@@ -111,7 +111,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 	if pr.MaximumPacketSize != nil {
 		c.maxPacket = *pr.MaximumPacketSize
 	}
-	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	c.connectLimits(p, ack) // keep alive, topic aliases (alias.go)
 	expiry := uint32(0)
 	if pr.SessionExpiryInterval != nil {
 		expiry = *pr.SessionExpiryInterval
