@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -409,5 +411,34 @@ func TestFiltersOverlap(t *testing.T) {
 	} {
 		require.Equal(t, c.want, filtersOverlap(c.a, c.b), "%q %q", c.a, c.b)
 		require.Equal(t, c.want, filtersOverlap(c.b, c.a), "%q %q", c.b, c.a)
+	}
+}
+
+// A third-party client's aliases: mosquitto_pub 2.0.11 (-l, one PUBLISH per line, with Topic Alias
+// 1) sends the topic with the alias once and the alias alone after that; every message is
+// acknowledged and routed with its topic [MQTT-3.3.2-12]. (libmosquitto 2.0.11 and paho.golang
+// v0.23.0 do not resolve aliases a server assigns, and announce no Topic Alias Maximum, so
+// TopicAliasOut leaves them alone: a client that allows none gets none.)
+func TestTopicAliasesMosquittoPub(t *testing.T) {
+	mp, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		t.Skip("mosquitto_pub not installed: run scripts/install-test-deps.sh (Debian package mosquitto-clients)")
+	}
+	b := newBroker(t, func(o *Options) { o.TopicAliasOut = 5 })
+	sub := dialClient(t, b, "sub")
+	sub.subscribe(t, "mq/#", 1)
+	_, port, _ := strings.Cut(b.Addrs()[0], ":")
+	cmd := exec.Command(mp, "-V", "mqttv5", "-h", "127.0.0.1", "-p", port, "-i", "mqpub", "-q", "1", "-t", "mq/alias", "-l", "-d", "-D", "publish", "topic-alias", "1")
+	cmd.Stdin = strings.NewReader("l1\nl2\nl3\n")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "'(null)'", "mosquitto_pub sent the alias alone:\n%s", out)
+	require.Equal(t, 3, strings.Count(string(out), "received PUBACK"))
+	require.Equal(t, 3, strings.Count(string(out), "RC:0)"), "every PUBACK 0x00:\n%s", out)
+	for _, want := range []string{"l1", "l2", "l3"} {
+		m := sub.next(t)
+		require.Equal(t, "mq/alias", m.Topic)
+		require.Equal(t, want, string(m.Payload))
+		require.Nil(t, m.Properties.TopicAlias, "paho announced no Topic Alias Maximum: no alias for it")
 	}
 }
