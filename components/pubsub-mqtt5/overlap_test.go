@@ -144,3 +144,25 @@ func TestOverlappingSingleCopyAckWaitsForEveryHandler(t *testing.T) {
 	assert.Equal(t, uint64(1), ps.stats.Acked.Load())
 	assert.Equal(t, int32(1), exact.Load())
 }
+
+// kill -9 while a single copy naming two subscriptions is being handled: it was not acknowledged
+// (the broker still holds it), and after the restart both subscriptions get it.
+func TestOverlappingSingleCopySurvivesKill9(t *testing.T) {
+	e := brokertest.StartWith(t, func(o *broker.Options) { o.OverlapDelivery = broker.OverlapSingle })
+	base := uniqueTopic(t)
+	expect, kill9 := startHelper(t, "HELPER_URL="+e.URL(false), "HELPER_REPLICA=victim", "HELPER_TOPIC="+base+"/#", "HELPER_TOPIC2="+base+"/+/t")
+	expect("READY")
+	publish(t, newComponent(t, props(e.URL(false), "publisher")), base+"/a/t", "reading-9")
+	assert.Contains(t, expect("GOT"), "reading-9") // one of the two handlers holds it
+	require.Equal(t, int64(1), e.Broker().Stats().Queued, "one copy, unacknowledged")
+	kill9()
+
+	again := newComponent(t, props(e.URL(false), "victim"))
+	wide, mid := newCollector(), newCollector()
+	require.NoError(t, again.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: base + "/#"}, wide.handler))
+	require.NoError(t, again.Subscribe(t.Context(), pubsub.SubscribeRequest{Topic: base + "/+/t"}, mid.handler))
+	assert.Equal(t, "reading-9", string(wide.next(t, 15*time.Second).Data))
+	assert.Equal(t, "reading-9", string(mid.next(t, 15*time.Second).Data))
+	require.Eventually(t, func() bool { return e.Broker().Stats().Queued == 0 }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, uint64(1), again.stats.Received.Load(), "one copy, redelivered once")
+}
