@@ -290,25 +290,39 @@ func overlapSubscriber(t *testing.T, r *raw) {
 
 // OverlapSingle: a message matching several subscriptions of a session goes once, at the highest
 // QoS of them [MQTT-3.3.4-2], with the identifiers of every matching subscription, a repeated one
-// repeated [MQTT-3.3.4-3]; the default sends a copy per subscription, each with its own
-// identifier [MQTT-3.3.4-4].
+// repeated [MQTT-3.3.4-3]; a shared subscription still gets its own copy; the default sends a copy
+// per subscription, each with its own identifier [MQTT-3.3.4-4].
 func TestOverlapDelivery(t *testing.T) {
 	t.Run("single", func(t *testing.T) {
 		b := newBroker(t, func(o *Options) { o.OverlapDelivery = OverlapSingle })
 		r := dialRaw(t, b)
 		r.connect(t, "ov", true, 0)
 		overlapSubscriber(t, r)
+		// A shared subscription of the same session keeps its own copy (MQTT v5 §4.8.2).
+		require.Equal(t, []byte{1}, r.subscribeRaw(t, 5, 3, packets.SubOptions{Topic: "$share/g/ov/x", QoS: 1}))
 		pub := dialClient(t, b, "pub")
 		pub.publish(t, "ov/x", 2, "all")
-		p := r.readWire(t)
-		require.Equal(t, "all", p.payload)
-		require.Equal(t, byte(2), p.qos)
-		require.ElementsMatch(t, []int{1, 2, 2}, p.ids)
-		r.sendAck(t, packets.PUBREC, p.pid)
-		r.expectPubrel(t, p.pid)
-		r.sendAck(t, packets.PUBCOMP, p.pid)
+		var merged, shared *wirePublish
+		for range 2 {
+			p := r.readWire(t)
+			require.Equal(t, "all", p.payload)
+			if p.qos == 2 {
+				merged = p
+			} else {
+				shared = p
+			}
+		}
+		require.NotNil(t, merged, "one copy at the highest QoS of the matching subscriptions")
+		require.ElementsMatch(t, []int{1, 2, 2}, merged.ids)
+		r.sendAck(t, packets.PUBREC, merged.pid)
+		r.expectPubrel(t, merged.pid)
+		r.sendAck(t, packets.PUBCOMP, merged.pid)
+		require.NotNil(t, shared)
+		r.sendAck(t, packets.PUBACK, shared.pid)
+		require.Equal(t, byte(1), shared.qos)
+		require.Equal(t, []int{3}, shared.ids)
 		pub.publish(t, "ov/y", 1, "two") // ov/# and ov/+
-		p = r.readWire(t)
+		p := r.readWire(t)
 		require.Equal(t, "two", p.payload)
 		require.Equal(t, byte(1), p.qos)
 		require.ElementsMatch(t, []int{1, 2}, p.ids)
