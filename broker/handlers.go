@@ -65,6 +65,9 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 	if err := c.resolveAlias(p); err != nil {
 		return err
 	}
+	if p.Properties != nil && p.Properties.SubscriptionIdentifier != nil {
+		return reasonf(CodeProtocolError, "PUBLISH from a client carries a subscription identifier") // [MQTT-3.3.4-6]
+	}
 	if !validUTF8(p.Topic) {
 		return reasonf(CodeMalformedPacket, "topic is not valid UTF-8") // [MQTT-1.5.4-1]
 	}

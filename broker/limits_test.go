@@ -104,6 +104,10 @@ func TestBadInput(t *testing.T) {
 			over := uint16(17)
 			r.send(t, &packets.Publish{Topic: "a", Properties: &packets.Properties{TopicAlias: &over}})
 		}, CodeTopicAliasInvalid},
+		{"subscription identifier from a client [MQTT-3.3.4-6]", func(t *testing.T, r *raw) {
+			id := 5
+			r.send(t, &packets.Publish{Topic: "a", QoS: 1, PacketID: 1, Properties: &packets.Properties{SubscriptionIdentifier: &id}})
+		}, CodeProtocolError},
 		{"second CONNECT [MQTT-3.1.0-2]", func(t *testing.T, r *raw) {
 			cp := packets.NewControlPacket(packets.CONNECT)
 			cp.Content.(*packets.Connect).ClientID = "x"
