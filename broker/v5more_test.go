@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -454,5 +455,46 @@ func TestTopicAliasesMosquittoPub(t *testing.T) {
 		require.Equal(t, "mq/alias", m.Topic)
 		require.Equal(t, want, string(m.Payload))
 		require.Nil(t, m.Properties.TopicAlias, "paho announced no Topic Alias Maximum: no alias for it")
+	}
+}
+
+// BenchmarkOverlapRoute publishes QoS 1 messages with Broker.Publish to a subscriber holding one
+// subscription and to one holding three overlapping ones, in each overlap mode, and reports
+// allocations per published message (independent of machine load, unlike the rates in
+// bench_test.go) and copies sent per message. Run with:
+//
+//	go test -run '^$' -bench OverlapRoute -benchmem -count 3 ./broker/
+func BenchmarkOverlapRoute(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		mode    Overlap
+		filters []string
+	}{
+		{"one-filter", OverlapPerSubscription, []string{"bench/x"}},
+		{"three-per-subscription", OverlapPerSubscription, []string{"bench/x", "bench/+", "#"}},
+		{"three-single", OverlapSingle, []string{"bench/x", "bench/+", "#"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			br := newBroker(b, func(o *Options) { o.OverlapDelivery = c.mode })
+			sub := dialClient(b, br, "bench-sub")
+			for _, f := range c.filters {
+				sub.subscribe(b, f, 1)
+			}
+			ctx := context.Background()
+			msg := &Message{Topic: "bench/x", QoS: 1, Payload: make([]byte, 64)}
+			before := br.Stats().MessagesOut
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := br.Publish(ctx, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(br.Stats().MessagesOut-before)/float64(b.N), "copies/msg")
+			for range len(sub.msgs) {
+				<-sub.msgs
+			}
+		})
 	}
 }
