@@ -498,3 +498,25 @@ func BenchmarkOverlapRoute(b *testing.B) {
 		})
 	}
 }
+
+// paho.golang v0.23.0, a third-party client, reads the Topic Alias Maximum from CONNACK and
+// publishes with an alias: the topic once, then the alias alone; both arrive with their topic.
+func TestTopicAliasesPahoClient(t *testing.T) {
+	b := newBroker(t, nil)
+	sub := dialClient(t, b, "sub")
+	sub.subscribe(t, "pa/#", 1)
+	pub := dialClient(t, b, "pub")
+	require.Equal(t, uint16(16), *pub.connack.Properties.TopicAliasMaximum)
+	alias := uint16(16)
+	for i, topic := range []string{"pa/long/topic/name", ""} {
+		r, err := pub.Publish(ctxT(t), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(fmt.Sprint(i)), Properties: &paho.PublishProperties{TopicAlias: &alias}})
+		require.NoError(t, err)
+		require.Equal(t, CodeSuccess, r.ReasonCode)
+		m := sub.next(t)
+		require.Equal(t, "pa/long/topic/name", m.Topic)
+		require.Equal(t, fmt.Sprint(i), string(m.Payload))
+	}
+	over := uint16(17)
+	_, err := pub.Publish(ctxT(t), &paho.Publish{Topic: "pa/x", QoS: 1, Properties: &paho.PublishProperties{TopicAlias: &over}})
+	require.ErrorIs(t, err, paho.ErrInvalidArguments, "paho itself keeps to the announced maximum")
+}
