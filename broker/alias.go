@@ -87,12 +87,11 @@ func (c *conn) resolveAlias(p *packets.Publish) error {
 // already mapped goes as the alias alone, a new one with the alias that maps it. Called by the
 // writer for each packet in wire order.
 func (c *conn) aliasOutgoing(cp *packets.ControlPacket) {
-	a := &c.aliases.out
-	if a.max == 0 {
-		return
-	}
+	// Only PUBLISHes are looked at: they are queued after CONNACK, so after a.max was set (AUTH
+	// packets are written while CONNECT is still being handled).
 	p := publishOf(cp)
-	if p == nil || p.Topic == "" {
+	a := &c.aliases.out
+	if p == nil || a.max == 0 || p.Topic == "" {
 		return
 	}
 	if p.Properties == nil {
