@@ -10,7 +10,6 @@
 package conformance
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -216,22 +215,4 @@ func startComponent(t *testing.T, bin, socket string) (path string, p *proc) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
 	}
-}
-
-// logLines counts the lines of the process's log containing s.
-func (p *proc) logLines(s string) int {
-	f, err := os.Open(p.log)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			n++
-		}
-	}
-	return n
 }
