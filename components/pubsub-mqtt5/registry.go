@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
@@ -138,7 +139,7 @@ type registry struct {
 	// subscribing counts the Subscribe calls in progress and subscribes those that ended
 	// (subscribing.go: a publish that raced one of them is sent again).
 	subscribing int
-	subscribes  uint64
+	subscribes  atomic.Uint64 // read without mu on every publish
 	// onPublishWait, when set (tests only), is called when a publish starts waiting for the
 	// Subscribe calls in progress.
 	onPublishWait func()

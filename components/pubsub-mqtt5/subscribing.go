@@ -31,17 +31,13 @@ func (r *registry) beginSubscribe() {
 func (r *registry) endSubscribe() {
 	r.mu.Lock()
 	r.subscribing--
-	r.subscribes++
+	r.subscribes.Add(1)
 	r.notifyLocked()
 	r.mu.Unlock()
 }
 
 // subscribesEnded is the number of Subscribe calls that have ended.
-func (r *registry) subscribesEnded() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.subscribes
-}
+func (r *registry) subscribesEnded() uint64 { return r.subscribes.Load() }
 
 // subscribedMeanwhile waits until no Subscribe call is in progress (at most timeout, or until ctx
 // ends) and reports whether a Subscribe call ended after since and a subscription of the session
@@ -66,7 +62,7 @@ func (r *registry) subscribedMeanwhile(ctx context.Context, timeout time.Duratio
 		}
 		r.mu.Lock()
 	}
-	if r.subscribes == since {
+	if r.subscribes.Load() == since {
 		return false
 	}
 	for _, s := range r.subs {
