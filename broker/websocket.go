@@ -1,0 +1,249 @@
+package broker
+
+// MQTT over WebSockets (MQTT v5 §6, MQTT 3.1.1 §6, RFC 6455).
+//
+// The library is github.com/gorilla/websocket: it is already in the module graph (paho.golang's
+// autopaho client dials WebSockets with it), it is maintained by the Gorilla project, and its
+// NextReader streams a message frame by frame into the caller's buffer without ever allocating by a
+// frame's declared length. So the WebSocket connection is only a byte stream to the broker: the
+// connection's reader (readPacket) keeps checking each packet's declared size before allocating,
+// whatever the framing, and packets may be split across frames or packed into one [MQTT-6.0.0-2].
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsSubprotocols are the WebSocket subprotocols accepted, the first one the client offers in this
+// order being selected: "mqtt" (MQTT 3.1.1 and 5 [MQTT-6.0.0-3] [MQTT-6.0.0-4]) and "mqttv3.1", the
+// name MQTT 3.1 clients offer, so that they get the broker's CONNACK refusal of their protocol
+// version rather than a failed upgrade.
+var wsSubprotocols = []string{"mqtt", "mqttv3.1"}
+
+// errWSNotBinary is the read error for a text (non-binary) WebSocket data frame.
+var errWSNotBinary = fmt.Errorf("%w: a WebSocket text frame; MQTT packets are sent in binary frames [MQTT-6.0.0-1]", ErrMalformed)
+
+// wsWriteBuffers are the write buffers of all WebSocket connections, taken for one message only, so
+// an idle connection holds none. Sized for the connection writer's 16 KiB flushes plus a frame header.
+var wsWriteBuffers = &sync.Pool{}
+
+// wsState is the broker's WebSocket listener state, guarded by Broker.mu.
+type wsState struct {
+	urls []string // ws:// and wss:// URLs of the bound listeners
+}
+
+// listenWebSockets opens the WebSocket listeners of the options: plain (WSAddr) and over TLS
+// (WSSAddr, with TLSConfig).
+func (b *Broker) listenWebSockets() error {
+	if b.opts.WSAddr != "" {
+		l, err := net.Listen("tcp", b.opts.WSAddr)
+		if err != nil {
+			return fmt.Errorf("broker: listen for WebSocket on %q: %w", b.opts.WSAddr, err)
+		}
+		b.serveWebSocket(l, "ws://")
+	}
+	if b.opts.WSSAddr != "" {
+		cfg := b.opts.TLSConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"} // the WebSocket handshake is HTTP/1.1 (RFC 6455 §4.1)
+		l, err := tls.Listen("tcp", b.opts.WSSAddr, cfg)
+		if err != nil {
+			return fmt.Errorf("broker: listen for WebSocket over TLS on %q: %w", b.opts.WSSAddr, err)
+		}
+		b.serveWebSocket(l, "wss://")
+	}
+	return nil
+}
+
+// ServeWebSocket accepts MQTT over WebSocket connections on l (plain, or a TLS listener for wss)
+// until Close.
+func (b *Broker) ServeWebSocket(l net.Listener) error {
+	if b.closed.Load() || !b.started.Load() {
+		return ErrClosed
+	}
+	scheme := "ws://"
+	if _, ok := l.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		scheme = "wss://"
+	}
+	b.serveWebSocket(l, scheme)
+	return nil
+}
+
+func (b *Broker) serveWebSocket(l net.Listener, scheme string) {
+	srv := &http.Server{
+		Handler:           b.WebSocketHandler(),
+		ReadHeaderTimeout: b.opts.ConnectTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	b.mu.Lock()
+	b.listeners = append(b.listeners, l)
+	b.ws.urls = append(b.ws.urls, scheme+l.Addr().String())
+	b.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		err := srv.Serve(l) // returns once Close closes l
+		if !b.closed.Load() && !errors.Is(err, net.ErrClosed) {
+			b.log.Error("WebSocket listener failed", "addr", l.Addr().String(), "err", err)
+		}
+		_ = srv.Close() // handshakes still in progress; upgraded connections belong to the broker
+	}()
+}
+
+// WebSocketAddrs returns the URLs (ws://host:port, wss://host:port) of the WebSocket listeners.
+// Any path is accepted.
+func (b *Broker) WebSocketAddrs() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.ws.urls)
+}
+
+// WebSocketHandler returns an http.Handler that upgrades requests to MQTT over WebSocket
+// connections of b, for embedding in an HTTP server of one's own (any path).
+func (b *Broker) WebSocketHandler() http.Handler {
+	return &wsHandler{b: b, up: websocket.Upgrader{
+		HandshakeTimeout: b.opts.ConnectTimeout,
+		WriteBufferSize:  16<<10 + 16,
+		WriteBufferPool:  wsWriteBuffers,
+		Subprotocols:     wsSubprotocols,
+		// Browser clients of any origin are served, as by other brokers: MQTT authenticates in
+		// CONNECT, not with the cookies a cross-site request would carry.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			http.Error(w, "MQTT over WebSocket: "+reason.Error(), status)
+		},
+	}}
+}
+
+type wsHandler struct {
+	b  *Broker
+	up websocket.Upgrader
+}
+
+func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b := h.b
+	if b.closed.Load() || !b.started.Load() {
+		http.Error(w, "MQTT over WebSocket: the broker is not running", http.StatusServiceUnavailable)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		http.Error(w, `MQTT over WebSocket: this endpoint needs a WebSocket upgrade (RFC 6455) with the subprotocol "mqtt"`, http.StatusUpgradeRequired)
+		return
+	}
+	offered := websocket.Subprotocols(r)
+	if !slices.ContainsFunc(offered, func(p string) bool { return slices.Contains(wsSubprotocols, p) }) {
+		h.b.log.Info("WebSocket upgrade refused: no MQTT subprotocol", "remote", r.RemoteAddr, "offered", offered)
+		http.Error(w, fmt.Sprintf(`MQTT over WebSocket: the client must offer the subprotocol "mqtt" in Sec-WebSocket-Protocol [MQTT-6.0.0-3] (accepted: %s); offered: %q`,
+			strings.Join(wsSubprotocols, ", "), offered), http.StatusBadRequest)
+		return
+	}
+	b.mu.Lock()
+	busy := len(b.conns) >= 2*b.opts.MaxConnections // the bound startConn applies to every connection
+	b.mu.Unlock()
+	if busy {
+		b.stats.refuse(CodeServerBusy)
+		http.Error(w, "MQTT over WebSocket: the broker has reached its connection limit", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := h.up.Upgrade(w, r, nil)
+	if err != nil {
+		b.log.Info("WebSocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return // Upgrade has answered with an HTTP error
+	}
+	b.startConn(newWSConn(ws))
+}
+
+// wsConn is a WebSocket connection as the byte stream of MQTT packets the broker reads and writes:
+// each Write is one binary message; Read returns the payloads of binary messages in order, whatever
+// their framing.
+type wsConn struct {
+	ws      *websocket.Conn
+	r       io.Reader // the message being read; owned by the reader
+	closing atomic.Bool
+	once    sync.Once // the close frame and the close, once
+}
+
+var _ net.Conn = (*wsConn)(nil)
+
+func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws} }
+
+func (w *wsConn) Read(p []byte) (int, error) {
+	for {
+		if w.closing.Load() {
+			return 0, net.ErrClosed
+		}
+		if w.r == nil {
+			typ, r, err := w.ws.NextReader()
+			if err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway || ce.Code == websocket.CloseNoStatusReceived) {
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				// [MQTT-6.0.0-1]: the Network Connection is closed, the close frame saying why
+				// (RFC 6455 §7.4.1: 1003, a type of data the endpoint cannot accept).
+				w.once.Do(func() {
+					w.closing.Store(true)
+					_ = w.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseUnsupportedData,
+						"MQTT packets are sent in binary frames [MQTT-6.0.0-1]"), time.Now().Add(time.Second))
+					_ = w.ws.Close()
+				})
+				return 0, errWSNotBinary
+			}
+			w.r = r
+		}
+		n, err := w.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			w.r = nil // end of this message: the stream goes on with the next one
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (w *wsConn) Write(p []byte) (int, error) {
+	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Close starts the WebSocket closing handshake (RFC 6455 §7.1.2) and closes the connection without
+// waiting for the peer's close frame. The close frame is written on a goroutine of its own, bounded
+// by a second: Close may be called with the broker's lock held, by a client that does not read.
+func (w *wsConn) Close() error {
+	w.once.Do(func() {
+		w.closing.Store(true)
+		go func() {
+			_ = w.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			_ = w.ws.Close()
+		}()
+	})
+	return nil
+}
+
+func (w *wsConn) LocalAddr() net.Addr                { return w.ws.LocalAddr() }
+func (w *wsConn) RemoteAddr() net.Addr               { return w.ws.RemoteAddr() }
+func (w *wsConn) SetReadDeadline(t time.Time) error  { return w.ws.SetReadDeadline(t) }
+func (w *wsConn) SetWriteDeadline(t time.Time) error { return w.ws.SetWriteDeadline(t) }
+func (w *wsConn) SetDeadline(t time.Time) error {
+	return errors.Join(w.ws.SetReadDeadline(t), w.ws.SetWriteDeadline(t))
+}
