@@ -110,7 +110,7 @@ func (b *Broker) Start() error {
 		}
 		b.serve(l)
 	}
-	if b.opts.TLSConfig != nil {
+	if b.opts.TLSConfig != nil && b.opts.TLSAddr != "" { // TLSConfig may be for WSSAddr only
 		l, err := tls.Listen("tcp", b.opts.TLSAddr, b.opts.TLSConfig)
 		if err != nil {
 			b.Close()

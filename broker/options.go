@@ -11,7 +11,8 @@ import (
 type Options struct {
 	// Addr is the TCP listen address for plain MQTT; empty disables it. Default 127.0.0.1:1883.
 	Addr string
-	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set.
+	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set; empty
+	// disables it.
 	TLSAddr string
 	// TLSConfig enables the TLS listener.
 	TLSConfig *tls.Config

@@ -246,6 +246,17 @@ func TestWebSocketTLS(t *testing.T) {
 	stillServes(t, b)
 }
 
+// With TLSConfig for WebSocket over TLS only (TLSAddr empty), no TLS listener opens: an empty
+// address disables a listener, as for the others.
+func TestWebSocketTLSOnly(t *testing.T) {
+	b := newBroker(t, func(o *Options) {
+		o.WSSAddr, o.TLSAddr = "127.0.0.1:0", ""
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, MinVersion: tls.VersionTLS12}
+	})
+	require.Len(t, b.Addrs(), 2) // TCP and WebSocket over TLS
+	require.Len(t, b.WebSocketAddrs(), 1)
+}
+
 // New refuses a WebSocket-over-TLS address without a certificate, naming what is missing.
 func TestWebSocketTLSNeedsCertificate(t *testing.T) {
 	o := NewDefaultOptions()
