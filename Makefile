@@ -11,6 +11,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./broker:FuzzReadPacket \
 	./broker:FuzzConnection \
+	./broker:FuzzWebSocketConnection \
 	./broker/statestore:FuzzHandle \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \

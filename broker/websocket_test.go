@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -527,4 +529,67 @@ func TestWebSocketBrokerClose(t *testing.T) {
 	r.expectDisconnect(t, CodeServerShuttingDown)
 	_, _, err = (&websocket.Dialer{Subprotocols: []string{"mqtt"}}).DialContext(ctxT(t), u, nil)
 	require.ErrorContains(t, err, "connection refused")
+}
+
+// fuzzFrames turns data into masked client frames: each frame is a byte of FIN and opcode, a
+// length byte, then that many payload bytes (fewer at the end).
+func fuzzFrames(data []byte) []byte {
+	var out []byte
+	for len(data) >= 2 {
+		b0, n := data[0], int(data[1])
+		data = data[2:]
+		n = min(n, len(data))
+		out = append(out, wsFrame(b0&0x80 != 0, b0&0x0f, uint64(n), data[:n])...)
+		data = data[n:]
+	}
+	return out
+}
+
+// FuzzWebSocketConnection feeds a CONNECT in a binary frame, then arbitrary WebSocket frames
+// (any opcode, fragmentation and split or packed MQTT packets), to a live broker over a real
+// WebSocket: the broker must not panic, must end the connection once the client stops sending
+// (TCP half-close), and must keep serving.
+func FuzzWebSocketConnection(f *testing.F) {
+	sub := packets.NewControlPacket(packets.SUBSCRIBE)
+	sub.Content.(*packets.Subscribe).PacketID = 1
+	sub.Content.(*packets.Subscribe).Subscriptions = []packets.SubOptions{{Topic: "#", QoS: 1}}
+	pub := packetBytes(sub, &packets.Publish{Topic: "a", QoS: 1, PacketID: 2, Payload: []byte("x"), Properties: &packets.Properties{}})
+	f.Add(append([]byte{0x82, byte(len(pub))}, pub...))                                                         // packed in one frame
+	f.Add(append(append([]byte{0x02, 4}, pub[:4]...), append([]byte{0x80, byte(len(pub) - 4)}, pub[4:]...)...)) // fragmented
+	f.Add([]byte{0x81, 2, 0xc0, 0x00})                                                                          // text frame
+	f.Add([]byte{0x89, 1, 'p', 0x82, 2, 0xc0, 0x00})                                                            // ping, then PINGREQ
+	f.Add([]byte{0x80, 2, 0xc0, 0x00})                                                                          // continuation without a start
+	f.Add([]byte{0x88, 2, 0x03, 0xe8})                                                                          // close 1000
+	f.Add([]byte{0x82, 5, 0x30, 0xff, 0xff, 0xff, 0x7f})                                                        // oversized packet
+
+	o := NewDefaultOptions()
+	o.Addr, o.WSAddr, o.MaxPacketSize = "", "127.0.0.1:0", 4096
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := New(o)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = b.Close() })
+	u := b.WebSocketAddrs()[0]
+	connect := binFrame(true, false, connectBytes("fuzz"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ws, resp, err := (&websocket.Dialer{Subprotocols: []string{"mqtt"}}).Dial(u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		nc := ws.NetConn()
+		defer nc.Close()
+		_, _ = nc.Write(append(append([]byte(nil), connect...), fuzzFrames(data)...))
+		_ = nc.(*net.TCPConn).CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(waitFor))
+		_, err = io.Copy(io.Discard, nc) // EOF or a reset: both end the connection
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the broker did not end the connection: %v", err)
+		}
+	})
 }
