@@ -173,7 +173,8 @@ type wsConn struct {
 	ws      *websocket.Conn
 	r       io.Reader // the message being read; owned by the reader
 	closing atomic.Bool
-	once    sync.Once // the close frame and the close, once
+	once    sync.Once                 // the close frame and the close, once
+	wdl     atomic.Pointer[time.Time] // the write deadline, for the next Write
 }
 
 var _ net.Conn = (*wsConn)(nil)
@@ -219,7 +220,13 @@ func (w *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
+// Write is called by one goroutine at a time (the connection's writer), as the library requires.
 func (w *wsConn) Write(p []byte) (int, error) {
+	var deadline time.Time
+	if d := w.wdl.Load(); d != nil {
+		deadline = *d
+	}
+	_ = w.ws.SetWriteDeadline(deadline) // the library's field, read by its writes: set by the writer
 	if err := w.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -240,10 +247,17 @@ func (w *wsConn) Close() error {
 	return nil
 }
 
-func (w *wsConn) LocalAddr() net.Addr                { return w.ws.LocalAddr() }
-func (w *wsConn) RemoteAddr() net.Addr               { return w.ws.RemoteAddr() }
-func (w *wsConn) SetReadDeadline(t time.Time) error  { return w.ws.SetReadDeadline(t) }
-func (w *wsConn) SetWriteDeadline(t time.Time) error { return w.ws.SetWriteDeadline(t) }
+func (w *wsConn) LocalAddr() net.Addr               { return w.ws.LocalAddr() }
+func (w *wsConn) RemoteAddr() net.Addr              { return w.ws.RemoteAddr() }
+func (w *wsConn) SetReadDeadline(t time.Time) error { return w.ws.SetReadDeadline(t) }
 func (w *wsConn) SetDeadline(t time.Time) error {
-	return errors.Join(w.ws.SetReadDeadline(t), w.ws.SetWriteDeadline(t))
+	return errors.Join(w.SetReadDeadline(t), w.SetWriteDeadline(t))
+}
+
+// SetWriteDeadline may be called from any goroutine (closeWith), unlike the library's, which sets a
+// field its writes read: the deadline is kept for the next Write and set on the network connection
+// for a write in progress.
+func (w *wsConn) SetWriteDeadline(t time.Time) error {
+	w.wdl.Store(&t)
+	return w.ws.NetConn().SetWriteDeadline(t)
 }

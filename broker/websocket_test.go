@@ -440,7 +440,8 @@ func TestWebSocketTextFrameClosed(t *testing.T) {
 	r = dialWSRaw(t, b)
 	require.NoError(t, r.ws.WriteMessage(websocket.TextMessage, connectBytes("texter2")))
 	require.Equal(t, websocket.CloseUnsupportedData, r.closeCode(t))
-	require.Equal(t, int64(2), b.Stats().Refused["malformed_packet"])
+	// Counted once the reader returns, which may be just after the client sees the close frame.
+	require.Eventually(t, func() bool { return b.Stats().Refused["malformed_packet"] == 2 }, waitFor, 2*time.Millisecond)
 
 	dialClient(t, b, "pub").publish(t, "ok", 1, "still up")
 	require.Equal(t, "still up", string(watcher.next(t).Payload))
@@ -492,14 +493,19 @@ func TestWebSocketConnectionLimitSharedWithTCP(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, CodeQuotaExceeded, c.connack.ReasonCode)
 
-	// Two connections without CONNECT bring the open ones to 4 = 2 × MaxConnections.
+	// Two connections without CONNECT bring the open ones to 4 = 2 × MaxConnections, once the
+	// refused ones have ended.
+	conns := func(n int) func() bool {
+		return func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return len(b.conns) == n
+		}
+	}
+	require.Eventually(t, conns(2), waitFor, 2*time.Millisecond)
 	dialRaw(t, b)
 	dialWSRaw(t, b)
-	require.Eventually(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.conns) >= 4
-	}, waitFor, 2*time.Millisecond)
+	require.Eventually(t, conns(4), waitFor, 2*time.Millisecond)
 	_, resp, err := (&websocket.Dialer{Subprotocols: []string{"mqtt"}}).DialContext(ctxT(t), wsURL(t, b), nil)
 	require.ErrorIs(t, err, websocket.ErrBadHandshake)
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
