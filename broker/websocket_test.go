@@ -599,3 +599,18 @@ func FuzzWebSocketConnection(f *testing.F) {
 		}
 	})
 }
+
+// [MQTT-3.1.2-22] over WebSocket: a client silent for 1.5 × its Keep Alive is disconnected with
+// 0x8D, as over TCP (the read deadline reaches the library's reader and comes back as a time-out).
+func TestWebSocketKeepAlive(t *testing.T) {
+	b := newWSBroker(t, nil)
+	r := dialWSRaw(t, b)
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.CleanStart, c.KeepAlive = "sleepy", true, 1
+	r.send(t, cp)
+	require.Equal(t, packets.CONNACK, r.read(t).Type)
+	r.expectDisconnect(t, CodeKeepAliveTimeout)
+	require.Equal(t, int64(1), b.Stats().Refused["keep_alive_timeout"])
+	stillServes(t, b)
+}
