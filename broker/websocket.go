@@ -42,6 +42,9 @@ var wsWriteBuffers = &sync.Pool{}
 // wsState is the broker's WebSocket listener state, guarded by Broker.mu.
 type wsState struct {
 	urls []string // ws:// and wss:// URLs of the bound listeners
+	// pending counts the connections the WebSocket listeners accepted and that are not yet upgraded
+	// (then they are in Broker.conns) or closed: atomic, not under the lock.
+	pending atomic.Int64
 }
 
 // listenWebSockets opens the WebSocket listeners of the options: plain (WSAddr) and over TLS
@@ -82,11 +85,20 @@ func (b *Broker) ServeWebSocket(l net.Listener) error {
 
 func (b *Broker) serveWebSocket(l net.Listener, scheme string) {
 	srv := &http.Server{
-		Handler:           b.WebSocketHandler(),
+		Handler:           b.webSocketHandler(true),
 		ReadHeaderTimeout: b.opts.ConnectTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				b.ws.pending.Add(1)
+			case http.StateHijacked, http.StateClosed:
+				b.ws.pending.Add(-1)
+			}
+		},
 	}
+	srv.SetKeepAlivesEnabled(false) // a request that is not an upgrade gets its answer and the close
 	b.mu.Lock()
 	b.listeners = append(b.listeners, l)
 	b.ws.urls = append(b.ws.urls, scheme+l.Addr().String())
@@ -94,12 +106,34 @@ func (b *Broker) serveWebSocket(l net.Listener, scheme string) {
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
-		err := srv.Serve(l) // returns once Close closes l
+		err := srv.Serve(wsListener{Listener: l, b: b}) // returns once Close closes l
 		if !b.closed.Load() && !errors.Is(err, net.ErrClosed) {
 			b.log.Error("WebSocket listener failed", "addr", l.Addr().String(), "err", err)
 		}
 		_ = srv.Close() // handshakes still in progress; upgraded connections belong to the broker
 	}()
+}
+
+// wsListener bounds the connections waiting for their upgrade (twice MaxConnections, as startConn
+// bounds those waiting for CONNECT): beyond, a new one is closed at once.
+type wsListener struct {
+	net.Listener
+	b *Broker
+}
+
+func (l wsListener) Accept() (net.Conn, error) {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.b.ws.pending.Load() < 2*int64(l.b.opts.MaxConnections) {
+			return nc, nil
+		}
+		l.b.stats.refuse(CodeServerBusy)
+		l.b.log.Warn("WebSocket connection refused: too many upgrades pending", "remote", nc.RemoteAddr().String())
+		nc.Close()
+	}
 }
 
 // WebSocketAddrs returns the URLs (ws://host:port, wss://host:port) of the WebSocket listeners.
@@ -112,8 +146,12 @@ func (b *Broker) WebSocketAddrs() []string {
 
 // WebSocketHandler returns an http.Handler that upgrades requests to MQTT over WebSocket
 // connections of b, for embedding in an HTTP server of one's own (any path).
-func (b *Broker) WebSocketHandler() http.Handler {
-	return &wsHandler{b: b, up: websocket.Upgrader{
+func (b *Broker) WebSocketHandler() http.Handler { return b.webSocketHandler(false) }
+
+// webSocketHandler is WebSocketHandler; own says the handler serves the broker's listeners, whose
+// pending connections (this one included) count towards the connection bound.
+func (b *Broker) webSocketHandler(own bool) http.Handler {
+	return &wsHandler{b: b, own: own, up: websocket.Upgrader{
 		HandshakeTimeout: b.opts.ConnectTimeout,
 		WriteBufferSize:  16<<10 + 16,
 		WriteBufferPool:  wsWriteBuffers,
@@ -128,8 +166,9 @@ func (b *Broker) WebSocketHandler() http.Handler {
 }
 
 type wsHandler struct {
-	b  *Broker
-	up websocket.Upgrader
+	b   *Broker
+	own bool
+	up  websocket.Upgrader
 }
 
 func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -150,9 +189,14 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			strings.Join(wsSubprotocols, ", "), offered), http.StatusBadRequest)
 		return
 	}
+	open := 0
+	if h.own {
+		open = int(b.ws.pending.Load()) - 1 // upgrades in progress, besides this one
+	}
 	b.mu.Lock()
-	busy := len(b.conns) >= 2*b.opts.MaxConnections // the bound startConn applies to every connection
+	open += len(b.conns)
 	b.mu.Unlock()
+	busy := open >= 2*b.opts.MaxConnections // the bound startConn applies to every connection
 	if busy {
 		b.stats.refuse(CodeServerBusy)
 		http.Error(w, "MQTT over WebSocket: the broker has reached its connection limit", http.StatusServiceUnavailable)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -613,4 +614,61 @@ func TestWebSocketKeepAlive(t *testing.T) {
 	r.expectDisconnect(t, CodeKeepAliveTimeout)
 	require.Equal(t, int64(1), b.Stats().Refused["keep_alive_timeout"])
 	stillServes(t, b)
+}
+
+// Connections waiting for their upgrade are bounded like those waiting for CONNECT (twice
+// MaxConnections): beyond, a new one is closed at once, before any HTTP; once one ends, a WebSocket
+// client connects again.
+func TestWebSocketPendingUpgradesBounded(t *testing.T) {
+	b := newWSBroker(t, func(o *Options) { o.MaxConnections = 1 })
+	addr := strings.TrimPrefix(b.WebSocketAddrs()[0], "ws://")
+	var idle []net.Conn
+	for range 2 {
+		nc, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { nc.Close() })
+		idle = append(idle, nc)
+	}
+	require.Eventually(t, func() bool { return b.ws.pending.Load() == 2 }, waitFor, 2*time.Millisecond)
+	extra, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(waitFor))
+	_, err = extra.Read(make([]byte, 1))
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the connection beyond the bound was not closed")
+	require.Error(t, err)
+	require.Eventually(t, func() bool { return b.Stats().Refused["server_busy"] == 1 }, waitFor, 2*time.Millisecond)
+
+	idle[0].Close()
+	require.Eventually(t, func() bool { return b.ws.pending.Load() == 1 }, waitFor, 2*time.Millisecond)
+	c := wsClient(t, b, "after")
+	c.subscribe(t, "t", 1)
+	c.publish(t, "t", 1, "in")
+	require.Equal(t, "in", string(c.next(t).Payload))
+}
+
+// Broker.WebSocketHandler serves MQTT over WebSocket in an HTTP server of one's own (here on the
+// path /mqtt of an httptest server), and ServeWebSocket on a listener of one's own.
+func TestWebSocketHandlerAndServe(t *testing.T) {
+	b := newBroker(t, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/mqtt", b.WebSocketHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	ws := dialWS(t, "ws"+strings.TrimPrefix(srv.URL, "http")+"/mqtt", nil, "mqtt")
+	c, err := clientOn(t, packets.NewThreadSafeConn(newWSConn(ws)), "embedded")
+	require.NoError(t, err)
+	c.subscribe(t, "e", 1)
+	dialClient(t, b, "tcp").publish(t, "e", 1, "through a handler")
+	require.Equal(t, "through a handler", string(c.next(t).Payload))
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.NoError(t, b.ServeWebSocket(l))
+	require.Equal(t, []string{"ws://" + l.Addr().String()}, b.WebSocketAddrs())
+	c2 := wsClient(t, b, "served")
+	c2.subscribe(t, "e", 1)
+	dialClient(t, b, "tcp2").publish(t, "e", 1, "through Serve")
+	require.Equal(t, "through Serve", string(c2.next(t).Payload))
 }
