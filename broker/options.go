@@ -14,7 +14,7 @@ type Options struct {
 	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set; empty
 	// disables it.
 	TLSAddr string
-	// TLSConfig enables the TLS listener.
+	// TLSConfig enables the TLS listener (TLSAddr) and serves WSSAddr.
 	TLSConfig *tls.Config
 	// WSAddr is the listen address for MQTT over WebSocket (subprotocol "mqtt", any path); empty
 	// disables it (the default).
