@@ -672,3 +672,76 @@ func TestWebSocketHandlerAndServe(t *testing.T) {
 	dialClient(t, b, "tcp2").publish(t, "e", 1, "through Serve")
 	require.Equal(t, "through Serve", string(c2.next(t).Payload))
 }
+
+// rawPacket reads one packet's bytes (fixed header, remaining length, body) as they are, whatever
+// the protocol version, or nil once the connection is closed.
+func rawPacket(t *testing.T, r *bufio.Reader) []byte {
+	t.Helper()
+	first, err := r.ReadByte()
+	if err != nil {
+		return nil
+	}
+	out := []byte{first}
+	var n, shift int
+	for {
+		c, err := r.ReadByte()
+		require.NoError(t, err)
+		out = append(out, c)
+		n |= int(c&0x7f) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			break
+		}
+	}
+	body := make([]byte, n)
+	_, err = io.ReadFull(r, body)
+	require.NoError(t, err)
+	return append(out, body...)
+}
+
+// connectV is a CONNECT of protocol name and level (4: MQTT 3.1.1, 3: MQTT 3.1 "MQIsdp"), clean
+// session, keep alive 60, without properties.
+func connectV(name string, level byte, id string) []byte {
+	body := []byte{0, byte(len(name))}
+	body = append(body, name...)
+	body = append(body, level, 0x02, 0, 60, 0, byte(len(id)))
+	body = append(body, id...)
+	return append([]byte{0x10, byte(len(body))}, body...)
+}
+
+// The broker answers a CONNECT over WebSocket byte for byte as over TCP, for MQTT 5, 3.1.1 (level 4)
+// and 3.1 (level 3, offered with the subprotocol "mqttv3.1"): the transport is below the protocol,
+// so what the broker does for each version holds on both (before MQTT 3.1.1 support, levels 4 and
+// 3 are closed without an answer on both).
+func TestWebSocketSameAnswersAsTCP(t *testing.T) {
+	b := newWSBroker(t, nil)
+	for _, c := range []struct {
+		name        string
+		connect     []byte
+		subprotocol string
+	}{
+		{"MQTT 5", connectBytes("v5-same"), "mqtt"},
+		{"MQTT 3.1.1", connectV("MQTT", 4, "v4-same"), "mqtt"},
+		{"MQTT 3.1", connectV("MQIsdp", 3, "v3-same"), "mqttv3.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			answer := func(nc io.ReadWriter) []byte {
+				_, err := nc.Write(c.connect)
+				require.NoError(t, err)
+				return rawPacket(t, bufio.NewReader(nc))
+			}
+			tcp := dialRaw(t, b)
+			_ = tcp.nc.SetReadDeadline(time.Now().Add(waitFor))
+			overTCP := answer(tcp.nc)
+			tcp.nc.Close()
+			ws := dialWS(t, wsURL(t, b), nil, c.subprotocol)
+			require.Equal(t, c.subprotocol, ws.Subprotocol())
+			_ = ws.SetReadDeadline(time.Now().Add(waitFor))
+			overWS := answer(newWSConn(ws))
+			if c.name == "MQTT 5" {
+				require.Equal(t, packets.CONNACK, overTCP[0]>>4)
+			}
+			require.Equal(t, overTCP, overWS) // nil for both: closed without an answer
+		})
+	}
+}
