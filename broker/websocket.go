@@ -58,9 +58,7 @@ func (b *Broker) listenWebSockets() error {
 		b.serveWebSocket(l, "ws://")
 	}
 	if b.opts.WSSAddr != "" {
-		cfg := b.opts.TLSConfig.Clone()
-		cfg.NextProtos = []string{"http/1.1"} // the WebSocket handshake is HTTP/1.1 (RFC 6455 §4.1)
-		l, err := tls.Listen("tcp", b.opts.WSSAddr, cfg)
+		l, err := tls.Listen("tcp", b.opts.WSSAddr, wssConfig(b.opts.TLSConfig))
 		if err != nil {
 			return fmt.Errorf("broker: listen for WebSocket over TLS on %q: %w", b.opts.WSSAddr, err)
 		}
@@ -69,18 +67,25 @@ func (b *Broker) listenWebSockets() error {
 	return nil
 }
 
-// ServeWebSocket accepts MQTT over WebSocket connections on l (plain, or a TLS listener for wss)
-// until Close.
-func (b *Broker) ServeWebSocket(l net.Listener) error {
+// ServeWebSocket accepts MQTT over WebSocket connections on l until Close; with tlsConfig (nil for
+// none) they are WebSockets over TLS (wss).
+func (b *Broker) ServeWebSocket(l net.Listener, tlsConfig *tls.Config) error {
 	if b.closed.Load() || !b.started.Load() {
 		return ErrClosed
 	}
-	scheme := "ws://"
-	if _, ok := l.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		scheme = "wss://"
+	if tlsConfig == nil {
+		b.serveWebSocket(l, "ws://")
+		return nil
 	}
-	b.serveWebSocket(l, scheme)
+	b.serveWebSocket(tls.NewListener(l, wssConfig(tlsConfig)), "wss://")
 	return nil
+}
+
+// wssConfig is cfg for an HTTP/1.1 server: the WebSocket handshake is HTTP/1.1 (RFC 6455 §4.1).
+func wssConfig(cfg *tls.Config) *tls.Config {
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	return cfg
 }
 
 func (b *Broker) serveWebSocket(l net.Listener, scheme string) {

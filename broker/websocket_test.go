@@ -649,7 +649,7 @@ func TestWebSocketPendingUpgradesBounded(t *testing.T) {
 }
 
 // Broker.WebSocketHandler serves MQTT over WebSocket in an HTTP server of one's own (here on the
-// path /mqtt of an httptest server), and ServeWebSocket on a listener of one's own.
+// path /mqtt of an httptest server), and ServeWebSocket on listeners of one's own, plain and TLS.
 func TestWebSocketHandlerAndServe(t *testing.T) {
 	b := newBroker(t, nil)
 	mux := http.NewServeMux()
@@ -665,12 +665,28 @@ func TestWebSocketHandlerAndServe(t *testing.T) {
 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	require.NoError(t, b.ServeWebSocket(l))
+	require.NoError(t, b.ServeWebSocket(l, nil))
 	require.Equal(t, []string{"ws://" + l.Addr().String()}, b.WebSocketAddrs())
 	c2 := wsClient(t, b, "served")
 	c2.subscribe(t, "e", 1)
 	dialClient(t, b, "tcp2").publish(t, "e", 1, "through Serve")
 	require.Equal(t, "through Serve", string(c2.next(t).Payload))
+
+	cert := selfSigned(t)
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	lt, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.NoError(t, b.ServeWebSocket(lt, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+	require.Equal(t, "wss://"+lt.Addr().String(), b.WebSocketAddrs()[1])
+	ws = dialWS(t, b.WebSocketAddrs()[1], &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, "mqtt")
+	c3, err := clientOn(t, packets.NewThreadSafeConn(newWSConn(ws)), "served-tls")
+	require.NoError(t, err)
+	c3.subscribe(t, "e", 1)
+	dialClient(t, b, "tcp3").publish(t, "e", 1, "through Serve over TLS")
+	require.Equal(t, "through Serve over TLS", string(c3.next(t).Payload))
 }
 
 // rawPacket reads one packet's bytes (fixed header, remaining length, body) as they are, whatever
