@@ -761,3 +761,25 @@ func TestWebSocketSameAnswersAsTCP(t *testing.T) {
 		})
 	}
 }
+
+// A WebSocket closing handshake without DISCONNECT ends the Network Connection as a TCP close does:
+// the will is published [MQTT-3.1.2-8], and the broker answers the close frame with its own
+// (RFC 6455 §5.5.1).
+func TestWebSocketCloseFrameSendsWill(t *testing.T) {
+	b := newWSBroker(t, nil)
+	watcher := dialClient(t, b, "watcher")
+	watcher.subscribe(t, "wills/#", 1)
+	r := dialWSRaw(t, b)
+	cp := packets.NewControlPacket(packets.CONNECT)
+	c := cp.Content.(*packets.Connect)
+	c.ClientID, c.CleanStart, c.KeepAlive = "mortal", true, 30
+	c.WillFlag, c.WillQOS, c.WillTopic, c.WillMessage = true, 1, "wills/mortal", []byte("gone")
+	c.WillProperties = &packets.Properties{}
+	r.send(t, cp)
+	require.Equal(t, packets.CONNACK, r.read(t).Type)
+	require.NoError(t, r.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(waitFor)))
+	require.Equal(t, websocket.CloseNormalClosure, r.closeCode(t))
+	p := watcher.next(t)
+	require.Equal(t, "wills/mortal", p.Topic)
+	require.Equal(t, "gone", string(p.Payload))
+}
