@@ -13,6 +13,7 @@ FUZZ_TARGETS := \
 	./broker:FuzzConnection \
 	./broker:FuzzReadPacketV3 \
 	./broker:FuzzConnectionV3 \
+	./broker:FuzzWebSocketConnection \
 	./broker/statestore:FuzzHandle \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \
