@@ -735,10 +735,12 @@ func TestWebSocketSameAnswersAsTCP(t *testing.T) {
 		name        string
 		connect     []byte
 		subprotocol string
+		v3Code      int // the 3.1.1 CONNACK's return code; -1 for a v5 CONNACK
 	}{
-		{"MQTT 5", connectBytes("v5-same"), "mqtt"},
-		{"MQTT 3.1.1", connectV("MQTT", 4, "v4-same"), "mqtt"},
-		{"MQTT 3.1", connectV("MQIsdp", 3, "v3-same"), "mqttv3.1"},
+		{"MQTT 5", connectBytes("v5-same"), "mqtt", -1},
+		{"MQTT 3.1.1", connectV("MQTT", 4, "v4-same"), "mqtt", 0x00},
+		// 3.1 is refused with return code 0x01 (unacceptable protocol version) [MQTT-3.1.2-2].
+		{"MQTT 3.1", connectV("MQIsdp", 3, "v3-same"), "mqttv3.1", 0x01},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			answer := func(nc io.ReadWriter) []byte {
@@ -754,10 +756,12 @@ func TestWebSocketSameAnswersAsTCP(t *testing.T) {
 			require.Equal(t, c.subprotocol, ws.Subprotocol())
 			_ = ws.SetReadDeadline(time.Now().Add(waitFor))
 			overWS := answer(newWSConn(ws))
-			if c.name == "MQTT 5" {
-				require.Equal(t, packets.CONNACK, overTCP[0]>>4)
+			require.NotEmpty(t, overTCP, "no CONNACK over TCP")
+			require.Equal(t, packets.CONNACK, overTCP[0]>>4)
+			if c.v3Code >= 0 {
+				require.Equal(t, []byte{0x20, 0x02, 0x00, byte(c.v3Code)}, overTCP, "3.1.1 CONNACK: session present 0, return code")
 			}
-			require.Equal(t, overTCP, overWS) // nil for both: closed without an answer
+			require.Equal(t, overTCP, overWS)
 		})
 	}
 }
