@@ -738,3 +738,37 @@ func TestV3ConnackRefusals(t *testing.T) {
 	require.Equal(t, byte(0x03), rc, "connection limit: server unavailable")
 	full.closed(t)
 }
+
+// [MQTT-4.4.0-1] [MQTT-3.3.1-1]: on reconnect with clean session 0 the broker resends an
+// unacknowledged PUBLISH with DUP 1 and the same packet id, and a PUBREL for a QoS 2 message whose
+// PUBREC it had received.
+func TestV3ResendOnReconnect(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x00})
+	require.Equal(t, []byte{1, 2}, r.subscribe(t, 1, "q1", 1, "q2", 2))
+	pub := dialClient(t, b, "pub")
+	pub.publish(t, "q1", 1, "one")
+	p1 := r.publish(t)
+	require.False(t, p1.dup)
+	pub.publish(t, "q2", 2, "two")
+	p2 := r.publish(t)
+	r.write(t, frame(0x50, u16(p2.pid))) // PUBREC
+	first, body := r.next(t)
+	require.Equal(t, byte(0x62), first)
+	require.Equal(t, u16(p2.pid), body)
+	r.nc.Close() // neither PUBACK nor PUBCOMP
+	waitOffline(t, b, "dev")
+
+	r2 := dialV3(t, b)
+	require.True(t, r2.connect(t, v3Conn{id: "dev", flags: 0x00}))
+	again := r2.publish(t)
+	require.True(t, again.dup, "DUP on resend [MQTT-3.3.1-1]")
+	require.Equal(t, p1.pid, again.pid)
+	require.Equal(t, "one", again.payload)
+	first, body = r2.next(t)
+	require.Equal(t, byte(0x62), first, "PUBREL resent [MQTT-4.4.0-1]")
+	require.Equal(t, u16(p2.pid), body)
+	r2.write(t, frame(0x40, u16(p1.pid)), frame(0x70, u16(p2.pid)))
+	require.Empty(t, r2.ping(t))
+}
