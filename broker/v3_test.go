@@ -730,6 +730,13 @@ func TestV3ConnackRefusals(t *testing.T) {
 			r.closed(t)
 		})
 	}
+	// The refused sockets are gone before the limit is tested (the broker accepts up to twice
+	// MaxConnections sockets, CONNECT or not).
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns) == 0
+	}, waitFor, 2*time.Millisecond)
 	ok := dialV3(t, b)
 	ok.connect(t, v3Conn{id: "one", flags: 0xc2, user: "u", pw: "p"})
 	full := dialV3(t, b)
