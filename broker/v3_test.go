@@ -779,3 +779,26 @@ func TestV3ResendOnReconnect(t *testing.T) {
 	r2.write(t, frame(0x40, u16(p1.pid)), frame(0x70, u16(p2.pid)))
 	require.Empty(t, r2.ping(t))
 }
+
+// refusing is a Service that refuses every PUBLISH on its topic with 0x83.
+type refusing string
+
+func (r refusing) Match(topic string) bool { return topic == string(r) }
+
+func (r refusing) Handle(context.Context, string, *Message, Publisher) error {
+	return reasonf(CodeImplementationSpecificError, "refused")
+}
+
+// [MQTT-3.3.5-2]: a QoS 1 PUBLISH refused for a reason other than authorization (here by a Service,
+// as the key-value store refuses a request without a response topic) closes a 3.1.1 connection,
+// which has no negative acknowledgement, rather than acknowledging a message that was not taken; a
+// QoS 0 one is dropped and the connection stays.
+func TestV3RefusedPublishClosesConnection(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Services = []Service{refusing("svc")} })
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x02})
+	r.write(t, v3Publish("svc", 0, 0, "x", false))
+	require.Empty(t, r.ping(t))
+	r.write(t, v3Publish("svc", 1, 1, "x", false))
+	r.closed(t)
+}
