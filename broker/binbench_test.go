@@ -58,10 +58,10 @@ func BenchmarkBinariesVsMosquitto(b *testing.B) {
 			if t == mosq {
 				addr, cmd = startMosquittoCmd(b)
 			} else {
-				addr, cmd = startBinary(b, t.path)
+				addr, cmd = startMQBrokerBinary(b, t.path)
 			}
 			t.rates = append(t.rates, runQoS1(b, addr, n).rate)
-			t.cpu = append(t.cpu, float64(stopProcess(cmd).Microseconds())/n)
+			t.cpu = append(t.cpu, float64(stopBenchProcess(cmd).Microseconds())/n)
 		}
 	}
 	stats := func(v []float64) (mean, lo, hi float64) {
@@ -93,16 +93,16 @@ func BenchmarkBinariesVsMosquitto(b *testing.B) {
 	}
 }
 
-// stopProcess interrupts cmd, waits for it and returns the CPU time (user and system) it used.
-func stopProcess(cmd *exec.Cmd) time.Duration {
+// stopBenchProcess interrupts cmd, waits for it and returns the CPU time (user and system) it used.
+func stopBenchProcess(cmd *exec.Cmd) time.Duration {
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()
 	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
-// startBinary runs an mqbroker binary in memory on a free loopback port (stopped at the end of the
+// startMQBrokerBinary runs an mqbroker binary in memory on a free loopback port (stopped at the end of the
 // benchmark if not before).
-func startBinary(b *testing.B, path string) (string, *exec.Cmd) {
+func startMQBrokerBinary(b *testing.B, path string) (string, *exec.Cmd) {
 	addr := freePort(b)
 	cmd := exec.Command(path, "-addr", addr, "-receive-maximum", "1000", "-log-level", "warn")
 	cmd.Stderr = os.Stderr
