@@ -802,3 +802,33 @@ func TestV3RefusedPublishClosesConnection(t *testing.T) {
 	r.write(t, v3Publish("svc", 1, 1, "x", false))
 	r.closed(t)
 }
+
+// A session follows the protocol of its current connection: a v5 session resumed by a 3.1.1
+// connection (session present [MQTT-3.2.2-2]) gets one copy for overlapping subscriptions
+// [MQTT-3.3.5-1]; resumed by v5 again, one per subscription.
+func TestV3SessionSwitchesProtocol(t *testing.T) {
+	b := newBroker(t, nil)
+	v5 := dialClient(t, b, "dev", withExpiry(3600))
+	v5.subscribe(t, "a/+", 1)
+	v5.subscribe(t, "a/#", 1)
+	require.NoError(t, v5.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "dev")
+	pub := dialClient(t, b, "pub")
+
+	r := dialV3(t, b)
+	require.True(t, r.connect(t, v3Conn{id: "dev", flags: 0x00}))
+	pub.publish(t, "a/b", 1, "x")
+	p := r.publish(t)
+	require.Equal(t, "x", p.payload)
+	r.ack(t, p)
+	require.Empty(t, r.ping(t), "a second copy to the 3.1.1 connection")
+	r.write(t, []byte{0xe0, 0x00})
+	r.closed(t)
+	waitOffline(t, b, "dev")
+
+	again := dialClient(t, b, "dev", withExpiry(3600), resume())
+	require.True(t, again.connack.SessionPresent)
+	pub.publish(t, "a/b", 1, "y")
+	require.Equal(t, "y", string(again.next(t).Payload))
+	require.Equal(t, "y", string(again.next(t).Payload), "v5 keeps one copy per subscription")
+}
