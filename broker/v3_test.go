@@ -298,6 +298,9 @@ func TestV3BadInputClosesConnection(t *testing.T) {
 	}{
 		{name: "wrong protocol name [MQTT-3.1.2-1]", connect: v3Conn{id: "bad", flags: 0x02, name: "MQTX"}.bytes()},
 		{name: "CONNECT reserved flag [MQTT-3.1.2-3]", connect: v3Conn{id: "bad", flags: 0x03}.bytes()},
+		{name: "will QoS without will flag [MQTT-3.1.2-13]", connect: v3Conn{id: "bad", flags: 0x0a}.bytes()},
+		{name: "will QoS 3 [MQTT-3.1.2-14]", connect: v3Conn{id: "bad", flags: 0x1e, will: [2]string{"w", "x"}}.bytes()},
+		{name: "will topic with a wildcard [MQTT-3.3.2-2]", connect: v3Conn{id: "bad", flags: 0x06, will: [2]string{"w/#", "x"}}.bytes()},
 		{name: "password without user name [MQTT-3.1.2-22]", connect: v3Conn{id: "bad", flags: 0x42, pw: "x"}.bytes()},
 		{name: "v5 properties in a level 4 CONNECT", connect: v3Frame(0x10, v3Str("MQTT"), []byte{4, 0x02, 0, 30}, []byte{0x05, 0x11, 0, 0, 0, 10}, v3Str("bad"))},
 		{name: "second CONNECT [MQTT-3.1.0-2]", then: ok.bytes()},
