@@ -835,3 +835,31 @@ func TestV3SessionSwitchesProtocol(t *testing.T) {
 	require.Equal(t, "y", string(again.next(t).Payload))
 	require.Equal(t, "y", string(again.next(t).Payload), "v5 keeps one copy per subscription")
 }
+
+// [MQTT-4.3.3-2]: a QoS 2 PUBLISH from a 3.1.1 client sent again (DUP) before its PUBREL is
+// acknowledged again and delivered once.
+func TestV3QoS2ExactlyOnce(t *testing.T) {
+	b := newBroker(t, nil)
+	sub := dialV3(t, b)
+	sub.connect(t, v3Conn{id: "sub", flags: 0x02})
+	require.Equal(t, []byte{2}, sub.subscribe(t, 1, "t", 2))
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x02})
+	msg := v3Publish("t", 2, 9, "once", false)
+	dup := append([]byte{msg[0] | 0x08}, msg[1:]...)
+	for _, pkt := range [][]byte{msg, dup} {
+		r.write(t, pkt)
+		first, body := r.next(t)
+		require.Equal(t, byte(0x50), first, "PUBREC")
+		require.Equal(t, v3U16(9), body)
+	}
+	r.write(t, v3Frame(0x62, v3U16(9)))
+	first, body := r.next(t)
+	require.Equal(t, byte(0x70), first, "PUBCOMP")
+	require.Equal(t, v3U16(9), body)
+	p := sub.publish(t)
+	require.Equal(t, "once", p.payload)
+	require.Equal(t, byte(2), p.qos)
+	sub.ack(t, p)
+	require.Empty(t, sub.ping(t), "delivered twice")
+}
