@@ -103,6 +103,12 @@ func freePort(b *testing.B) string {
 
 // startMosquitto runs /usr/sbin/mosquitto with persistence on a free port.
 func startMosquitto(b *testing.B) string {
+	addr, _ := startMosquittoCmd(b)
+	return addr
+}
+
+// startMosquittoCmd is startMosquitto returning the process too.
+func startMosquittoCmd(b *testing.B) (string, *exec.Cmd) {
 	const bin = "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
 		b.Skip("mosquitto not installed: run scripts/install-test-deps.sh")
@@ -130,7 +136,7 @@ func startMosquitto(b *testing.B) string {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, cmd
 		}
 		if time.Now().After(deadline) {
 			b.Fatal("mosquitto did not start")

@@ -15,7 +15,9 @@ import (
 // publishes in flight each, one persistent QoS 1 subscriber, 64-byte messages) against mqbroker
 // binaries built elsewhere and against Mosquitto, on loopback, each in its own process started
 // fresh for every round, the order rotating round by round. It reports, for every binary, the mean
-// msg/s, the spread (min and max of the rounds) and the ratio of its mean to Mosquitto's. Used to
+// msg/s and the CPU time of the broker process per message (the process is stopped after its
+// round), each with its spread (min and max of the rounds) and ratio to Mosquitto's, and the ratio
+// of every binary to the first one named. Used to
 // compare two builds side by side in one run (e.g. main's and a branch's):
 //
 //	(cd <main checkout> && go build -o /tmp/mqbroker-main ./cmd/mqbroker)
@@ -32,7 +34,7 @@ func BenchmarkBinariesVsMosquitto(b *testing.B) {
 	}
 	type target struct {
 		name, path string
-		rates      []float64
+		rates, cpu []float64 // msg/s and broker process CPU µs per message, per round
 	}
 	var targets []*target
 	for _, kv := range strings.Split(spec, ",") {
@@ -52,14 +54,14 @@ func BenchmarkBinariesVsMosquitto(b *testing.B) {
 		for j := range all {
 			t := all[(i+j)%len(all)] // rotate the order round by round
 			var addr string
+			var cmd *exec.Cmd
 			if t == mosq {
-				addr = startMosquitto(b)
+				addr, cmd = startMosquittoCmd(b)
 			} else {
-				addr = startBinary(b, t.path)
+				addr, cmd = startMQBrokerBinary(b, t.path)
 			}
-			r := runQoS1(b, addr, n)
-			t.rates = append(t.rates, r.rate)
-			b.Logf("round %d %s: %.0f msg/s p50 %v p99 %v", i, t.name, r.rate, r.p50, r.p99)
+			t.rates = append(t.rates, runQoS1(b, addr, n).rate)
+			t.cpu = append(t.cpu, float64(stopBenchProcess(cmd).Microseconds())/n)
 		}
 	}
 	stats := func(v []float64) (mean, lo, hi float64) {
@@ -70,19 +72,37 @@ func BenchmarkBinariesVsMosquitto(b *testing.B) {
 		}
 		return mean / float64(len(v)), lo, hi
 	}
-	mm, mlo, mhi := stats(mosq.rates)
-	b.ReportMetric(mm, "mosquitto-msg/s")
-	b.Logf("mosquitto: mean %.0f msg/s, min %.0f, max %.0f over %d rounds", mm, mlo, mhi, len(mosq.rates))
-	for _, t := range targets {
+	mm, _, _ := stats(mosq.rates)
+	mc, _, _ := stats(mosq.cpu)
+	var first, firstCPU float64
+	for i, t := range all {
 		mean, lo, hi := stats(t.rates)
+		cpu, clo, chi := stats(t.cpu)
 		b.ReportMetric(mean, t.name+"-msg/s")
-		b.ReportMetric(mean/mm, t.name+"/mosquitto")
-		b.Logf("%s: mean %.0f msg/s, min %.0f, max %.0f over %d rounds; %.3f of Mosquitto", t.name, mean, lo, hi, len(t.rates), mean/mm)
+		b.ReportMetric(cpu, t.name+"-cpu-µs/msg")
+		b.Logf("%s: %.0f msg/s (min %.0f, max %.0f; %.3f of Mosquitto), broker CPU %.1f µs/msg (min %.1f, max %.1f; %.3f of Mosquitto) over %d rounds; msg/s %.0f",
+			t.name, mean, lo, hi, mean/mm, cpu, clo, chi, cpu/mc, len(t.rates), t.rates)
+		switch i {
+		case 0:
+		case 1:
+			first, firstCPU = mean, cpu
+		default:
+			b.ReportMetric(mean/first, t.name+"/"+all[1].name+"-msg/s")
+			b.ReportMetric(cpu/firstCPU, t.name+"/"+all[1].name+"-cpu")
+		}
 	}
 }
 
-// startBinary runs an mqbroker binary in memory on a free loopback port until the benchmark ends.
-func startBinary(b *testing.B, path string) string {
+// stopBenchProcess interrupts cmd, waits for it and returns the CPU time (user and system) it used.
+func stopBenchProcess(cmd *exec.Cmd) time.Duration {
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// startMQBrokerBinary runs an mqbroker binary in memory on a free loopback port (stopped at the end of the
+// benchmark if not before).
+func startMQBrokerBinary(b *testing.B, path string) (string, *exec.Cmd) {
 	addr := freePort(b)
 	cmd := exec.Command(path, "-addr", addr, "-receive-maximum", "1000", "-log-level", "warn")
 	cmd.Stderr = os.Stderr
@@ -98,7 +118,7 @@ func startBinary(b *testing.B, path string) string {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, cmd
 		}
 		if time.Now().After(deadline) {
 			b.Fatal(fmt.Sprintf("%s did not start", path))

@@ -33,8 +33,9 @@ type conn struct {
 	wake    chan struct{}
 	wdone   chan struct{}
 
-	// v3 is set by the reader before it queues anything (readFirst): the connection speaks MQTT
-	// 3.1.1, read and written through v3.go's translation.
+	// v3: the connection speaks MQTT 3.1.1, read and written through v3.go's translation. Set
+	// once by the reader under wmu before it queues anything (readFirst); the writer reads it
+	// under wmu, everyone else after CONNECT.
 	v3 bool
 
 	// Set once CONNECT succeeded; then read under b.mu or by the reader.
@@ -166,11 +167,11 @@ func (c *conn) writer() {
 		c.wmu.Lock()
 		batch, c.wq = c.wq, batch[:0]
 		c.qos0 = 0
-		closing, disc := c.closing, c.disc
+		closing, disc, v3 := c.closing, c.disc, c.v3
 		c.wmu.Unlock()
 		for _, cp := range batch {
 			var err error
-			if c.v3 {
+			if v3 {
 				err = writeV3(bw, &v3buf, cp)
 			} else {
 				c.aliasOutgoing(cp)
@@ -195,7 +196,7 @@ func (c *conn) writer() {
 			if more {
 				continue
 			}
-			if disc != nil && !c.v3 { // 3.1.1 has no DISCONNECT from the server: closing is the answer
+			if disc != nil && !v3 { // 3.1.1 has no DISCONNECT from the server: closing is the answer
 				d := packets.NewControlPacket(packets.DISCONNECT)
 				d.Content.(*packets.Disconnect).ReasonCode = *disc
 				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))

@@ -57,21 +57,29 @@ func (c *conn) readFirst() (*packets.ControlPacket, error) {
 		if name, level, ok := connectProtocol(body); ok && level < 5 {
 			switch {
 			case name == "MQTT" && level == 4:
-				c.v3 = true
+				c.setV3()
 				return decodeV3(first, body)
 			case name == "MQIsdp" || name == "MQTT":
 				// MQTT 3.1 (MQIsdp, level 3) or another level under 4: refused in the format its
 				// client reads [MQTT-3.1.2-2].
-				c.v3 = true
+				c.setV3()
 				return nil, fmt.Errorf("%w: protocol %q level %d, accepted: MQTT level 4 (3.1.1) or 5", errV3Refused, name, level)
 			default:
 				// [MQTT-3.1.2-1]: a wrong protocol name may be answered by closing the connection.
-				c.v3 = true
+				c.setV3()
 				return nil, fmt.Errorf("%w: protocol name %q, accepted: \"MQTT\"", ErrMalformed, name)
 			}
 		}
 	}
 	return decodeV5(first, body)
+}
+
+// setV3 makes the connection 3.1.1; under wmu, as the writer may be closing it meanwhile (broker
+// shutdown).
+func (c *conn) setV3() {
+	c.wmu.Lock()
+	c.v3 = true
+	c.wmu.Unlock()
 }
 
 // read reads the next packet in the connection's protocol version.

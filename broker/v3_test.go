@@ -32,8 +32,8 @@ func dialV3(t testing.TB, b *Broker) *v3raw {
 	return &v3raw{nc: nc, br: bufio.NewReader(nc)}
 }
 
-// frame builds a packet from its first byte and body.
-func frame(first byte, body ...[]byte) []byte {
+// v3Frame builds a packet from its first byte and body.
+func v3Frame(first byte, body ...[]byte) []byte {
 	var all []byte
 	for _, b := range body {
 		all = append(all, b...)
@@ -54,9 +54,9 @@ func frame(first byte, body ...[]byte) []byte {
 	return append(out, all...)
 }
 
-func str(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+func v3Str(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
 
-func u16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
+func v3U16(v uint16) []byte { return []byte{byte(v >> 8), byte(v)} }
 
 // v3Conn is a 3.1.1 CONNECT; flags are the connect flags byte (clean session 0x02).
 type v3Conn struct {
@@ -77,19 +77,19 @@ func (c v3Conn) bytes() []byte {
 	if level == 0 {
 		level = 4
 	}
-	body := append(str(name), level, c.flags)
-	body = append(body, u16(c.keepAlive)...)
-	body = append(body, str(c.id)...)
+	body := append(v3Str(name), level, c.flags)
+	body = append(body, v3U16(c.keepAlive)...)
+	body = append(body, v3Str(c.id)...)
 	if c.flags&0x04 != 0 {
-		body = append(append(body, str(c.will[0])...), str(c.will[1])...)
+		body = append(append(body, v3Str(c.will[0])...), v3Str(c.will[1])...)
 	}
 	if c.flags&0x80 != 0 {
-		body = append(body, str(c.user)...)
+		body = append(body, v3Str(c.user)...)
 	}
 	if c.flags&0x40 != 0 {
-		body = append(body, str(c.pw)...)
+		body = append(body, v3Str(c.pw)...)
 	}
-	return frame(0x10, body)
+	return v3Frame(0x10, body)
 }
 
 func v3Publish(topic string, qos byte, pid uint16, payload string, retain bool) []byte {
@@ -97,20 +97,20 @@ func v3Publish(topic string, qos byte, pid uint16, payload string, retain bool) 
 	if retain {
 		first |= 1
 	}
-	body := str(topic)
+	body := v3Str(topic)
 	if qos > 0 {
-		body = append(body, u16(pid)...)
+		body = append(body, v3U16(pid)...)
 	}
-	return frame(first, body, []byte(payload))
+	return v3Frame(first, body, []byte(payload))
 }
 
 // v3Subscribe is a SUBSCRIBE of filter, qos pairs.
 func v3Subscribe(pid uint16, fq ...any) []byte {
-	body := u16(pid)
+	body := v3U16(pid)
 	for i := 0; i < len(fq); i += 2 {
-		body = append(append(body, str(fq[i].(string))...), byte(fq[i+1].(int)))
+		body = append(append(body, v3Str(fq[i].(string))...), byte(fq[i+1].(int)))
 	}
-	return frame(0x82, body)
+	return v3Frame(0x82, body)
 }
 
 func (r *v3raw) write(t testing.TB, bs ...[]byte) {
@@ -216,13 +216,13 @@ func (r *v3raw) ack(t testing.TB, p v3pub) {
 	t.Helper()
 	switch p.qos {
 	case 1:
-		r.write(t, frame(0x40, u16(p.pid)))
+		r.write(t, v3Frame(0x40, v3U16(p.pid)))
 	case 2:
-		r.write(t, frame(0x50, u16(p.pid)))
+		r.write(t, v3Frame(0x50, v3U16(p.pid)))
 		first, body := r.next(t)
 		require.Equal(t, byte(0x62), first, "PUBREL")
-		require.Equal(t, u16(p.pid), body)
-		r.write(t, frame(0x70, u16(p.pid)))
+		require.Equal(t, v3U16(p.pid), body)
+		r.write(t, v3Frame(0x70, v3U16(p.pid)))
 	}
 }
 
@@ -247,7 +247,7 @@ func (r *v3raw) subscribe(t testing.TB, pid uint16, fq ...any) []byte {
 	r.write(t, v3Subscribe(pid, fq...))
 	first, body := r.next(t)
 	require.Equal(t, byte(0x90), first, "SUBACK")
-	require.Equal(t, u16(pid), body[:2])
+	require.Equal(t, v3U16(pid), body[:2])
 	return body[2:]
 }
 
@@ -298,19 +298,22 @@ func TestV3BadInputClosesConnection(t *testing.T) {
 	}{
 		{name: "wrong protocol name [MQTT-3.1.2-1]", connect: v3Conn{id: "bad", flags: 0x02, name: "MQTX"}.bytes()},
 		{name: "CONNECT reserved flag [MQTT-3.1.2-3]", connect: v3Conn{id: "bad", flags: 0x03}.bytes()},
+		{name: "will QoS without will flag [MQTT-3.1.2-13]", connect: v3Conn{id: "bad", flags: 0x0a}.bytes()},
+		{name: "will QoS 3 [MQTT-3.1.2-14]", connect: v3Conn{id: "bad", flags: 0x1e, will: [2]string{"w", "x"}}.bytes()},
+		{name: "will topic with a wildcard [MQTT-3.3.2-2]", connect: v3Conn{id: "bad", flags: 0x06, will: [2]string{"w/#", "x"}}.bytes()},
 		{name: "password without user name [MQTT-3.1.2-22]", connect: v3Conn{id: "bad", flags: 0x42, pw: "x"}.bytes()},
-		{name: "v5 properties in a level 4 CONNECT", connect: frame(0x10, str("MQTT"), []byte{4, 0x02, 0, 30}, []byte{0x05, 0x11, 0, 0, 0, 10}, str("bad"))},
+		{name: "v5 properties in a level 4 CONNECT", connect: v3Frame(0x10, v3Str("MQTT"), []byte{4, 0x02, 0, 30}, []byte{0x05, 0x11, 0, 0, 0, 10}, v3Str("bad"))},
 		{name: "second CONNECT [MQTT-3.1.0-2]", then: ok.bytes()},
-		{name: "SUBSCRIBE with v5 options (no local) [MQTT-3.8.3-4]", then: frame(0x82, u16(1), str("t"), []byte{0x05})},
-		{name: "SUBSCRIBE reserved flags [MQTT-3.8.1-1]", then: frame(0x80, u16(1), str("t"), []byte{0x01})},
-		{name: "PUBACK with a v5 reason code", then: frame(0x40, u16(1), []byte{0x10})},
-		{name: "DISCONNECT with a v5 reason code", then: frame(0xe0, []byte{0x04})},
-		{name: "AUTH is not a 3.1.1 packet", then: frame(0xf0, []byte{0x00})},
+		{name: "SUBSCRIBE with v5 options (no local) [MQTT-3.8.3-4]", then: v3Frame(0x82, v3U16(1), v3Str("t"), []byte{0x05})},
+		{name: "SUBSCRIBE reserved flags [MQTT-3.8.1-1]", then: v3Frame(0x80, v3U16(1), v3Str("t"), []byte{0x01})},
+		{name: "PUBACK with a v5 reason code", then: v3Frame(0x40, v3U16(1), []byte{0x10})},
+		{name: "DISCONNECT with a v5 reason code", then: v3Frame(0xe0, []byte{0x04})},
+		{name: "AUTH is not a 3.1.1 packet", then: v3Frame(0xf0, []byte{0x00})},
 		{name: "PUBLISH QoS 3 [MQTT-3.3.1-4]", then: []byte{0x36, 0x05, 0x00, 0x01, 't', 0x00, 0x01}},
 		{name: "PUBLISH wildcard topic [MQTT-3.3.2-2]", then: v3Publish("t/#", 0, 0, "x", false)},
 		{name: "PUBLISH QoS 1 packet id 0 [MQTT-2.3.1-1]", then: v3Publish("t", 1, 0, "x", false)},
-		{name: "UNSUBSCRIBE without filters [MQTT-3.10.3-2]", then: frame(0xa2, u16(1))},
-		{name: "PINGREQ with a body", then: frame(0xc0, []byte{0})},
+		{name: "UNSUBSCRIBE without filters [MQTT-3.10.3-2]", then: v3Frame(0xa2, v3U16(1))},
+		{name: "PINGREQ with a body", then: v3Frame(0xc0, []byte{0})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := dialV3(t, b)
@@ -330,7 +333,7 @@ func TestV3BadInputClosesConnection(t *testing.T) {
 		first, body := bystander.next(t)
 		switch first >> 4 {
 		case 4:
-			require.Equal(t, u16(7), body)
+			require.Equal(t, v3U16(7), body)
 			gotAck = true
 		case 3:
 			p := parseV3Publish(t, first, body)
@@ -358,11 +361,11 @@ func TestV3PersistentSession(t *testing.T) {
 	pub.write(t, v3Publish("q1", 1, 1, "one", false), v3Publish("q2", 2, 2, "two", false))
 	first, body := pub.next(t)
 	require.Equal(t, []byte{0x40}, []byte{first})
-	require.Equal(t, u16(1), body)
+	require.Equal(t, v3U16(1), body)
 	first, body = pub.next(t)
 	require.Equal(t, byte(0x50), first, "PUBREC")
-	require.Equal(t, u16(2), body)
-	pub.write(t, frame(0x62, u16(2)))
+	require.Equal(t, v3U16(2), body)
+	pub.write(t, v3Frame(0x62, v3U16(2)))
 	first, _ = pub.next(t)
 	require.Equal(t, byte(0x70), first, "PUBCOMP")
 
@@ -424,27 +427,27 @@ func TestV3OverlappingSubscriptionsOneCopy(t *testing.T) {
 
 // [MQTT-3.9.3-2]: SUBACK return code 0x80 per refused filter, the others granted.
 func TestV3SubackFailurePerFilter(t *testing.T) {
-	b := newBroker(t, func(o *Options) { o.Authorizer = denyTopic("secret/#") })
+	b := newBroker(t, func(o *Options) { o.Authorizer = v3DenyTopic("secret/#") })
 	r := dialV3(t, b)
 	r.connect(t, v3Conn{id: "dev", flags: 0x02})
 	require.Equal(t, []byte{0x01, 0x80, 0x80, 0x02}, r.subscribe(t, 1, "ok", 1, "a/#/b", 1, "secret/x", 0, "$share/g/t", 2))
-	r.write(t, frame(0xa2, u16(2), str("ok"), str("never")))
+	r.write(t, v3Frame(0xa2, v3U16(2), v3Str("ok"), v3Str("never")))
 	first, body := r.next(t)
 	require.Equal(t, byte(0xb0), first)
-	require.Equal(t, u16(2), body, "3.1.1 UNSUBACK carries only the packet id [MQTT-3.11.2-1]")
+	require.Equal(t, v3U16(2), body, "3.1.1 UNSUBACK carries only the packet id [MQTT-3.11.2-1]")
 }
 
-// denyTopic refuses publish and subscribe on topics and filters matching filter.
-type denyTopic string
+// v3DenyTopic refuses publish and subscribe on topics and filters matching filter.
+type v3DenyTopic string
 
-func (d denyTopic) AuthorizePublish(_ context.Context, _ Client, topic string) error {
+func (d v3DenyTopic) AuthorizePublish(_ context.Context, _ Client, topic string) error {
 	if matchTopic(string(d), topic) {
 		return reasonf(CodeNotAuthorized, "denied")
 	}
 	return nil
 }
 
-func (d denyTopic) AuthorizeSubscribe(_ context.Context, _ Client, filter string) error {
+func (d v3DenyTopic) AuthorizeSubscribe(_ context.Context, _ Client, filter string) error {
 	if matchTopic(string(d), filter) {
 		return reasonf(CodeNotAuthorized, "denied")
 	}
@@ -454,7 +457,7 @@ func (d denyTopic) AuthorizeSubscribe(_ context.Context, _ Client, filter string
 // [MQTT-3.3.5-2]: 3.1.1 has no negative acknowledgement: an unauthorized PUBLISH is acknowledged
 // and not delivered; the connection stays.
 func TestV3UnauthorizedPublishAcknowledged(t *testing.T) {
-	b := newBroker(t, func(o *Options) { o.Authorizer = denyTopic("secret/#") })
+	b := newBroker(t, func(o *Options) { o.Authorizer = v3DenyTopic("secret/#") })
 	sub := dialV3(t, b)
 	sub.connect(t, v3Conn{id: "sub", flags: 0x02})
 	require.Equal(t, []byte{1}, sub.subscribe(t, 1, "#", 1))
@@ -463,11 +466,11 @@ func TestV3UnauthorizedPublishAcknowledged(t *testing.T) {
 	r.write(t, v3Publish("secret/x", 1, 5, "no", false))
 	first, body := r.next(t)
 	require.Equal(t, byte(0x40), first)
-	require.Equal(t, u16(5), body, "PUBACK with only the packet id")
+	require.Equal(t, v3U16(5), body, "PUBACK with only the packet id")
 	r.write(t, v3Publish("open", 1, 6, "yes", false))
 	first, body = r.next(t)
 	require.Equal(t, byte(0x40), first)
-	require.Equal(t, u16(6), body)
+	require.Equal(t, v3U16(6), body)
 	p := sub.publish(t)
 	require.Equal(t, "yes", p.payload, "the refused message was delivered")
 }
@@ -695,10 +698,10 @@ func TestV3DurableSessionAcrossRestart(t *testing.T) {
 	require.Empty(t, r2.ping(t), "more than one copy per message")
 }
 
-// passwords accepts user "u" with password "p"; user "banned" is not authorized.
-type passwords struct{}
+// v3Passwords accepts user "u" with password "p"; user "banned" is not authorized.
+type v3Passwords struct{}
 
-func (passwords) Authenticate(_ context.Context, req *AuthRequest) (AuthResponse, error) {
+func (v3Passwords) Authenticate(_ context.Context, req *AuthRequest) (AuthResponse, error) {
 	switch {
 	case req.Username == "banned":
 		return AuthResponse{}, reasonf(CodeNotAuthorized, "banned")
@@ -711,7 +714,7 @@ func (passwords) Authenticate(_ context.Context, req *AuthRequest) (AuthResponse
 // [MQTT-3.2.2-5] Table 3.1: return codes 0x03 (server unavailable: connection limit), 0x04 (bad
 // user name or password) and 0x05 (not authorized), each followed by the connection closing.
 func TestV3ConnackRefusals(t *testing.T) {
-	b := newBroker(t, func(o *Options) { o.Authenticator = passwords{}; o.MaxConnections = 1 })
+	b := newBroker(t, func(o *Options) { o.Authenticator = v3Passwords{}; o.MaxConnections = 1 })
 	for _, tc := range []struct {
 		name string
 		c    v3Conn
@@ -730,6 +733,13 @@ func TestV3ConnackRefusals(t *testing.T) {
 			r.closed(t)
 		})
 	}
+	// The refused sockets are gone before the limit is tested (the broker accepts up to twice
+	// MaxConnections sockets, CONNECT or not).
+	require.Eventually(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.conns) == 0
+	}, waitFor, 2*time.Millisecond)
 	ok := dialV3(t, b)
 	ok.connect(t, v3Conn{id: "one", flags: 0xc2, user: "u", pw: "p"})
 	full := dialV3(t, b)
@@ -737,4 +747,119 @@ func TestV3ConnackRefusals(t *testing.T) {
 	_, rc := full.connack(t)
 	require.Equal(t, byte(0x03), rc, "connection limit: server unavailable")
 	full.closed(t)
+}
+
+// [MQTT-4.4.0-1] [MQTT-3.3.1-1]: on reconnect with clean session 0 the broker resends an
+// unacknowledged PUBLISH with DUP 1 and the same packet id, and a PUBREL for a QoS 2 message whose
+// PUBREC it had received.
+func TestV3ResendOnReconnect(t *testing.T) {
+	b := newBroker(t, nil)
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x00})
+	require.Equal(t, []byte{1, 2}, r.subscribe(t, 1, "q1", 1, "q2", 2))
+	pub := dialClient(t, b, "pub")
+	pub.publish(t, "q1", 1, "one")
+	p1 := r.publish(t)
+	require.False(t, p1.dup)
+	pub.publish(t, "q2", 2, "two")
+	p2 := r.publish(t)
+	r.write(t, v3Frame(0x50, v3U16(p2.pid))) // PUBREC
+	first, body := r.next(t)
+	require.Equal(t, byte(0x62), first)
+	require.Equal(t, v3U16(p2.pid), body)
+	r.nc.Close() // neither PUBACK nor PUBCOMP
+	waitOffline(t, b, "dev")
+
+	r2 := dialV3(t, b)
+	require.True(t, r2.connect(t, v3Conn{id: "dev", flags: 0x00}))
+	again := r2.publish(t)
+	require.True(t, again.dup, "DUP on resend [MQTT-3.3.1-1]")
+	require.Equal(t, p1.pid, again.pid)
+	require.Equal(t, "one", again.payload)
+	first, body = r2.next(t)
+	require.Equal(t, byte(0x62), first, "PUBREL resent [MQTT-4.4.0-1]")
+	require.Equal(t, v3U16(p2.pid), body)
+	r2.write(t, v3Frame(0x40, v3U16(p1.pid)), v3Frame(0x70, v3U16(p2.pid)))
+	require.Empty(t, r2.ping(t))
+}
+
+// v3Refusing is a Service that refuses every PUBLISH on its topic with 0x83.
+type v3Refusing string
+
+func (r v3Refusing) Match(topic string) bool { return topic == string(r) }
+
+func (r v3Refusing) Handle(context.Context, string, *Message, Publisher) error {
+	return reasonf(CodeImplementationSpecificError, "refused")
+}
+
+// [MQTT-3.3.5-2]: a QoS 1 PUBLISH refused for a reason other than authorization (here by a Service,
+// as the key-value store refuses a request without a response topic) closes a 3.1.1 connection,
+// which has no negative acknowledgement, rather than acknowledging a message that was not taken; a
+// QoS 0 one is dropped and the connection stays.
+func TestV3RefusedPublishClosesConnection(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.Services = []Service{v3Refusing("svc")} })
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x02})
+	r.write(t, v3Publish("svc", 0, 0, "x", false))
+	require.Empty(t, r.ping(t))
+	r.write(t, v3Publish("svc", 1, 1, "x", false))
+	r.closed(t)
+}
+
+// A session follows the protocol of its current connection: a v5 session resumed by a 3.1.1
+// connection (session present [MQTT-3.2.2-2]) gets one copy for overlapping subscriptions
+// [MQTT-3.3.5-1]; resumed by v5 again, one per subscription.
+func TestV3SessionSwitchesProtocol(t *testing.T) {
+	b := newBroker(t, nil)
+	v5 := dialClient(t, b, "dev", withExpiry(3600))
+	v5.subscribe(t, "a/+", 1)
+	v5.subscribe(t, "a/#", 1)
+	require.NoError(t, v5.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "dev")
+	pub := dialClient(t, b, "pub")
+
+	r := dialV3(t, b)
+	require.True(t, r.connect(t, v3Conn{id: "dev", flags: 0x00}))
+	pub.publish(t, "a/b", 1, "x")
+	p := r.publish(t)
+	require.Equal(t, "x", p.payload)
+	r.ack(t, p)
+	require.Empty(t, r.ping(t), "a second copy to the 3.1.1 connection")
+	r.write(t, []byte{0xe0, 0x00})
+	r.closed(t)
+	waitOffline(t, b, "dev")
+
+	again := dialClient(t, b, "dev", withExpiry(3600), resume())
+	require.True(t, again.connack.SessionPresent)
+	pub.publish(t, "a/b", 1, "y")
+	require.Equal(t, "y", string(again.next(t).Payload))
+	require.Equal(t, "y", string(again.next(t).Payload), "v5 keeps one copy per subscription")
+}
+
+// [MQTT-4.3.3-2]: a QoS 2 PUBLISH from a 3.1.1 client sent again (DUP) before its PUBREL is
+// acknowledged again and delivered once.
+func TestV3QoS2ExactlyOnce(t *testing.T) {
+	b := newBroker(t, nil)
+	sub := dialV3(t, b)
+	sub.connect(t, v3Conn{id: "sub", flags: 0x02})
+	require.Equal(t, []byte{2}, sub.subscribe(t, 1, "t", 2))
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "dev", flags: 0x02})
+	msg := v3Publish("t", 2, 9, "once", false)
+	dup := append([]byte{msg[0] | 0x08}, msg[1:]...)
+	for _, pkt := range [][]byte{msg, dup} {
+		r.write(t, pkt)
+		first, body := r.next(t)
+		require.Equal(t, byte(0x50), first, "PUBREC")
+		require.Equal(t, v3U16(9), body)
+	}
+	r.write(t, v3Frame(0x62, v3U16(9)))
+	first, body := r.next(t)
+	require.Equal(t, byte(0x70), first, "PUBCOMP")
+	require.Equal(t, v3U16(9), body)
+	p := sub.publish(t)
+	require.Equal(t, "once", p.payload)
+	require.Equal(t, byte(2), p.qos)
+	sub.ack(t, p)
+	require.Empty(t, sub.ping(t), "delivered twice")
 }

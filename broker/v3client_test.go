@@ -38,7 +38,7 @@ func v3Client(t testing.TB, addr, id string, clean bool) (mqtt.Client, chan mqtt
 	return c, msgs, tok.(*mqtt.ConnectToken).SessionPresent()
 }
 
-func waitToken(t testing.TB, tok mqtt.Token) {
+func v3WaitToken(t testing.TB, tok mqtt.Token) {
 	t.Helper()
 	require.True(t, tok.WaitTimeout(waitFor), "timed out")
 	require.NoError(t, tok.Error())
@@ -67,10 +67,10 @@ func TestV3PahoMQTTGolang(t *testing.T) {
 	v5.subscribe(t, "tele/#", 2)
 	dev, devMsgs, present := v3Client(t, addr, "device", false)
 	require.False(t, present)
-	waitToken(t, dev.Subscribe("cmd/#", 1, nil))
+	v3WaitToken(t, dev.Subscribe("cmd/#", 1, nil))
 
 	for qos := range byte(3) {
-		waitToken(t, dev.Publish("tele/x", qos, false, fmt.Sprint("t", qos)))
+		v3WaitToken(t, dev.Publish("tele/x", qos, false, fmt.Sprint("t", qos)))
 		m := v5.next(t)
 		require.Equal(t, fmt.Sprint("t", qos), string(m.Payload))
 		require.Equal(t, qos, m.QoS)
@@ -101,7 +101,7 @@ func TestV3PahoMQTTGolang(t *testing.T) {
 
 // mosquittoClient finds a Mosquitto command-line client, skipped when missing outside CI like
 // Mosquitto itself (internal/testutil.MosquittoPath).
-func mosquittoClient(t testing.TB, name string) string {
+func v3MosquittoTool(t testing.TB, name string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -114,7 +114,7 @@ func mosquittoClient(t testing.TB, name string) string {
 }
 
 // hasSub reports whether client id's session has filter.
-func hasSub(b *Broker, id, filter string) bool {
+func v3HasSub(b *Broker, id, filter string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.sessions[id]
@@ -124,9 +124,9 @@ func hasSub(b *Broker, id, filter string) bool {
 // mosquitto_pub and mosquitto_sub with -V mqttv311: a retained QoS 1 message reaches a later
 // subscriber [MQTT-3.3.1-6], then a QoS 2 message a live one.
 func TestV3MosquittoClients(t *testing.T) {
-	pub, sub := mosquittoClient(t, "mosquitto_pub"), mosquittoClient(t, "mosquitto_sub")
+	pub, sub := v3MosquittoTool(t, "mosquitto_pub"), v3MosquittoTool(t, "mosquitto_sub")
 	b := newBroker(t, nil)
-	host, port := splitAddr(t, b.Addrs()[0])
+	host, port := v3SplitAddr(t, b.Addrs()[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := func(args ...string) {
@@ -140,13 +140,13 @@ func TestV3MosquittoClients(t *testing.T) {
 	cmd := exec.CommandContext(ctx, sub, "-V", "mqttv311", "-h", host, "-p", port, "-i", "s1", "-q", "2", "-t", "m/#", "-v", "-C", "2", "-W", "25")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
-	require.Eventually(t, func() bool { return hasSub(b, "s1", "m/#") }, waitFor, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return v3HasSub(b, "s1", "m/#") }, waitFor, 5*time.Millisecond)
 	run("-i", "p2", "-q", "2", "-t", "m/live", "-m", "hello")
 	require.NoError(t, cmd.Wait(), "mosquitto_sub: %s", out.String())
 	require.Equal(t, []string{"m/ret kept", "m/live hello"}, strings.Split(strings.TrimSpace(out.String()), "\n"))
 }
 
-func splitAddr(t testing.TB, addr string) (string, string) {
+func v3SplitAddr(t testing.TB, addr string) (string, string) {
 	t.Helper()
 	i := strings.LastIndex(addr, ":")
 	require.Positive(t, i)

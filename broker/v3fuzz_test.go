@@ -17,8 +17,8 @@ func FuzzReadPacketV3(f *testing.F) {
 	f.Add(v3Conn{id: "a", flags: 0xc6, will: [2]string{"w", "x"}, user: "u", pw: "p"}.bytes())
 	f.Add(v3Publish("a/b", 1, 1, "p", false))
 	f.Add(v3Subscribe(1, "a/#", 2, "$share/g/x", 1))
-	f.Add(frame(0xa2, u16(1), str("a")))
-	f.Add(frame(0x62, u16(9)))
+	f.Add(v3Frame(0xa2, v3U16(1), v3Str("a")))
+	f.Add(v3Frame(0x62, v3U16(9)))
 	f.Add([]byte{0xc0, 0x00, 0xe0, 0x00})
 	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0x7f})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -61,7 +61,7 @@ func FuzzConnectionV3(f *testing.F) {
 	f.Add(append(v3Subscribe(1, "#", 2, "$share/g/a", 1), v3Publish("a", 2, 3, "x", true)...))
 	f.Add(append(v3Publish("a", 1, 3, "x", false), 0xc0, 0x00))
 	f.Add([]byte{0xe0, 0x00})
-	f.Add(frame(0x62, u16(3)))
+	f.Add(v3Frame(0x62, v3U16(3)))
 	f.Add(v3Conn{id: "again", flags: 0x02}.bytes())
 
 	o := NewDefaultOptions()
