@@ -32,6 +32,9 @@ type conn struct {
 	disc    *byte // DISCONNECT reason to send before closing, nil for none
 	wake    chan struct{}
 	wdone   chan struct{}
+	// inFinished is signalled (without blocking) when a 3.1.1 client's publish finishes: the
+	// reader may be waiting for a place below Receive Maximum (waitUnfinished).
+	inFinished chan struct{}
 
 	// v3: the connection speaks MQTT 3.1.1, read and written through v3.go's translation. Set
 	// once by the reader under wmu before it queues anything (readFirst); the writer reads it
@@ -51,6 +54,7 @@ type conn struct {
 	// Guarded by b.mu.
 	sess         *session
 	inPids       map[uint16]bool // QoS 1/2 publishes received and not yet acknowledged (Receive Maximum)
+	inUnfinished int             // QoS 1/2 publishes whose processing has not finished (see waitUnfinished)
 	cleanDisc    bool            // DISCONNECT 0x00 received: no will
 	reauthState  any
 	reauthActive bool
@@ -63,7 +67,7 @@ func newConn(b *Broker, nc net.Conn) *conn {
 		b: b, id: id, nc: nc, br: bufio.NewReaderSize(nc, 4096), ctx: ctx, cancel: cancel,
 		log:  b.log.With("remote", nc.RemoteAddr().String()),
 		wake: make(chan struct{}, 1), wdone: make(chan struct{}),
-		inPids: map[uint16]bool{}, recvMax: 65535,
+		inPids: map[uint16]bool{}, inFinished: make(chan struct{}, 1), recvMax: 65535,
 	}
 }
 
@@ -251,7 +255,7 @@ func (c *conn) serve() {
 		}
 		c.b.stats.PacketsIn.Add(1)
 		if err := c.handle(cp); err != nil {
-			if errors.Is(err, errClientDisconnect) {
+			if errors.Is(err, errClientDisconnect) || errors.Is(err, errConnEnded) {
 				return
 			}
 			code := codeOf(err, CodeProtocolError)
@@ -292,4 +296,21 @@ func (c *conn) readFailed(err error, beforeConnect bool) {
 	default:
 		c.closeWith(nil)
 	}
+}
+
+// waitUnfinished waits, with b.mu held on entry and on return, until ok holds; ok is checked under
+// b.mu after each publish that finishes. It reports false when the connection ends meanwhile (the
+// writer has stopped: closeWith or a failed write), so that the reader stops too.
+func (c *conn) waitUnfinished(ok func() bool) bool {
+	for !ok() {
+		c.b.mu.Unlock()
+		select {
+		case <-c.inFinished:
+		case <-c.wdone:
+			c.b.mu.Lock()
+			return false
+		}
+		c.b.mu.Lock()
+	}
+	return true
 }

@@ -90,4 +90,7 @@ var (
 	errCorrupt = errors.New("broker: corrupt stored record")
 	// errClientDisconnect ends the read loop after a DISCONNECT from the client (nothing is sent back).
 	errClientDisconnect = errors.New("client disconnected")
+	// errConnEnded: the connection ended (closed by the broker or a failed write) while the reader
+	// waited; nothing more is read or answered.
+	errConnEnded = errors.New("connection ended")
 )

@@ -117,11 +117,22 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			// Receive Maximum after a restart); a client still flooding beyond it is disconnected.
 			limit *= 2
 		}
+		if c.v3 && len(c.inPids) >= limit && c.inUnfinished > 0 {
+			// 3.1.1 cannot tell the client the limit (its CONNACK has no properties): hold the
+			// reader, and so the client through TCP flow control, until a publish in progress
+			// finishes. Only those in progress free a place without reading: QoS 2 ones waiting
+			// for their PUBREL need the reader, and past them the limit closes as for v5.
+			if !c.waitUnfinished(func() bool { return len(c.inPids) < limit || c.inUnfinished == 0 }) {
+				b.mu.Unlock()
+				return errConnEnded
+			}
+		}
 		if len(c.inPids) >= limit {
 			b.mu.Unlock()
 			return reasonf(CodeReceiveMaximumExceeded, "more than %d unacknowledged publishes", b.opts.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
 		c.inPids[p.PacketID] = true
+		c.inUnfinished++
 		b.mu.Unlock()
 	}
 	var marked *session // the session pre recorded the QoS 2 packet id in; guarded by b.mu
@@ -130,6 +141,13 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			return
 		}
 		b.mu.Lock()
+		c.inUnfinished--
+		if c.v3 {
+			select {
+			case c.inFinished <- struct{}{}:
+			default:
+			}
+		}
 		if p.QoS == 1 || code >= 0x80 {
 			delete(c.inPids, p.PacketID)
 		}

@@ -863,3 +863,59 @@ func TestV3QoS2ExactlyOnce(t *testing.T) {
 	sub.ack(t, p)
 	require.Empty(t, sub.ping(t), "delivered twice")
 }
+
+// v3Holding is an AsyncService that keeps each PUBLISH on its topic unfinished until the test
+// releases it, so the publisher's acknowledgements wait as they would on a slow commit.
+type v3Holding struct {
+	topic string
+	held  chan func(error)
+}
+
+func (h *v3Holding) Match(topic string) bool { return topic == h.topic }
+
+func (h *v3Holding) Handle(context.Context, string, *Message, Publisher) error {
+	panic("HandleAsync is used")
+}
+
+func (h *v3Holding) HandleAsync(_ context.Context, _ string, _ *Message, _ Publisher, done func(error)) error {
+	h.held <- done
+	return nil
+}
+
+// A 3.1.1 client cannot be told the broker's Receive Maximum (CONNACK has no properties, 3.1.1
+// §3.2), so one that sends more unacknowledged QoS 1 publishes than it is not in the wrong: the
+// broker stops reading from it until acknowledgements free a place (TCP flow control holds the
+// client) instead of closing the connection, which would make a client resending its backlog after
+// a reconnect (paho.mqtt.golang does) fail for ever. Every publish is acknowledged in the end.
+func TestV3ReceiveMaximumHoldsTheReader(t *testing.T) {
+	h := &v3Holding{topic: "held", held: make(chan func(error), 16)}
+	b := newBroker(t, func(o *Options) {
+		o.ReceiveMaximum = 2
+		o.Services = []Service{h}
+	})
+	r := dialV3(t, b)
+	r.connect(t, v3Conn{id: "burst", flags: 0x02})
+	const n = 6
+	var burst []byte
+	for pid := uint16(1); pid <= n; pid++ {
+		burst = append(burst, v3Publish("held", 1, pid, "x", false)...)
+	}
+	r.write(t, burst)
+	acked := map[uint16]bool{}
+	for released := 0; released < n; released++ {
+		var done func(error)
+		select {
+		case done = <-h.held:
+		case <-time.After(waitFor):
+			t.Fatalf("publish %d never reached the service", released+1)
+		}
+		// The reader holds at the limit: never more than ReceiveMaximum unfinished at once.
+		require.LessOrEqual(t, len(h.held), 1, "more publishes read than Receive Maximum allows")
+		done(nil)
+		first, body := r.next(t)
+		require.Equal(t, byte(0x40), first, "PUBACK, got %#x %x", first, body)
+		acked[uint16(body[0])<<8|uint16(body[1])] = true
+	}
+	require.Len(t, acked, n)
+	require.Empty(t, r.ping(t), "the connection is still open")
+}
