@@ -28,6 +28,11 @@ import (
 // Component YAML is state.mqttkv.
 const ComponentName = "mqttkv"
 
+// ackDelay is how long the PUBACK of a response may wait for the next request, to share its
+// system call (DESIGN.md, "Cost per request"). The broker lets 65535 responses wait for their
+// PUBACK (the component sends no Receive Maximum), so nothing waits for it.
+const ackDelay = time.Millisecond
+
 // Store implements contrib's state.Store.
 type Store struct {
 	log logger.Logger
@@ -90,6 +95,7 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		Settings:          md.Settings,
 		Kind:              mqttconn.KindState,
 		NoSession:         true, // nothing is ever resent after a reconnection (DESIGN.md)
+		DeferAcks:         ackDelay,
 		OnPublishReceived: r.onPublish,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			subs.connected(cm, r.connectionUp(ca))

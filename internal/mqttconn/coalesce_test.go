@@ -118,3 +118,86 @@ func TestCoalescingConnWriteErrorClosesAndFails(t *testing.T) {
 	_, err = a.Read(make([]byte, 1))
 	require.Error(t, err, "the connection is closed")
 }
+
+// countingConn records every write that reaches the network connection.
+type countingConn struct {
+	net.Conn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]byte(nil), p...))
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *countingConn) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.writes)
+}
+
+// With deferAcks, a PUBACK waits for the next packet and goes out with it in one write; a PUBACK
+// that no packet follows goes out by itself once deferAcks passed, and Close writes what is held.
+func TestCoalescingConnDefersAcks(t *testing.T) {
+	pipe := func(t *testing.T, d time.Duration) (*coalescingConn, *countingConn, chan *packets.ControlPacket) {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+		cc := &countingConn{Conn: a}
+		c := newCoalescingConn(cc)
+		c.deferAcks = d
+		got := make(chan *packets.ControlPacket, 10)
+		go func() {
+			for {
+				p, err := packets.ReadPacket(b)
+				if err != nil {
+					close(got)
+					return
+				}
+				got <- p
+			}
+		}()
+		return c, cc, got
+	}
+	next := func(t *testing.T, got chan *packets.ControlPacket) *packets.ControlPacket {
+		t.Helper()
+		select {
+		case p := <-got:
+			require.NotNil(t, p, "connection closed")
+			return p
+		case <-time.After(10 * time.Second):
+			t.Fatal("no packet")
+			return nil
+		}
+	}
+
+	t.Run("with the next packet", func(t *testing.T) {
+		c, cc, got := pipe(t, time.Hour)
+		_, err := (&packets.Puback{PacketID: 7, Properties: &packets.Properties{}}).WriteTo(c)
+		require.NoError(t, err)
+		require.Zero(t, cc.count(), "the PUBACK waits")
+		_, err = (&packets.Publish{Topic: "req", QoS: 1, PacketID: 8, Payload: []byte("x"), Properties: &packets.Properties{}}).WriteTo(c)
+		require.NoError(t, err)
+		require.Equal(t, 1, cc.count(), "one write for both")
+		require.Equal(t, uint16(7), next(t, got).Content.(*packets.Puback).PacketID)
+		require.Equal(t, "req", next(t, got).Content.(*packets.Publish).Topic)
+	})
+	t.Run("alone after the delay", func(t *testing.T) {
+		c, _, got := pipe(t, 5*time.Millisecond)
+		_, err := (&packets.Puback{PacketID: 9, Properties: &packets.Properties{}}).WriteTo(c)
+		require.NoError(t, err)
+		require.Equal(t, uint16(9), next(t, got).Content.(*packets.Puback).PacketID)
+	})
+	t.Run("on close", func(t *testing.T) {
+		c, cc, got := pipe(t, time.Hour)
+		_, err := (&packets.Puback{PacketID: 10, Properties: &packets.Properties{}}).WriteTo(c)
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- c.Close() }()
+		require.Equal(t, uint16(10), next(t, got).Content.(*packets.Puback).PacketID)
+		require.NoError(t, <-done)
+		require.Equal(t, 1, cc.count())
+	})
+}

@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -98,6 +99,10 @@ func run() error {
 		}
 		for _, b := range order {
 			res, hwm, err := drive(b.path, url, fmt.Sprintf("%s-%d-%d", b.name, r, os.Getpid()), ops, *n, *clients)
+			if errors.Is(err, errNotServing) { // seen once on a loaded machine: the process stopped at once; start it again
+				fmt.Fprintf(os.Stderr, "%s round %d: %v; starting it again\n", b.name, r+1, err)
+				res, hwm, err = drive(b.path, url, fmt.Sprintf("%s-%d-%d-again", b.name, r, os.Getpid()), ops, *n, *clients)
+			}
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", b.name, r+1, err)
 			}
@@ -146,6 +151,9 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
+// errNotServing is a component process that did not answer Init.
+var errNotServing = errors.New("the component process does not serve")
+
 // opCount is the number of operations of a round, for n.
 var opCount = map[string]func(n int) int{
 	"set": func(n int) int { return n }, "get": func(n int) int { return n }, "firstwrite": func(n int) int { return n },
@@ -191,7 +199,7 @@ func drive(bin, url, id string, ops []string, n, clients int) (map[string][2]flo
 	defer cancel()
 	if _, err := c.Init(ctx, &proto.InitRequest{Metadata: &proto.MetadataRequest{Properties: map[string]string{
 		"url": url, "consumerID": "kvdrive", "clientID": id, "connectTimeout": "10s", "persistent": "true"}}}); err != nil {
-		return nil, 0, fmt.Errorf("Init: %w", err)
+		return nil, 0, fmt.Errorf("%w: Init: %w", errNotServing, err)
 	}
 	value := make([]byte, 64)
 	keys := make([]string, 100)
