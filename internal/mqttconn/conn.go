@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/eclipse/paho.golang/paho/session"
 )
 
@@ -205,6 +206,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			EnableManualAcknowledgment: o.ManualAcks,
 			SendAcksInterval:           c.ackFlush,
 		},
+	}
+	if o.NoSession {
+		// No session outlives a connection, so the copy of every QoS 1 PUBLISH that paho's memory
+		// store keeps for a resend is never read: noResendStore keeps none.
+		cfg.Session = state.New(noResendStore{}, noResendStore{})
 	}
 	if o.OnPublishReceived != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
