@@ -33,6 +33,10 @@ const ComponentName = "mqttkv"
 // PUBACK (the component sends no Receive Maximum), so nothing waits for it.
 const ackDelay = time.Millisecond
 
+// releaseWaitOnClose bounds how long Close waits for the locks being released before it closes
+// the connection (which then ends those releases; their locks expire after lockTTL).
+const releaseWaitOnClose = 2 * time.Second
+
 // Store implements contrib's state.Store.
 type Store struct {
 	log logger.Logger
@@ -44,6 +48,9 @@ type Store struct {
 	rpc    *rpc
 	subs   *subscriber
 	closed bool
+
+	rmu       sync.Mutex               // guards releasing
+	releasing map[string]chan struct{} // lock key → closed when this store's release of it is answered
 
 	hooks testHooks // test seams, set before Init; zero in production
 }
@@ -135,6 +142,27 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) shutdownLocked() {
+	// The locks being released go first, for at most releaseWaitOnClose; closing the connection
+	// below ends the releases still waiting (their locks then expire after lockTTL).
+	s.rmu.Lock()
+	var releases []chan struct{}
+	for _, done := range s.releasing {
+		releases = append(releases, done)
+	}
+	s.rmu.Unlock()
+	t := time.NewTimer(releaseWaitOnClose)
+	for _, done := range releases {
+		select {
+		case <-done:
+		case <-t.C:
+		}
+	}
+	t.Stop()
+	defer func() {
+		for _, done := range releases {
+			<-done
+		}
+	}()
 	if s.subs != nil {
 		s.subs.stop()
 	}
