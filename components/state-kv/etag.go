@@ -63,8 +63,9 @@ func callHook(h func(string), key string) {
 }
 
 // casSet writes value only if the key's version still equals etag (DESIGN.md, "ETag writes"):
-// lock, probe whether the key is fenced and GET and compare (those two at once), fence an unfenced key with
-// `SET key <value read> NEX` and the lease's token, then SET with the token, and release.
+// lock, probe whether the key is fenced and GET and compare (those two at once), fence an
+// unfenced key with `SET key <value read> NEX` and the lease's token, then SET with the token,
+// and release.
 // A version that does not match, a key that is absent, changed after the read or overtaken by a
 // newer lease is an ETag mismatch; nothing is written then.
 func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, value []byte, ttl time.Duration, etag string) error {
