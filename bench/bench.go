@@ -107,7 +107,12 @@ type harness struct {
 	res      results
 }
 
-func (h *harness) bin(name string) string { return filepath.Join(h.bins, name) }
+func (h *harness) bin(name string) string {
+	if name == "state-kv-base" {
+		return os.Getenv(baseStateKV)
+	}
+	return filepath.Join(h.bins, name)
+}
 
 func (h *harness) logf(format string, args ...any) {
 	if h.cfg.Log != nil {

@@ -138,14 +138,14 @@ func (s *stack) socketEnv() []string {
 // startComponent starts one of the component programs (pubsub-mqtt5, state-kv, noop) and waits
 // until it answers on its socket.
 func (s *stack) startComponent(ctx context.Context, program string) error {
-	sock := map[string]string{"pubsub-mqtt5": "mqttv5", "state-kv": "mqttkv", "noop": "noop"}[program]
+	sock := map[string]string{"pubsub-mqtt5": "mqttv5", "state-kv": "mqttkv", "state-kv-base": "mqttkv", "noop": "noop"}[program]
 	env := append(s.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state"), "MQDAPR_LOG_LEVEL=warn")
 	p, err := s.ps.start(s.dir, program, "component", env, s.h.bin(program))
 	if err != nil {
 		return err
 	}
 	path := filepath.Join(s.sockets, sock+".sock")
-	return p.ready(ctx, 20*time.Second, devstack.WaitSocket(path, program != "state-kv"))
+	return p.ready(ctx, 20*time.Second, devstack.WaitSocket(path, program != "state-kv" && program != "state-kv-base"))
 }
 
 // component writes a Component YAML into the stack's resources folder.

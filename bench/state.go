@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,18 @@ var stateContenders = []stateContender{
 		metadata: mqttkvMetadata, peer: "redis"},
 	{id: "mqttkv-disk", title: "state.mqttkv, mqbroker with a data directory", broker: mqbrokerDisk, program: "state-kv", typ: "state.mqttkv",
 		metadata: mqttkvMetadata, peer: "redis-aof"},
+}
+
+// baseStateKV, when set, names another state-kv binary (a build of main, say) that runs as the
+// extra contender "mqttkv-base" beside "mqttkv", in the same rounds: a before/after through daprd.
+const baseStateKV = "MQDAPR_BENCH_STATEKV_BASE"
+
+func init() {
+	if os.Getenv(baseStateKV) == "" {
+		return
+	}
+	stateContenders = append(stateContenders, stateContender{id: "mqttkv-base", title: "state.mqttkv built from " + baseStateKV + ", mqbroker in memory",
+		broker: mqbrokerMemory, program: "state-kv-base", typ: "state.mqttkv", metadata: mqttkvMetadata, peer: "redis"})
 }
 
 func redisMetadata(at string) map[string]string {

@@ -1,8 +1,11 @@
 package statekv
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -321,4 +324,119 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkComponentCPU drives each kind of request from 8 goroutines through one component and
+// reports its ops/s and the process CPU per operation (user + system). With MQDAPR_BENCH_BROKER set
+// to a broker URL (for example a separate `mqbroker -addr 127.0.0.1:18830`) the process holds only the
+// component and the driver, so the CPU is the component's own; without it an embedded broker runs
+// in the process and its CPU is included. A BulkGet counts as one operation (100 keys).
+//
+//	MQDAPR_BENCH_BROKER=mqtt://127.0.0.1:18830 go test -run '^$' -bench ComponentCPU -benchtime 3x ./components/state-kv/
+func BenchmarkComponentCPU(b *testing.B) {
+	const (
+		clients = 8
+		keys    = 100
+	)
+	url := os.Getenv("MQDAPR_BENCH_BROKER")
+	if url == "" {
+		url = startBenchBroker(b, "")
+	}
+	s := New(testLog)
+	if err := s.Init(b.Context(), state.Metadata{Base: metadata.Base{Properties: props(url, "bench-cpu-"+strconv.Itoa(os.Getpid()))}}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	value := make([]byte, 64)
+	prefix := "cpu" + strconv.Itoa(os.Getpid()) + "-"
+	key := func(i int64) string { return prefix + strconv.FormatInt(i%keys, 10) }
+	bulk := make([]state.GetRequest, keys)
+	for i := range bulk {
+		bulk[i].Key = key(int64(i))
+		if err := s.Set(b.Context(), &state.SetRequest{Key: bulk[i].Key, Value: value}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var round atomic.Int64
+	type op struct {
+		name string
+		n    int64
+		fn   func(c, i int64) error
+	}
+	ops := []op{
+		{"Set", 4000, func(_, i int64) error { return s.Set(b.Context(), &state.SetRequest{Key: key(i), Value: value}) }},
+		{"Get", 4000, func(_, i int64) error {
+			res, err := s.Get(b.Context(), &state.GetRequest{Key: key(i)})
+			if err == nil && len(res.Data) != len(value) {
+				err = errors.New("Get: wrong value")
+			}
+			return err
+		}},
+		{"ETagCycle", 1000, func(c, _ int64) error { // Get, then Set with its ETag; one key per client
+			k := prefix + "e" + strconv.FormatInt(c, 10)
+			res, err := s.Get(b.Context(), &state.GetRequest{Key: k})
+			if err != nil {
+				return err
+			}
+			return s.Set(b.Context(), &state.SetRequest{Key: k, Value: value, ETag: res.ETag})
+		}},
+		{"FirstWrite", 2000, func(_, i int64) error { // a new key every time, first-write concurrency
+			return s.Set(b.Context(), &state.SetRequest{Key: prefix + "fw" + strconv.FormatInt(round.Load(), 10) + "-" + strconv.FormatInt(i, 10), Value: value,
+				Options: state.SetStateOption{Concurrency: state.FirstWrite}})
+		}},
+		{"Delete", 1000, func(_, i int64) error {
+			return s.Delete(b.Context(), &state.DeleteRequest{Key: prefix + "gone" + strconv.FormatInt(i%keys, 10)})
+		}},
+		{"BulkGet100", 100, func(_, _ int64) error {
+			res, err := s.BulkGet(b.Context(), bulk, state.BulkGetOpts{})
+			if err == nil {
+				for _, r := range res {
+					if r.Error != "" || len(r.Data) != len(value) {
+						return fmt.Errorf("BulkGet: %q: %q", r.Key, r.Error)
+					}
+				}
+			}
+			return err
+		}},
+	}
+	type sample struct{ opsPerSec, cpuPerOp []float64 }
+	samples := make([]sample, len(ops))
+	for b.Loop() {
+		round.Add(1)
+		for j, o := range ops {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			cpu0 := processCPU(b)
+			start := time.Now()
+			for c := range int64(clients) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := next.Add(1); i <= o.n; i = next.Add(1) {
+						if err := o.fn(c, i); err != nil {
+							b.Error(o.name, err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			wall, cpu := time.Since(start), processCPU(b)-cpu0
+			samples[j].opsPerSec = append(samples[j].opsPerSec, float64(o.n)/wall.Seconds())
+			samples[j].cpuPerOp = append(samples[j].cpuPerOp, float64(cpu.Microseconds())/float64(o.n))
+		}
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	for j, o := range ops {
+		b.ReportMetric(median(samples[j].opsPerSec), o.name+"-ops/s")
+		b.ReportMetric(median(samples[j].cpuPerOp), o.name+"-CPU-µs/op")
+	}
+	b.ReportMetric(0, "ns/op")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dapr/components-contrib/state"
 )
@@ -20,18 +21,25 @@ func parallelism(md Metadata, requested int) int {
 	return md.BulkParallelism
 }
 
-// fanOut runs fn(i) for i in [0, n) with at most limit running at once and waits for all.
+// fanOut runs fn(i) for i in [0, n) with at most limit running at once and waits for all: limit
+// workers (the caller's goroutine one of them) take the next index until none is left. One
+// goroutine per index cost a goroutine and its stack growth (paho's publish path is deep) per key.
 func fanOut(n, limit int, fn func(i int)) {
-	sem := make(chan struct{}, limit)
+	var next atomic.Int64
+	work := func() {
+		for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+			fn(i)
+		}
+	}
 	var wg sync.WaitGroup
-	for i := range n {
-		sem <- struct{}{}
+	for range min(n, limit) - 1 {
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			fn(i)
+			defer wg.Done()
+			work()
 		}()
 	}
+	work()
 	wg.Wait()
 }
 

@@ -28,6 +28,15 @@ import (
 // Component YAML is state.mqttkv.
 const ComponentName = "mqttkv"
 
+// ackDelay is how long the PUBACK of a response may wait for the next request, to share its
+// system call (DESIGN.md, "Cost per request"). The broker lets 65535 responses wait for their
+// PUBACK (the component sends no Receive Maximum), so nothing waits for it.
+const ackDelay = time.Millisecond
+
+// releaseWaitOnClose bounds how long Close waits for the locks being released before it closes
+// the connection (which then ends those releases; their locks expire after lockTTL).
+const releaseWaitOnClose = 2 * time.Second
+
 // Store implements contrib's state.Store.
 type Store struct {
 	log logger.Logger
@@ -39,6 +48,9 @@ type Store struct {
 	rpc    *rpc
 	subs   *subscriber
 	closed bool
+
+	rmu       sync.Mutex               // guards releasing
+	releasing map[string]chan struct{} // lock key → closed when this store's release of it is answered
 
 	hooks testHooks // test seams, set before Init; zero in production
 }
@@ -90,6 +102,7 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		Settings:          md.Settings,
 		Kind:              mqttconn.KindState,
 		NoSession:         true, // nothing is ever resent after a reconnection (DESIGN.md)
+		DeferAcks:         ackDelay,
 		OnPublishReceived: r.onPublish,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 			subs.connected(cm, r.connectionUp(ca))
@@ -129,6 +142,27 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) shutdownLocked() {
+	// The locks being released go first, for at most releaseWaitOnClose; closing the connection
+	// below ends the releases still waiting (their locks then expire after lockTTL).
+	s.rmu.Lock()
+	var releases []chan struct{}
+	for _, done := range s.releasing {
+		releases = append(releases, done)
+	}
+	s.rmu.Unlock()
+	t := time.NewTimer(releaseWaitOnClose)
+	for _, done := range releases {
+		select {
+		case <-done:
+		case <-t.C:
+		}
+	}
+	t.Stop()
+	defer func() {
+		for _, done := range releases {
+			<-done
+		}
+	}()
 	if s.subs != nil {
 		s.subs.stop()
 	}

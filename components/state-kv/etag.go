@@ -51,6 +51,9 @@ type testHooks struct {
 	etagFenced func(key string)
 	// lockBusy is called each time a writer finds the key's lock held by another writer.
 	lockBusy func(key string)
+	// releaseWait is called when a writer waits for this store's release of the lock key before
+	// taking that lock again.
+	releaseWait func(lockKey string)
 }
 
 func callHook(h func(string), key string) {
@@ -60,8 +63,9 @@ func callHook(h func(string), key string) {
 }
 
 // casSet writes value only if the key's version still equals etag (DESIGN.md, "ETag writes"):
-// lock, probe whether the key is fenced, GET and compare, fence an unfenced key with
-// `SET key <value read> NEX` and the lease's token, then SET with the token, and release.
+// lock, probe whether the key is fenced and GET and compare (those two at once), fence an
+// unfenced key with `SET key <value read> NEX` and the lease's token, then SET with the token,
+// and release.
 // A version that does not match, a key that is absent, changed after the read or overtaken by a
 // newer lease is an ETag mismatch; nothing is written then.
 func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, value []byte, ttl time.Duration, etag string) error {
@@ -73,12 +77,21 @@ func (s *Store) casSet(ctx context.Context, r *rpc, md Metadata, key string, val
 	if err != nil {
 		return err
 	}
-	defer s.release(r, l)
-	fenced, err := probeFence(ctx, r, key, l.owner)
-	if err != nil {
-		return err
-	}
+	defer s.releaseLater(r, l)
+	// The probe and the GET are both reads sent under the lock, and neither depends on the other's
+	// answer, so they go out together (one round trip instead of two; DESIGN.md, "ETag Set").
+	var fenced bool
+	var probeErr error
+	probed := make(chan struct{})
+	go func() {
+		defer close(probed)
+		fenced, probeErr = probeFence(ctx, r, key, l.owner)
+	}()
 	old, err := checkVersion(ctx, r, key, want)
+	<-probed
+	if probeErr != nil {
+		return probeErr
+	}
 	if err != nil {
 		return err
 	}
@@ -128,7 +141,7 @@ func (s *Store) casDelete(ctx context.Context, r *rpc, md Metadata, key, etag st
 	if err != nil {
 		return err
 	}
-	defer s.release(r, l)
+	defer s.releaseLater(r, l)
 	old, err := checkVersion(ctx, r, key, want)
 	if err != nil {
 		return err
@@ -158,7 +171,7 @@ func (s *Store) lockedSet(ctx context.Context, r *rpc, md Metadata, key string, 
 	if err != nil {
 		return err
 	}
-	defer s.release(r, l)
+	defer s.releaseLater(r, l)
 	if err := l.check(md, key); err != nil {
 		return err
 	}
@@ -181,7 +194,7 @@ func (s *Store) lockedDelete(ctx context.Context, r *rpc, md Metadata, key strin
 	if err != nil {
 		return err
 	}
-	defer s.release(r, l)
+	defer s.releaseLater(r, l)
 	if err := l.check(md, key); err != nil {
 		return err
 	}
@@ -247,8 +260,12 @@ func checkVersion(ctx context.Context, r *rpc, key string, want hlc.HLC) ([]byte
 	return value, nil
 }
 
-// acquire is acquireNotify with the store's lockBusy hook.
+// acquire is acquireNotify with the store's lockBusy hook, once this store's own release of the
+// key's lock, if any, is done.
 func (s *Store) acquire(ctx context.Context, r *rpc, md Metadata, key string) (lease, error) {
+	if err := s.awaitRelease(ctx, key+md.LockSuffix); err != nil {
+		return lease{}, err
+	}
 	return acquireNotify(ctx, r, md, key, s.hooks.lockBusy)
 }
 
@@ -296,6 +313,47 @@ func acquireNotify(ctx context.Context, r *rpc, md Metadata, key string, busy fu
 			return lease{}, fmt.Errorf("%w: key %q stayed locked for %s (requestTimeout)", ErrLockTimeout, key, md.RequestTimeout)
 		}
 		backoff = min(backoff*2, 100*time.Millisecond)
+	}
+}
+
+// releaseLater releases l on a goroutine of its own: the caller's answer does not wait for the
+// release's round trip. The release is sent at once, as before, so for other writers nothing
+// changes; a later lock of the same key by this store waits for it (awaitRelease), and Close waits
+// for all of them.
+func (s *Store) releaseLater(r *rpc, l lease) {
+	done := make(chan struct{})
+	s.rmu.Lock()
+	if s.releasing == nil {
+		s.releasing = map[string]chan struct{}{}
+	}
+	s.releasing[l.key] = done
+	s.rmu.Unlock()
+	go func() {
+		s.release(r, l)
+		s.rmu.Lock()
+		if s.releasing[l.key] == done {
+			delete(s.releasing, l.key)
+		}
+		s.rmu.Unlock()
+		close(done)
+	}()
+}
+
+// awaitRelease waits until this store's release of the lock key lockKey, if one is under way, has
+// its answer, so that its own next lock of the key does not find it held.
+func (s *Store) awaitRelease(ctx context.Context, lockKey string) error {
+	s.rmu.Lock()
+	done := s.releasing[lockKey]
+	s.rmu.Unlock()
+	if done == nil {
+		return nil
+	}
+	callHook(s.hooks.releaseWait, lockKey)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -1,6 +1,8 @@
 package statekv
 
 import (
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,7 +147,7 @@ func TestETag(t *testing.T) {
 	require.NoError(t, s.Set(t.Context(), &state.SetRequest{Key: "e", Value: []byte("v6"), ETag: get(t, s, "e").ETag}))
 	require.NoError(t, s.Delete(t.Context(), &state.DeleteRequest{Key: "e"}))
 	require.Nil(t, get(t, s, "e").Data)
-	require.Zero(t, kb.engine.Len(), "locks are released")
+	require.Eventually(t, func() bool { return kb.engine.Len() == 0 }, waitFor, time.Millisecond, "locks are released (after the answers, releaseLater)")
 }
 
 func TestBadInput(t *testing.T) {
@@ -227,4 +229,30 @@ func TestReInitSameMetadataKeepsConnection(t *testing.T) {
 	require.NoError(t, s.Init(t.Context(), state.Metadata{Base: metadataBase(p2)}))
 	require.Equal(t, "app-r2-kv", s.ClientID())
 	require.Equal(t, "v", string(get(t, s, "k").Data))
+}
+
+// fanOut calls fn once for every index, with at most limit calls at once, and waits for them all
+// (also for n = 0 and n below limit).
+func TestFanOutRunsEachIndexOnceWithinLimit(t *testing.T) {
+	for _, c := range []struct{ n, limit int }{{0, 4}, {1, 4}, {3, 16}, {100, 16}, {100, 1}} {
+		var mu sync.Mutex
+		seen := make([]int, c.n)
+		running, most := 0, 0
+		fanOut(c.n, c.limit, func(i int) {
+			mu.Lock()
+			seen[i]++
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			runtime.Gosched()
+			mu.Lock()
+			running--
+			mu.Unlock()
+		})
+		for i, k := range seen {
+			require.Equal(t, 1, k, "n=%d limit=%d index %d", c.n, c.limit, i)
+		}
+		require.LessOrEqual(t, most, c.limit, "n=%d", c.n)
+		require.Zero(t, running, "all returned")
+	}
 }

@@ -171,9 +171,10 @@ func TestStaleLeaseIsFenced(t *testing.T) {
 }
 
 // An ETag write on the wire (docs/state-store-protocol.md#mapping-dapr-state-operations): SET lock
-// NX PX (not persisted), VDEL key owner (is the key fenced?), GET, on an unfenced key SET key
+// NX PX (not persisted), VDEL key owner (is the key fenced?) and GET at once, on an unfenced key SET key
 // <value read> NEX with __ft = the lock's version, SET with __ft = the lock's version, VDEL lock
-// owner.
+// owner; the answer comes before the release is answered, and the store's next lock of the key
+// waits for that.
 func TestWireETagSequence(t *testing.T) {
 	for _, fenced := range []bool{true, false} {
 		t.Run(map[bool]string{true: "fenced", false: "unfenced"}[fenced], func(t *testing.T) { wireETagSequence(t, fenced) })
@@ -184,6 +185,8 @@ func wireETagSequence(t *testing.T, fenced bool) {
 	kb := startBroker(t, false)
 	f := dialFakeStore(t, kb)
 	s := newStore(t, props(kb.url(), "r1"))
+	releaseWait := make(chan string, 1)
+	s.hooks.releaseWait = func(lockKey string) { releaseWait <- lockKey }
 	const etag, lockVersion = "001696374425000:00003:store", "001696374425000:00007:store"
 	done := make(chan error, 1)
 	go func() {
@@ -202,19 +205,21 @@ func wireETagSequence(t *testing.T, fenced bool) {
 	require.Empty(t, req.Properties.User.Get("aio-persistence"))
 	f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", lockVersion)
 
-	// The fencing probe: VDEL with the unique owner as value and no token.
-	req = f.next(t)
-	require.Equal(t, string(resp3.EncodeArray([]byte("VDEL"), []byte("k"), []byte(owner))), string(req.Payload))
-	require.Empty(t, req.Properties.User.Get("__ft"))
-	if fenced {
-		f.answer(t, req, "-ERR "+msgFencingRequired+"\r\n", "__stat", "200")
-	} else {
-		f.answer(t, req, ":-1\r\n", "__stat", "200", "__ts", etag)
+	// The fencing probe (VDEL with the unique owner as value and no token) and the GET go out
+	// together: both arrive before either is answered, in either order.
+	probe, read := f.next(t), f.next(t)
+	if string(probe.Payload) == "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n" {
+		probe, read = read, probe
 	}
-
-	req = f.next(t)
-	require.Equal(t, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", string(req.Payload))
-	f.answer(t, req, "$3\r\nold\r\n", "__stat", "200", "__ts", etag)
+	require.Equal(t, string(resp3.EncodeArray([]byte("VDEL"), []byte("k"), []byte(owner))), string(probe.Payload))
+	require.Empty(t, probe.Properties.User.Get("__ft"))
+	require.Equal(t, "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", string(read.Payload))
+	if fenced {
+		f.answer(t, probe, "-ERR "+msgFencingRequired+"\r\n", "__stat", "200")
+	} else {
+		f.answer(t, probe, ":-1\r\n", "__stat", "200", "__ts", etag)
+	}
+	f.answer(t, read, "$3\r\nold\r\n", "__stat", "200", "__ts", etag)
 
 	if !fenced {
 		// First ETag write on an unfenced key: fence it with the value read, NEX.
@@ -232,8 +237,32 @@ func wireETagSequence(t *testing.T, fenced bool) {
 
 	req = f.next(t)
 	require.Equal(t, string(resp3.EncodeArray([]byte("VDEL"), []byte(lock), []byte(owner))), string(req.Payload))
+	// The answer does not wait for the release's (releaseLater) ...
+	require.NoError(t, waitChan(t, done, "the ETag write's answer before its release is answered"))
+	// ... but this store's next lock of the key does: nothing is sent until the release is answered.
+	del := make(chan error, 1)
+	go func() { del <- s.Delete(t.Context(), &state.DeleteRequest{Key: "k"}) }()
+	require.Equal(t, lock, waitChan(t, releaseWait, "the delete to wait for the release"))
+	require.Empty(t, f.reqs, "no lock request before the release is answered")
 	f.answer(t, req, ":1\r\n", "__stat", "200")
-	require.NoError(t, <-done)
+	req = f.next(t)
+	require.Equal(t, []string{"SET", lock}, firstTwo(t, req.Payload))
+	f.answer(t, req, "+OK\r\n", "__stat", "200", "__ts", "001696374425000:00010:store")
+	req = f.next(t)
+	require.Equal(t, []string{"DEL", "k"}, firstTwo(t, req.Payload))
+	f.answer(t, req, ":1\r\n", "__stat", "200", "__ts", "001696374425000:00011:store")
+	req = f.next(t)
+	require.Equal(t, []string{"VDEL", lock}, firstTwo(t, req.Payload))
+	require.NoError(t, waitChan(t, del, "the delete"))
+	f.answer(t, req, ":1\r\n", "__stat", "200")
+}
+
+func firstTwo(t *testing.T, payload []byte) []string {
+	t.Helper()
+	elems, err := resp3.DecodeArray(payload)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(elems), 2)
+	return []string{string(elems[0]), string(elems[1])}
 }
 
 // A writer that dies holding a key's lock (acquired, never released) delays other ETag writers by

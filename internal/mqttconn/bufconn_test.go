@@ -50,7 +50,7 @@ func TestBufferedConnReadsEveryPacket(t *testing.T) {
 	conn, err := dial(t.Context(), autopaho.ClientConfig{ConnectTimeout: 5 * time.Second}, u, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	require.IsType(t, &bufferedTCPConn{}, conn)
+	require.IsType(t, &bufferedTCPConn{}, conn.(*coalescingConn).Conn)
 
 	for i, want := range []struct {
 		topic   string

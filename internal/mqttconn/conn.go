@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // Logger is the subset of dapr/kit's logger the connection uses.
@@ -34,6 +35,11 @@ type Options struct {
 	// a PUBLISH after a reconnection (its in-flight messages are dropped when the connection is
 	// lost). Settings.SessionExpiry is not used then.
 	NoSession bool
+	// DeferAcks, if not zero, lets the PUBACK of a received QoS 1 message wait up to that long for
+	// the next packet sent on the connection, to go out in the same system call (a request/response
+	// client sends a request for about every response it acknowledges). Only on untapped
+	// connections (OnPublish nil).
+	DeferAcks time.Duration
 	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
 	ManualAcks bool
 	// AckFlushInterval is how often manual acknowledgements are sent (0: DefaultAckFlushInterval).
@@ -201,6 +207,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			SendAcksInterval:           c.ackFlush,
 		},
 	}
+	if o.NoSession {
+		// No session outlives a connection, so the copy of every QoS 1 PUBLISH that paho's memory
+		// store keeps for a resend is never read: noResendStore keeps none.
+		cfg.Session = state.New(noResendStore{}, noResendStore{})
+	}
 	if o.OnPublishReceived != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
 	}
@@ -223,7 +234,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		}}
 	} else {
 		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			return dial(ctx, cc, u, nil) // buffered reads (bufferedTCPConn)
+			conn, err := dial(ctx, cc, u, nil) // buffered reads (bufferedTCPConn), coalesced writes
+			if cc, ok := conn.(*coalescingConn); ok {
+				cc.deferAcks = o.DeferAcks
+			}
+			return conn, err
 		}
 	}
 	if s.SATAuthFile != "" {

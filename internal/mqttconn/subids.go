@@ -283,14 +283,16 @@ func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subID
 	// paho writes a packet as net.Buffers from several goroutines: only a *net.TCPConn writes those
 	// in one system call; through a wrapper they are several writes, so the lock that
 	// packets.WriteTo takes from a sync.Locker is needed (without it, Mosquitto saw interleaved,
-	// malformed packets).
+	// malformed packets). Untapped, the connection is a coalescingConn, a sync.Locker that also
+	// writes the packets of concurrent senders in one system call (and whole over TLS, whose
+	// tls.Conn would otherwise interleave them).
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp", "":
 		if tap == nil {
 			if tc, ok := raw.(*net.TCPConn); ok {
-				return newBufferedTCPConn(tc), nil
+				return newCoalescingConn(newBufferedTCPConn(tc)), nil
 			}
-			return raw, nil
+			return newCoalescingConn(raw), nil
 		}
 		return packets.NewThreadSafeConn(&tapConn{Conn: raw, tap: tap}), nil
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
@@ -300,7 +302,7 @@ func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subID
 			return nil, err
 		}
 		if tap == nil {
-			return tc, nil // tls.Conn reads whole records into its own buffer
+			return newCoalescingConn(tc), nil // tls.Conn reads whole records into its own buffer
 		}
 		return packets.NewThreadSafeConn(&tapConn{Conn: tc, tap: tap}), nil
 	}
