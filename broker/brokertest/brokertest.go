@@ -62,3 +62,6 @@ func (e *Embedded) Addr() string { return fmt.Sprintf("127.0.0.1:%d", e.Port) }
 
 // URL is the broker's mqtt:// address (the embedded broker in tests has no TLS listener).
 func (e *Embedded) URL(bool) string { return "mqtt://" + e.Addr() }
+
+// Connections is the number of client connections open now.
+func (e *Embedded) Connections() int64 { return e.b.Stats().Connections }

@@ -178,7 +178,7 @@ func (p *PubSub) moveToDeadLetter(l *live, m *inbound, filter string, attempts i
 	backoff := md.RetryInitialInterval
 	for {
 		err := errors.New("not connected yet")
-		if c := l.conn.Load(); c != nil {
+		if c := l.pub.Load(); c != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
 			stop := context.AfterFunc(disp.hard, cancel)
 			err = p.deadLetter(ctx, c, md, m.pub, filter, attempts, cause)

@@ -37,7 +37,7 @@ const maxMQTTPacket = 268435455 + 5
 // message is retained. It waits for the connection during a reconnect, up to the context's
 // deadline or publishTimeout.
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
-	conn, _, _, md, err := p.state()
+	conn, md, err := p.publisher()
 	if err != nil {
 		return err
 	}
