@@ -53,8 +53,9 @@ type Metadata struct {
 	Retain bool `mapstructure:"retain"`
 	// ReceiveMaximum is sent in CONNECT and bounds the handlers running at once.
 	ReceiveMaximum uint16 `mapstructure:"receiveMaximum"`
-	// AckFlushInterval is how often acknowledgements are sent. Against a broker that honours
-	// Receive Maximum, receive throughput is at most about receiveMaximum / ackFlushInterval.
+	// AckFlushInterval is the shortest time between two writes of acknowledgements (those ready
+	// meanwhile leave together). Against a broker that honours Receive Maximum, receive throughput
+	// is at most about receiveMaximum / ackFlushInterval.
 	AckFlushInterval time.Duration `mapstructure:"ackFlushInterval"`
 	// Ordering is "topic" (default), "none" or "key". It also decides the partition of a message
 	// in a partitioned subscription: the hash of its ordering key (topic or key), round robin with

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 )
 
 // Logger is the subset of dapr/kit's logger the connection uses.
@@ -34,9 +35,11 @@ type Options struct {
 	// a PUBLISH after a reconnection (its in-flight messages are dropped when the connection is
 	// lost). Settings.SessionExpiry is not used then.
 	NoSession bool
-	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
+	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Received.Ack (only with
+	// OnPublish).
 	ManualAcks bool
-	// AckFlushInterval is how often manual acknowledgements are sent (0: DefaultAckFlushInterval).
+	// AckFlushInterval is the shortest time between two writes of manual acknowledgements (0:
+	// DefaultAckFlushInterval): the acks that became ready meanwhile leave together in one write.
 	AckFlushInterval time.Duration
 	// OnPublishReceived is called on paho's single receive goroutine: it must not block.
 	OnPublishReceived func(paho.PublishReceived) (bool, error)
@@ -51,10 +54,11 @@ type Options struct {
 	Logger           Logger
 }
 
-// DefaultAckFlushInterval is how often paho sends the acknowledgements handed to it (in receive
-// order) unless Options.AckFlushInterval says otherwise. Against a broker that honours Receive
-// Maximum it bounds receive throughput at about ReceiveMaximum / AckFlushInterval messages per
-// second; each tick costs a little CPU even when idle.
+// DefaultAckFlushInterval is the shortest time between two writes of manual acknowledgements (in
+// receive order) unless Options.AckFlushInterval says otherwise: an ack that becomes ready leaves
+// at once when none left for that long, else with the others at the end of it. Against a broker
+// that honours Receive Maximum it bounds receive throughput at about ReceiveMaximum /
+// AckFlushInterval messages per second. Nothing runs while no ack is waiting.
 const DefaultAckFlushInterval = 2 * time.Millisecond
 
 // ErrConnect is wrapped by the errors of a first connection that did not succeed.
@@ -77,6 +81,7 @@ type Conn struct {
 	wg     sync.WaitGroup
 
 	tap           atomic.Pointer[subIDTap] // of the current connection, when Options.OnPublish is set
+	acks          atomic.Pointer[ackQueue] // of the current connection, when Options.ManualAcks is set
 	connected     atomic.Bool
 	closing       atomic.Bool
 	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
@@ -171,6 +176,9 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		},
 		OnConnectionDown: func() bool {
 			c.connected.Store(false)
+			if q := c.acks.Load(); q != nil {
+				q.close(false) // the broker redelivers what was not acknowledged on the next connection
+			}
 			if c.closing.Load() {
 				return false
 			}
@@ -196,10 +204,18 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			}
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID:                   clientID,
-			EnableManualAcknowledgment: o.ManualAcks,
-			SendAcksInterval:           c.ackFlush,
+			ClientID: clientID,
 		},
+	}
+	var sess session.SessionManager
+	if o.ManualAcks {
+		if o.OnPublish == nil {
+			return nil, errors.New("mqttconn: ManualAcks needs OnPublish")
+		}
+		// paho acknowledges each message when OnPublish returns, through a session whose Ack does
+		// nothing: the connection's ackQueue sends the acks the caller made ready (see acks.go).
+		sess = state.NewInMemory()
+		cfg.Session = deferAckSession{SessionManager: sess}
 	}
 	if o.OnPublishReceived != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
@@ -208,7 +224,17 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			t := newSubIDTap()
 			c.tap.Store(t) // the previous connection's client has shut down (autopaho waits for it)
-			return dial(ctx, cc, u, t)
+			nc, err := dial(ctx, cc, u, t)
+			if o.ManualAcks {
+				var q *ackQueue
+				if err == nil {
+					q = newAckQueue(nc, sess, c.ackFlush)
+				}
+				if old := c.acks.Swap(q); old != nil {
+					old.close(false)
+				}
+			}
+			return nc, err
 		}
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			ids, ok := c.tap.Load().take(pr.Packet)
@@ -218,7 +244,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 					ids = []int{*pp.SubscriptionIdentifier}
 				}
 			}
-			o.OnPublish(Received{PublishReceived: pr, SubscriptionIDs: ids})
+			rc := Received{PublishReceived: pr, SubscriptionIDs: ids}
+			if q := c.acks.Load(); q != nil && pr.Packet.QoS > 0 {
+				rc.Ack = q.add(pr.Packet.PacketID, pr.Packet.QoS)
+			}
+			o.OnPublish(rc)
 			return true, nil
 		}}
 	} else {
@@ -251,6 +281,9 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if err != nil {
 		cancel()
 		<-cm.Done()
+		if q := c.acks.Load(); q != nil {
+			q.close(false)
+		}
 		return nil, c.connectError(err)
 	}
 
@@ -334,14 +367,11 @@ func (c *Conn) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closing.Store(true)
-	// paho sends manual acknowledgements from a ticker: give it a few ticks to flush those handed
-	// over just before Close, or their messages would be redelivered to the next session.
-	t := time.NewTimer(3 * c.ackFlush)
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	// Send the acknowledgements made ready before Close, or their messages would be redelivered
+	// to the next session.
+	if q := c.acks.Load(); q != nil {
+		q.close(true)
 	}
-	t.Stop()
 	err := c.cm.Disconnect(ctx)
 	c.cancel()
 	select {

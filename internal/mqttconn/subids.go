@@ -28,6 +28,8 @@ type Received struct {
 	// per subscription [MQTT-3.3.4-3], [MQTT-3.3.4-4]; paho's decoder keeps only the last identifier,
 	// so they are read off the wire here. Nil when the PUBLISH carried none.
 	SubscriptionIDs []int
+	// Ack acknowledges the message (QoS 1 and 2, with Options.ManualAcks; a no-op otherwise).
+	Ack Ack
 }
 
 // subIDTap records, for OnPublish to pick up by packet id (QoS 1 and 2) or in order (QoS 0), the
