@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -81,4 +82,14 @@ func TestAckQueueSendsInReceiveOrderInOneWrite(t *testing.T) {
 	_ = raw.Close()
 	_, open := <-got
 	assert.False(t, open, "nothing else was sent")
+}
+
+// Manual acknowledgements are sent through Received.Ack: asking for them without OnPublish is a
+// configuration error, said before any connection is made.
+func TestManualAcksNeedOnPublish(t *testing.T) {
+	s := DefaultSettings()
+	s.URL, s.ClientID = "mqtt://127.0.0.1:1", "r"
+	_, err := Dial(t.Context(), Options{Settings: s, Kind: KindPubSub, ManualAcks: true,
+		OnPublishReceived: func(paho.PublishReceived) (bool, error) { return true, nil }})
+	require.ErrorContains(t, err, "Options.ManualAcks needs Options.OnPublish")
 }

@@ -210,7 +210,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	var sess session.SessionManager
 	if o.ManualAcks {
 		if o.OnPublish == nil {
-			return nil, errors.New("mqttconn: ManualAcks needs OnPublish")
+			return nil, errors.New("mqttconn: Options.ManualAcks needs Options.OnPublish, whose Received.Ack sends each acknowledgement; OnPublishReceived cannot acknowledge")
 		}
 		// paho acknowledges each message when OnPublish returns, through a session whose Ack does
 		// nothing: the connection's ackQueue sends the acks the caller made ready (see acks.go).
