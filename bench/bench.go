@@ -25,16 +25,20 @@ import (
 
 // Config selects what runs.
 type Config struct {
-	Root       string    // the repository (its scripts/ and the packages to build)
-	Out        string    // the report (BENCHMARKS.md); "" writes none
-	Quick      bool      // one round, few messages: a smoke run, not figures
-	Rounds     int       // 0: 3, or 1 when Quick
-	Suites     []string  // "pubsub", "state", "connector"; empty: all
-	Contenders []string  // contender ids (noop, in-memory, mqttv5-mosquitto, …); empty: all
-	Daprd115   bool      // also run on daprd 1.15.0 when scripts/daprd.sh has it without building
-	Command    string    // the command line, printed in the report
-	Note       string    // a line for the report's header (e.g. what else ran on the machine)
-	Log        io.Writer // progress lines
+	Root       string   // the repository (its scripts/ and the packages to build)
+	Out        string   // the report (BENCHMARKS.md); "" writes none
+	Quick      bool     // one round, few messages: a smoke run, not figures
+	Rounds     int      // 0: 3, or 1 when Quick
+	Suites     []string // "pubsub", "state", "connector"; empty: all
+	Contenders []string // contender ids (noop, in-memory, mqttv5-mosquitto, …); empty: all
+	Daprd115   bool     // also run on daprd 1.15.0 when scripts/daprd.sh has it without building
+	// PubsubB is a second pubsub-mqtt5 binary (another build, e.g. main's) to compare with the one
+	// built from Root: every selected pubsub.mqttv5 contender also runs with it, as "<id>-b",
+	// alternated with the others round by round. "" runs none.
+	PubsubB string
+	Command string    // the command line, printed in the report
+	Note    string    // a line for the report's header (e.g. what else ran on the machine)
+	Log     io.Writer // progress lines
 }
 
 func (c *Config) rounds() int {
@@ -260,9 +264,9 @@ func (h *harness) pubsubSuite(ctx context.Context) {
 	var runs []*pubsubRun
 	var ids []string
 	for _, d := range h.daprds() {
-		for _, c := range pubsubContenders {
+		for _, c := range h.pubsubContenders() {
 			key := h.key(c.id, d)
-			if !h.cfg.wants(h.cfg.Contenders, c.id) || (d != h.daprd && !c.onDaprd15) {
+			if !h.cfg.wants(h.cfg.Contenders, c.id) && !h.cfg.wants(h.cfg.Contenders, c.base) || (d != h.daprd && !c.onDaprd15) {
 				continue
 			}
 			if why := h.missing(c.broker); why != "" {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,8 @@ type pubsubContender struct {
 	title     string // its row in BENCHMARKS.md
 	broker    brokerKind
 	program   string // component process; "" when the component is in daprd
+	bin       string // the program's binary when not the one built for the run (Config.PubsubB)
+	base      string // for a Config.PubsubB contender, the id of the contender it copies
 	typ       string // Component spec.type
 	metadata  func(brokerAt string) map[string]string
 	onDaprd15 bool // also run on daprd 1.15.0
@@ -60,6 +63,24 @@ var pubsubContenders = []pubsubContender{
 			md["ordering"] = "none"
 			return md
 		}},
+}
+
+// pubsubContenders are the contenders of this run: pubsubContenders, and with Config.PubsubB a
+// copy of each pubsub.mqttv5 contender that runs that binary.
+func (h *harness) pubsubContenders() []pubsubContender {
+	out := slices.Clone(pubsubContenders)
+	if h.cfg.PubsubB == "" {
+		return out
+	}
+	for _, c := range pubsubContenders {
+		if c.program != "pubsub-mqtt5" {
+			continue
+		}
+		c.base, c.id, c.bin = c.id, c.id+"-b", h.cfg.PubsubB
+		c.title += fmt.Sprintf(" — B: %s", h.cfg.PubsubB)
+		out = append(out, c)
+	}
+	return out
 }
 
 // mqttv5Metadata is the component's configuration in the benchmarks: its defaults (QoS 1,
@@ -206,7 +227,7 @@ func (r *pubsubRun) run(ctx context.Context, round int) error {
 		return err
 	}
 	if r.c.program != "" {
-		if err := s.startComponent(ctx, r.c.program); err != nil {
+		if err := s.startComponentBin(ctx, r.c.program, r.c.bin); err != nil {
 			return err
 		}
 	}

@@ -148,7 +148,7 @@ func (h *harness) pubsubReport(b *strings.Builder) {
 		w("## Pub/sub through daprd %s\n\n", d.version)
 		w("Delivered messages per second (first publish to last delivery), %d publishers; peer: pubsub.mqtt3 on the same Mosquitto.\n\n", publishers)
 		w("| contender | CloudEvents msg/s | × peer | × floor | raw payloads msg/s | × peer | × floor |\n|---|---|---|---|---|---|---|\n")
-		for _, c := range pubsubContenders {
+		for _, c := range h.pubsubContenders() {
 			k := h.key(c.id, d)
 			if len(h.res.get(k, "msgs/ce")) == 0 && len(h.res.get(k, "msgs/raw")) == 0 {
 				continue
@@ -158,7 +158,7 @@ func (h *harness) pubsubReport(b *strings.Builder) {
 		}
 		w("\nOne publisher, one publish at a time (CloudEvents): publish calls per second and the latency of one call, ms.\n\n")
 		w("| contender | msg/s | p50 ms | p99 ms | p50 × floor |\n|---|---|---|---|---|\n")
-		for _, c := range pubsubContenders {
+		for _, c := range h.pubsubContenders() {
 			k := h.key(c.id, d)
 			if len(h.res.get(k, "single/msgs")) == 0 {
 				continue
@@ -167,7 +167,7 @@ func (h *harness) pubsubReport(b *strings.Builder) {
 		}
 		w("\nCPU µs per delivered message by process (the CloudEvents run; total first; the publishers and the subscriber app are the harness process, in a column of their own), mqbroker's store commits (its sessions and messages: fsyncs with a data directory) per delivered message, and memory, MiB idle→load.\n\n")
 		w("| contender | CPU µs per message | harness µs | mqbroker store commits per message | memory MiB |\n|---|---|---|---|---|\n")
-		for _, c := range pubsubContenders {
+		for _, c := range h.pubsubContenders() {
 			k := h.key(c.id, d)
 			if len(h.res.get(k, "msgs/ce")) == 0 {
 				continue

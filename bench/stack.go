@@ -138,9 +138,22 @@ func (s *stack) socketEnv() []string {
 // startComponent starts one of the component programs (pubsub-mqtt5, state-kv, noop) and waits
 // until it answers on its socket.
 func (s *stack) startComponent(ctx context.Context, program string) error {
+	return s.startComponentBin(ctx, program, "")
+}
+
+// startComponentBin is startComponent with another binary of the program (bin "": the one built
+// for the run).
+func (s *stack) startComponentBin(ctx context.Context, program, bin string) error {
+	if bin == "" {
+		bin = s.h.bin(program)
+	}
 	sock := map[string]string{"pubsub-mqtt5": "mqttv5", "state-kv": "mqttkv", "state-kv-base": "mqttkv", "noop": "noop"}[program]
 	env := append(s.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state"), "MQDAPR_LOG_LEVEL=warn")
-	p, err := s.ps.start(s.dir, program, "component", env, s.h.bin(program))
+	if dir := os.Getenv("BENCH_PROFILE_DIR"); dir != "" && program == "pubsub-mqtt5" {
+		// A CPU and an allocation profile of the component's whole round (cmd/pubsub-mqtt5).
+		env = append(env, "MQDAPR_PROFILE="+filepath.Join(dir, filepath.Base(s.dir)))
+	}
+	p, err := s.ps.start(s.dir, program, "component", env, bin)
 	if err != nil {
 		return err
 	}

@@ -73,3 +73,6 @@ func (e *Embedded) URL(bool) string { return "mqtt://" + e.Addr() }
 
 // Broker is the running broker (nil while stopped), for its Stats.
 func (e *Embedded) Broker() *broker.Broker { return e.b }
+
+// Connections is the number of client connections open now.
+func (e *Embedded) Connections() int64 { return e.b.Stats().Connections }

@@ -3,15 +3,20 @@
 // On SIGINT/SIGTERM it stops taking messages, lets running handlers finish so their messages are
 // acknowledged, disconnects keeping the MQTT session, and removes its socket.
 //
+// MQDAPR_PROFILE=<prefix> writes a CPU profile (<prefix>.cpu) and the allocations (<prefix>.allocs)
+// of the process's life, at exit (profiling under load; off by default).
+//
 // `pubsub-mqtt5 healthcheck` pings the component on that socket (gRPC Ping, as daprd does) and exits 0
 // when it answers, 1 when not, with one line saying which: the image's HEALTHCHECK.
 package main
 
 import (
 	"os"
+	"runtime/pprof"
 
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkpubsub "github.com/dapr-sandbox/components-go-sdk/pubsub/v1"
+	"github.com/dapr/kit/logger"
 
 	pubsubmqtt5 "github.com/mqdapr/mqdapr/components/pubsub-mqtt5"
 	"github.com/mqdapr/mqdapr/internal/pluggable"
@@ -26,9 +31,37 @@ func main() {
 		log.Errorf("not starting: %v", err)
 		os.Exit(1)
 	}
+	stopProfile := startProfile(log, os.Getenv("MQDAPR_PROFILE"))
 	var instances pluggable.Instances
 	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {
 		return pluggable.Track(&instances, pubsubmqtt5.New(log))
 	}))
-	pluggable.Finish(log, &instances, dapr.Run())
+	err := dapr.Run()
+	stopProfile()
+	pluggable.Finish(log, &instances, err)
+}
+
+// startProfile, with prefix set, records a CPU profile into <prefix>.cpu until the returned
+// function is called, which also writes the allocations so far into <prefix>.allocs (go tool pprof
+// reads both). Profiling under a real load (bench: BENCH_PROFILE_DIR) is what it is for.
+func startProfile(log logger.Logger, prefix string) (stop func()) {
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + ".cpu")
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Errorf("MQDAPR_PROFILE %q: %v: not profiling", prefix, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+		if a, err := os.Create(prefix + ".allocs"); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(a, 0)
+			_ = a.Close()
+		}
+	}
 }

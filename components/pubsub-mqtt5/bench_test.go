@@ -18,7 +18,7 @@ func BenchmarkPublishQoS1(b *testing.B) {
 	for _, par := range []int{1, 16} {
 		b.Run(fmt.Sprintf("callers=%d", par), func(b *testing.B) {
 			br := startBrokerB(b)
-			ps := newComponentB(b, props(br.URL(false), "bench-pub"))
+			ps := newComponentB(b, props(br.URL(false), "bench-pub", "noMatchingSubscribers", "accept")) // nobody subscribes
 			payload := make([]byte, 64)
 			req := func() *pubsub.PublishRequest {
 				return &pubsub.PublishRequest{Topic: "bench/publish", Data: payload}

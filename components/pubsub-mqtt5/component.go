@@ -29,10 +29,11 @@ const ComponentName = "mqttv5"
 type PubSub struct {
 	log logger.Logger
 
-	mu     sync.Mutex // guards md, conn, closed, and the Init/Close transitions
+	mu     sync.Mutex // guards md, conn, pub, closed, and the Init/Close transitions
 	md     Metadata
 	props  map[string]string
-	conn   *mqttconn.Conn
+	conn   *mqttconn.Conn // the subscribing connection
+	pub    *mqttconn.Conn // the publishing connection: conn itself with publishConnection "shared"
 	subs   *registry
 	disp   *dispatcher
 	closed bool
@@ -128,8 +129,27 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		p.subs, p.disp = nil, nil
 		return err
 	}
-	p.conn = conn
+	pub := conn
+	if md.PublishConnection == PublishConnectionSeparate {
+		// Publishes on a connection of their own: on the subscribing one a PUBACK can wait behind
+		// deliveries (Mosquitto's Nagle algorithm holds it while a delivery is unacknowledged).
+		// Same session settings: QoS 1 publishes not acknowledged when the connection drops are
+		// sent again on the resumed session.
+		pub, err = mqttconn.Dial(ctx, mqttconn.Options{
+			Settings: md.Settings,
+			Kind:     mqttconn.KindPubSubPublish,
+			Logger:   p.log,
+		})
+		if err != nil {
+			disp.stop(0)
+			closeConn(p.log, conn)
+			p.subs, p.disp = nil, nil
+			return err
+		}
+	}
+	p.conn, p.pub = conn, pub
 	l.conn.Store(conn)
+	l.pub.Store(pub)
 	disp.goOwned(func() { p.reconcile(l) })
 	return nil
 }
@@ -138,6 +158,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 type live struct {
 	md   Metadata
 	conn atomic.Pointer[mqttconn.Conn] // nil until the first connection is up
+	pub  atomic.Pointer[mqttconn.Conn] // the publishing connection (dead letters), nil until up
 	subs *registry
 	disp *dispatcher
 	rr   atomic.Uint32 // round-robin count: the partitioning hash with ordering none
@@ -185,13 +206,21 @@ func (p *PubSub) shutdownLocked() {
 		p.disp.stop(p.md.ShutdownTimeout)
 	}
 	if p.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := p.conn.Close(ctx); err != nil {
-			p.log.Warnf("mqttv5 pub/sub: disconnect: %v", err)
-		}
-		cancel()
+		closeConn(p.log, p.conn)
 	}
-	p.conn, p.disp, p.subs = nil, nil, nil
+	if p.pub != nil && p.pub != p.conn {
+		closeConn(p.log, p.pub)
+	}
+	p.conn, p.pub, p.disp, p.subs = nil, nil, nil, nil
+}
+
+// closeConn disconnects c cleanly (the session is kept), within 5 s.
+func closeConn(log logger.Logger, c *mqttconn.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		log.Warnf("mqttv5 pub/sub: disconnect of %q: %v", c.ClientID(), err)
+	}
 }
 
 // state returns the live connection pieces or the error for calls made before Init / after Close.
@@ -199,18 +228,33 @@ func (p *PubSub) state() (*mqttconn.Conn, *registry, *dispatcher, Metadata, erro
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn == nil {
-		if p.closed {
-			return nil, nil, nil, p.md, ErrClosed
-		}
-		return nil, nil, nil, p.md, ErrNotInitialized
+		return nil, nil, nil, p.md, p.notOpenLocked()
 	}
 	return p.conn, p.subs, p.disp, p.md, nil
+}
+
+// publisher returns the publishing connection and the subscription registry (Publish asks it
+// about subscriptions in progress), or the error for calls made before Init / after Close.
+func (p *PubSub) publisher() (*mqttconn.Conn, *registry, Metadata, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pub == nil {
+		return nil, nil, p.md, p.notOpenLocked()
+	}
+	return p.pub, p.subs, p.md, nil
+}
+
+func (p *PubSub) notOpenLocked() error {
+	if p.closed {
+		return ErrClosed
+	}
+	return ErrNotInitialized
 }
 
 // StatsSnapshot exposes the counters.
 func (p *PubSub) StatsSnapshot() *Stats { return &p.stats }
 
-// ClientID returns the MQTT client id in use ("" before Init).
+// ClientID returns the MQTT client id of the subscribing connection ("" before Init).
 func (p *PubSub) ClientID() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -218,6 +262,17 @@ func (p *PubSub) ClientID() string {
 		return ""
 	}
 	return p.conn.ClientID()
+}
+
+// PublishClientID returns the MQTT client id publishes are sent with ("" before Init): ClientID
+// with publishConnection "shared", else its own (<ClientID>-pub).
+func (p *PubSub) PublishClientID() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pub == nil {
+		return ""
+	}
+	return p.pub.ClientID()
 }
 
 func cloneMap(m map[string]string) map[string]string {

@@ -31,7 +31,7 @@ const (
 // inbound is one received PUBLISH on its way to the app.
 type inbound struct {
 	pub    *paho.Publish
-	client *paho.Client // the connection it arrived on: acks go back there
+	ack    mqttconn.Ack // acknowledges it on the connection it arrived on
 	subIDs []int        // every Subscription Identifier it carried, read off the wire
 	key    string       // ordering key (see live.route): its lane in the dispatcher; "" with ordering none
 	hash   uint32       // partitioning hash: of key, or a round-robin count with ordering none
@@ -40,7 +40,7 @@ type inbound struct {
 // onPublish runs on paho's receive goroutine: it only hands the message over.
 func (p *PubSub) onPublish(l *live, rc mqttconn.Received) {
 	p.stats.Received.Add(1)
-	m := &inbound{pub: rc.Packet, client: rc.Client, subIDs: rc.SubscriptionIDs}
+	m := &inbound{pub: rc.Packet, ack: rc.Ack, subIDs: rc.SubscriptionIDs}
 	l.route(m)
 	l.disp.enqueue(m, func(m *inbound) { p.process(l, m) })
 }
@@ -178,7 +178,7 @@ func (p *PubSub) moveToDeadLetter(l *live, m *inbound, filter string, attempts i
 	backoff := md.RetryInitialInterval
 	for {
 		err := errors.New("not connected yet")
-		if c := l.conn.Load(); c != nil {
+		if c := l.pub.Load(); c != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), md.PublishTimeout)
 			stop := context.AfterFunc(disp.hard, cancel)
 			err = p.deadLetter(ctx, c, md, m.pub, filter, attempts, cause)
@@ -212,13 +212,14 @@ func (p *PubSub) release(l *live, m *inbound, filter string) bool {
 	return true
 }
 
-// ack acknowledges m on the connection it came from. paho sends acknowledgements in receive
-// order [MQTT-4.6.0-2]. If that connection is gone, the broker redelivers m on the new one.
+// ack acknowledges m on the connection it came from. Acknowledgements leave in receive order
+// [MQTT-4.6.0-2] (mqttconn's ack queue). If that connection is gone, the broker redelivers m on
+// the new one.
 func (p *PubSub) ack(m *inbound) {
 	if m.pub.QoS == 0 {
 		return
 	}
-	if err := m.client.Ack(m.pub); err != nil {
+	if err := m.ack.Send(); err != nil {
 		p.log.Debugf("mqttv5 pub/sub: ack of a message on %q not sent (%v); the broker will redeliver it", m.pub.Topic, err)
 		return
 	}

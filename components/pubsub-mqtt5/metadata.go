@@ -31,6 +31,17 @@ const (
 	NoSubscribersAccept = "accept"
 )
 
+// Publish connection modes: which MQTT connection Publish (and dead-lettering) sends on.
+const (
+	// PublishConnectionSeparate publishes on a connection of its own, client id
+	// <subscribing client id>-pub (with the same session settings): a publish never waits behind
+	// deliveries and their acknowledgements on the subscribing connection.
+	PublishConnectionSeparate = "separate"
+	// PublishConnectionShared publishes on the subscribing connection: one connection and one
+	// client id per component instance (a broker that admits only known client ids).
+	PublishConnectionShared = "shared"
+)
+
 // Metadata is the component's configuration. Field tags are the metadata keys; metadata.yaml
 // documents each one and a test keeps the two in step.
 type Metadata struct {
@@ -42,8 +53,9 @@ type Metadata struct {
 	Retain bool `mapstructure:"retain"`
 	// ReceiveMaximum is sent in CONNECT and bounds the handlers running at once.
 	ReceiveMaximum uint16 `mapstructure:"receiveMaximum"`
-	// AckFlushInterval is how often acknowledgements are sent. Against a broker that honours
-	// Receive Maximum, receive throughput is at most about receiveMaximum / ackFlushInterval.
+	// AckFlushInterval is the shortest time between two writes of acknowledgements (those ready
+	// meanwhile leave together). Against a broker that honours Receive Maximum, receive throughput
+	// is at most about receiveMaximum / ackFlushInterval.
 	AckFlushInterval time.Duration `mapstructure:"ackFlushInterval"`
 	// Ordering is "topic" (default), "none" or "key". It also decides the partition of a message
 	// in a partitioned subscription: the hash of its ordering key (topic or key), round robin with
@@ -78,6 +90,8 @@ type Metadata struct {
 	// broker session, so that a restarted component can remove the ones the app no longer
 	// subscribes to. "" means $XDG_STATE_HOME/mqdapr/pubsub, else ~/.local/state/mqdapr/pubsub.
 	StateDir string `mapstructure:"stateDir"`
+	// PublishConnection is "separate" (default) or "shared" (see PublishConnectionSeparate).
+	PublishConnection string `mapstructure:"publishConnection"`
 	// ShutdownTimeout is how long Close waits for running handlers so their messages can be acked.
 	ShutdownTimeout time.Duration `mapstructure:"shutdownTimeout"`
 }
@@ -108,6 +122,7 @@ func defaultMetadata() Metadata {
 		ShutdownTimeout:       DefaultShutdownTimeout,
 		UnsubscribeGrace:      DefaultUnsubscribeGrace,
 		NoMatchingSubscribers: NoSubscribersFail,
+		PublishConnection:     PublishConnectionSeparate,
 	}
 }
 
@@ -180,6 +195,9 @@ func (m *Metadata) validate() error {
 	}
 	if m.NoMatchingSubscribers != NoSubscribersFail && m.NoMatchingSubscribers != NoSubscribersAccept {
 		return fmt.Errorf("%w: noMatchingSubscribers=%q: want %q or %q", ErrInvalidMetadata, m.NoMatchingSubscribers, NoSubscribersFail, NoSubscribersAccept)
+	}
+	if m.PublishConnection != PublishConnectionSeparate && m.PublishConnection != PublishConnectionShared {
+		return fmt.Errorf("%w: publishConnection=%q: want %q or %q", ErrInvalidMetadata, m.PublishConnection, PublishConnectionSeparate, PublishConnectionShared)
 	}
 	if m.PublishTimeout <= 0 {
 		return fmt.Errorf("%w: publishTimeout=%s: want a positive duration", ErrInvalidMetadata, m.PublishTimeout)

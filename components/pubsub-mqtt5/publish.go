@@ -39,7 +39,7 @@ const maxMQTTPacket = 268435455 + 5
 // deadline or publishTimeout. A message discarded with 0x10 while this component was subscribing
 // to a matching filter is sent once more when that subscription is in place (subscribing.go).
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
-	conn, subs, _, md, err := p.state()
+	conn, subs, md, err := p.publisher()
 	if err != nil {
 		return err
 	}

@@ -49,8 +49,8 @@ func RunSink(ctx context.Context, o SinkOptions) error {
 		os.Remove(o.Ready)
 	}
 	type received struct {
-		client *paho.Client // the connection it came on acknowledges it
-		p      *paho.Publish
+		ack mqttconn.Ack // acknowledges it on the connection it came on
+		p   *paho.Publish
 	}
 	msgs := make(chan received, sinkReceiveMaximum) // the broker sends at most that many unacked
 	failed := make(chan error, 1)
@@ -69,9 +69,8 @@ func RunSink(ctx context.Context, o SinkOptions) error {
 	}
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
 		Settings: s, Kind: "sink", ReceiveMaximum: sinkReceiveMaximum, ManualAcks: true,
-		OnPublishReceived: func(pr paho.PublishReceived) (bool, error) {
-			msgs <- received{pr.Client, pr.Packet}
-			return true, nil
+		OnPublish: func(rc mqttconn.Received) {
+			msgs <- received{rc.Ack, rc.Packet}
 		},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			// Every connection subscribes again: harmless on a resumed session, needed on a new one.
@@ -115,7 +114,7 @@ func RunSink(ctx context.Context, o SinkOptions) error {
 			if err := appendLine(f, m.p); err != nil {
 				return fmt.Errorf("devstack: sink writing %s: %w (the message stays unacknowledged)", o.File, err)
 			}
-			if err := m.client.Ack(m.p); err != nil {
+			if err := m.ack.Send(); err != nil {
 				o.Log.Warn("dead-letter sink: ack not sent; the broker will redeliver", "topic", m.p.Topic, "err", err)
 			}
 			o.Log.Info("dead letter kept", "topic", m.p.Topic, "file", o.File)

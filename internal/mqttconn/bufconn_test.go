@@ -9,12 +9,28 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 )
 
 // Packets that arrive in one segment are all read, in order, through the buffer of an untapped
-// connection, and paho's net.Buffers writes arrive whole.
+// connection and through the tap of a tapped one (which records their subscription identifiers),
+// and paho's net.Buffers writes arrive whole.
 func TestBufferedConnReadsEveryPacket(t *testing.T) {
+	t.Run("untapped", func(t *testing.T) { testBufferedConn(t, nil) })
+	t.Run("tapped", func(t *testing.T) {
+		tap := newSubIDTap()
+		testBufferedConn(t, tap)
+		ids, ok := tap.take(&paho.Publish{QoS: 1, PacketID: 2})
+		require.True(t, ok)
+		require.Equal(t, []int{3}, ids)
+		ids, ok = tap.take(&paho.Publish{QoS: 1, PacketID: 1})
+		require.True(t, ok)
+		require.Nil(t, ids)
+	})
+}
+
+func testBufferedConn(t *testing.T, tap *subIDTap) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -47,10 +63,14 @@ func TestBufferedConnReadsEveryPacket(t *testing.T) {
 
 	u, err := url.Parse("mqtt://" + ln.Addr().String())
 	require.NoError(t, err)
-	conn, err := dial(t.Context(), autopaho.ClientConfig{ConnectTimeout: 5 * time.Second}, u, nil)
+	conn, err := dial(t.Context(), autopaho.ClientConfig{ConnectTimeout: 5 * time.Second}, u, tap)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	require.IsType(t, &bufferedTCPConn{}, conn.(*coalescingConn).Conn)
+	if tap == nil {
+		require.IsType(t, &bufferedTCPConn{}, conn.(*coalescingConn).Conn)
+	} else {
+		require.IsType(t, &tappedTCPConn{}, conn, "a *net.TCPConn underneath: writev, no lock")
+	}
 
 	for i, want := range []struct {
 		topic   string

@@ -12,7 +12,9 @@ type Kind string
 
 const (
 	KindPubSub Kind = "ps"
-	KindState  Kind = "kv"
+	// KindPubSubPublish is pub/sub's publishing connection, beside the subscribing one.
+	KindPubSubPublish Kind = "ps-pub"
+	KindState         Kind = "kv"
 )
 
 // ClientID derives the MQTT client id: <consumerID>-<replica>-<kind>, where replica is the clientID

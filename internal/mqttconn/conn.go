@@ -40,9 +40,11 @@ type Options struct {
 	// client sends a request for about every response it acknowledges). Only on untapped
 	// connections (OnPublish nil).
 	DeferAcks time.Duration
-	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Ack.
+	// ManualAcks makes the caller acknowledge every QoS 1/2 message with Received.Ack (only with
+	// OnPublish).
 	ManualAcks bool
-	// AckFlushInterval is how often manual acknowledgements are sent (0: DefaultAckFlushInterval).
+	// AckFlushInterval is the shortest time between two writes of manual acknowledgements (0:
+	// DefaultAckFlushInterval): the acks that became ready meanwhile leave together in one write.
 	AckFlushInterval time.Duration
 	// OnPublishReceived is called on paho's single receive goroutine: it must not block.
 	OnPublishReceived func(paho.PublishReceived) (bool, error)
@@ -57,10 +59,11 @@ type Options struct {
 	Logger           Logger
 }
 
-// DefaultAckFlushInterval is how often paho sends the acknowledgements handed to it (in receive
-// order) unless Options.AckFlushInterval says otherwise. Against a broker that honours Receive
-// Maximum it bounds receive throughput at about ReceiveMaximum / AckFlushInterval messages per
-// second; each tick costs a little CPU even when idle.
+// DefaultAckFlushInterval is the shortest time between two writes of manual acknowledgements (in
+// receive order) unless Options.AckFlushInterval says otherwise: an ack that becomes ready leaves
+// at once when none left for that long, else with the others at the end of it. Against a broker
+// that honours Receive Maximum it bounds receive throughput at about ReceiveMaximum /
+// AckFlushInterval messages per second. Nothing runs while no ack is waiting.
 const DefaultAckFlushInterval = 2 * time.Millisecond
 
 // ErrConnect is wrapped by the errors of a first connection that did not succeed.
@@ -83,6 +86,7 @@ type Conn struct {
 	wg     sync.WaitGroup
 
 	tap           atomic.Pointer[subIDTap] // of the current connection, when Options.OnPublish is set
+	acks          atomic.Pointer[ackQueue] // of the current connection, when Options.ManualAcks is set
 	connected     atomic.Bool
 	closing       atomic.Bool
 	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
@@ -177,6 +181,9 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		},
 		OnConnectionDown: func() bool {
 			c.connected.Store(false)
+			if q := c.acks.Load(); q != nil {
+				q.close(false) // the broker redelivers what was not acknowledged on the next connection
+			}
 			if c.closing.Load() {
 				return false
 			}
@@ -202,15 +209,26 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			}
 		},
 		ClientConfig: paho.ClientConfig{
-			ClientID:                   clientID,
-			EnableManualAcknowledgment: o.ManualAcks,
-			SendAcksInterval:           c.ackFlush,
+			ClientID: clientID,
 		},
 	}
 	if o.NoSession {
 		// No session outlives a connection, so the copy of every QoS 1 PUBLISH that paho's memory
 		// store keeps for a resend is never read: noResendStore keeps none.
 		cfg.Session = state.New(noResendStore{}, noResendStore{})
+	}
+	var sess session.SessionManager
+	if o.ManualAcks {
+		if o.OnPublish == nil {
+			return nil, errors.New("mqttconn: Options.ManualAcks needs Options.OnPublish, whose Received.Ack sends each acknowledgement; OnPublishReceived cannot acknowledge")
+		}
+		// paho acknowledges each message when OnPublish returns, through a session whose Ack does
+		// nothing: the connection's ackQueue sends the acks the caller made ready (see acks.go).
+		sess = state.NewInMemory()
+		if o.NoSession {
+			sess = state.New(noResendStore{}, noResendStore{})
+		}
+		cfg.Session = deferAckSession{SessionManager: sess}
 	}
 	if o.OnPublishReceived != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){o.OnPublishReceived}
@@ -219,7 +237,17 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			t := newSubIDTap()
 			c.tap.Store(t) // the previous connection's client has shut down (autopaho waits for it)
-			return dial(ctx, cc, u, t)
+			nc, err := dial(ctx, cc, u, t)
+			if o.ManualAcks {
+				var q *ackQueue
+				if err == nil {
+					q = newAckQueue(nc, sess, c.ackFlush)
+				}
+				if old := c.acks.Swap(q); old != nil {
+					old.close(false)
+				}
+			}
+			return nc, err
 		}
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			ids, ok := c.tap.Load().take(pr.Packet)
@@ -229,7 +257,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 					ids = []int{*pp.SubscriptionIdentifier}
 				}
 			}
-			o.OnPublish(Received{PublishReceived: pr, SubscriptionIDs: ids})
+			rc := Received{PublishReceived: pr, SubscriptionIDs: ids}
+			if q := c.acks.Load(); q != nil && pr.Packet.QoS > 0 {
+				rc.Ack = q.add(pr.Packet.PacketID, pr.Packet.QoS)
+			}
+			o.OnPublish(rc)
 			return true, nil
 		}}
 	} else {
@@ -266,6 +298,9 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if err != nil {
 		cancel()
 		<-cm.Done()
+		if q := c.acks.Load(); q != nil {
+			q.close(false)
+		}
 		return nil, c.connectError(err)
 	}
 
@@ -349,14 +384,11 @@ func (c *Conn) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closing.Store(true)
-	// paho sends manual acknowledgements from a ticker: give it a few ticks to flush those handed
-	// over just before Close, or their messages would be redelivered to the next session.
-	t := time.NewTimer(3 * c.ackFlush)
-	select {
-	case <-t.C:
-	case <-ctx.Done():
+	// Send the acknowledgements made ready before Close, or their messages would be redelivered
+	// to the next session.
+	if q := c.acks.Load(); q != nil {
+		q.close(true)
 	}
-	t.Stop()
 	err := c.cm.Disconnect(ctx)
 	c.cancel()
 	select {

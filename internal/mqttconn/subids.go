@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,35 +28,23 @@ type Received struct {
 	// per subscription [MQTT-3.3.4-3], [MQTT-3.3.4-4]; paho's decoder keeps only the last identifier,
 	// so they are read off the wire here. Nil when the PUBLISH carried none.
 	SubscriptionIDs []int
+	// Ack acknowledges the message (QoS 1 and 2, with Options.ManualAcks; a no-op otherwise).
+	Ack Ack
 }
 
-// subIDTap decodes, from the bytes paho reads off the connection, the subscription identifiers
-// of each PUBLISH, for OnPublish to pick up by packet id (QoS 1 and 2) or in order (QoS 0). paho
-// reads one packet at a time (packets.ReadPacket reads exactly the packet's bytes) but hands
-// PUBLISHes to its router on another goroutine, so the tap can be a few packets ahead.
+// subIDTap records, for OnPublish to pick up by packet id (QoS 1 and 2) or in order (QoS 0), the
+// subscription identifiers of each PUBLISH that tapReader framed off the connection. paho hands
+// PUBLISHes to its router on another goroutine, so the reader can be a few packets ahead.
 type subIDTap struct {
 	mu    sync.Mutex // guards everything below
 	byPID map[uint16][]int
 	qos0  []qos0Entry
-
-	state    int
-	first    byte // fixed header byte of the packet being read
-	remLen   int  // remaining length being decoded, then the bytes of the packet still unread
-	remShift uint
-	head     []byte // the start of a PUBLISH, up to the end of its properties
 }
 
 type qos0Entry struct {
 	ids   []int
 	known bool
 }
-
-const (
-	tapHeader = iota
-	tapLength
-	tapPublish // collecting a PUBLISH's variable header
-	tapSkip    // skipping the rest of a packet
-)
 
 func newSubIDTap() *subIDTap { return &subIDTap{byPID: map[uint16][]int{}} }
 
@@ -72,82 +61,129 @@ func (t *subIDTap) take(pub *paho.Publish) (ids []int, ok bool) {
 		return nil, false
 	}
 	e := t.qos0[0]
+	t.qos0[0] = qos0Entry{}
 	t.qos0 = t.qos0[1:]
 	return e.ids, e.known
 }
 
-// feed consumes bytes read from the server, in order.
-func (t *subIDTap) feed(b []byte) {
+// record keeps the identifiers of one PUBLISH: first is its fixed header byte, head its variable
+// header (at least up to the packet identifier when known is true). known false: they could not be
+// decoded (a malformed packet: paho drops the connection when it reads it).
+func (t *subIDTap) record(first byte, head []byte, ids []int, known bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for len(b) > 0 {
-		switch t.state {
-		case tapHeader:
-			t.first, b = b[0], b[1:]
-			t.remLen, t.remShift, t.state = 0, 0, tapLength
-		case tapLength:
-			c := b[0]
-			b = b[1:]
-			t.remLen |= int(c&0x7f) << t.remShift
-			t.remShift += 7
-			if c&0x80 != 0 {
-				if t.remShift > 21 { // more than 4 bytes: malformed; paho drops the connection
-					t.state = tapHeader
-				}
-				continue
-			}
-			switch {
-			case t.first>>4 == packets.PUBLISH:
-				t.head, t.state = t.head[:0], tapPublish
-				if t.remLen == 0 {
-					t.publishDone(nil, false)
-				}
-			case t.remLen == 0:
-				t.state = tapHeader
-			default:
-				t.state = tapSkip
-			}
-		case tapPublish:
-			// Copy only the variable header, never the payload.
-			need, ids, done := parsePublishHead(t.first, t.head)
-			for !done && len(b) > 0 && t.remLen > 0 {
-				n := min(need-len(t.head), len(b), t.remLen)
-				t.head = append(t.head, b[:n]...)
-				b, t.remLen = b[n:], t.remLen-n
-				need, ids, done = parsePublishHead(t.first, t.head)
-			}
-			switch {
-			case done:
-				t.publishDone(ids, true)
-			case t.remLen == 0: // the packet ended before its properties: malformed
-				t.publishDone(nil, false)
-			}
-		case tapSkip:
-			n := min(len(b), t.remLen)
-			b, t.remLen = b[n:], t.remLen-n
-			if t.remLen == 0 {
-				t.state = tapHeader
-			}
+	if (first>>1)&3 == 0 {
+		t.qos0 = append(t.qos0, qos0Entry{ids: ids, known: known})
+	} else if known {
+		pid := binary.BigEndian.Uint16(head[2+int(binary.BigEndian.Uint16(head)):])
+		t.byPID[pid] = ids
+	}
+}
+
+// tapReader frames the packets read from the server and records the subscription identifiers of
+// each PUBLISH in tap before paho reads it. It reads through a buffer: paho's packets.ReadPacket
+// reads a packet's fixed header a byte at a time and then the rest, which on the bare connection
+// is three or more read system calls per packet; through the buffer, packets that arrived together
+// come out of one. A PUBLISH's variable header is decoded once, in place in the buffer (Peek),
+// never copied; only a header larger than the buffer (kilobytes of user properties) is read whole
+// into memory first. Only paho's single reading goroutine calls Read.
+type tapReader struct {
+	br  *bufio.Reader
+	tap *subIDTap
+	rem int    // bytes of the current packet paho has not read yet
+	big []byte // the rest of a packet whose header did not fit the buffer, served before br
+}
+
+func newTapReader(r io.Reader, size int, tap *subIDTap) *tapReader {
+	return &tapReader{br: bufio.NewReaderSize(r, size), tap: tap}
+}
+
+func (r *tapReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(r.big) > 0 {
+		n := copy(p, r.big)
+		r.big = r.big[n:]
+		return n, nil
+	}
+	if r.rem == 0 {
+		if err := r.next(); err != nil {
+			return 0, err
+		}
+		if len(r.big) > 0 {
+			return r.Read(p)
+		}
+	}
+	n, err := r.br.Read(p[:min(len(p), r.rem)])
+	r.rem -= n
+	return n, err
+}
+
+// next frames the packet that starts at the reader's position: its length, and for a PUBLISH its
+// subscription identifiers, recorded in the tap.
+func (r *tapReader) next() error {
+	b, err := r.br.Peek(2) // every packet has a type byte and at least one length byte
+	if err != nil {
+		return err
+	}
+	first := b[0]
+	remLen, hdr := 0, 0
+	for i, shift := 1, uint(0); ; i, shift = i+1, shift+7 {
+		if b, err = r.br.Peek(i + 1); err != nil {
+			return err
+		}
+		c := b[i]
+		remLen |= int(c&0x7f) << shift
+		if c&0x80 == 0 {
+			hdr = i + 1
+			break
+		}
+		if i == 4 { // more than 4 bytes: malformed; paho reads it and drops the connection
+			r.rem = i + 1
+			return nil
+		}
+	}
+	r.rem = hdr + remLen
+	if first>>4 != packets.PUBLISH {
+		return nil
+	}
+	for need := 2; ; {
+		if need > remLen { // the packet ends before its properties: malformed
+			r.tap.record(first, nil, nil, false)
+			return nil
+		}
+		b, err := r.br.Peek(hdr + need)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return r.readWhole(first, hdr)
+		}
+		if err != nil {
+			return err
+		}
+		var ids []int
+		var done bool
+		if need, ids, done = parsePublishHead(first, b[hdr:]); done {
+			r.tap.record(first, b[hdr:], ids, true)
+			return nil
 		}
 	}
 }
 
-// publishDone records the identifiers of the PUBLISH just read (known false: they could not be
-// decoded) and makes the tap ready for the next packet.
-func (t *subIDTap) publishDone(ids []int, known bool) {
-	qos := (t.first >> 1) & 3
-	if qos == 0 {
-		t.qos0 = append(t.qos0, qos0Entry{ids: ids, known: known})
-	} else if known {
-		pid := binary.BigEndian.Uint16(t.head[2+int(binary.BigEndian.Uint16(t.head)):])
-		t.byPID[pid] = ids
+// readWhole reads the current packet (a PUBLISH whose header is larger than the buffer) into
+// memory, records its identifiers, and leaves it to be served before the buffer.
+func (r *tapReader) readWhole(first byte, hdr int) error {
+	pkt := make([]byte, r.rem)
+	if _, err := io.ReadFull(r.br, pkt); err != nil {
+		return err
 	}
-	t.head = t.head[:0]
-	if t.remLen == 0 {
-		t.state = tapHeader
+	r.rem = 0
+	if _, ids, done := parsePublishHead(first, pkt[hdr:]); done {
+		r.tap.record(first, pkt[hdr:], ids, true)
 	} else {
-		t.state = tapSkip
+		r.tap.record(first, nil, nil, false)
 	}
+	r.big = pkt
+	return nil
 }
 
 // parsePublishHead decodes the variable header of a PUBLISH [MQTT-3.3.2] from b, its first bytes.
@@ -223,19 +259,25 @@ func readVarInt(b []byte) (v, n int, ok bool) {
 	return 0, 0, false
 }
 
-// tapConn passes every byte read through the tap.
+// tapConn is a connection whose reads go through a tapReader.
 type tapConn struct {
 	net.Conn
-	tap *subIDTap
+	r *tapReader
 }
 
-func (c *tapConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.tap.feed(p[:n])
-	}
-	return n, err
+func (c *tapConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// tappedTCPConn is a TCP connection whose reads go through a tapReader. Like bufferedTCPConn, it
+// embeds the *net.TCPConn so that paho's net.Buffers writes stay one writev system call each.
+type tappedTCPConn struct {
+	*net.TCPConn
+	r *tapReader
 }
+
+func (c *tappedTCPConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// WriteTo hides the *net.TCPConn's, which would read past the tap.
+func (c *tappedTCPConn) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, c.r) }
 
 // bufferedTCPConn is a TCP connection with buffered reads. paho's packets.ReadPacket reads a
 // packet's fixed header a byte at a time (the type, then each byte of the remaining length), then
@@ -264,8 +306,8 @@ func (c *bufferedTCPConn) Read(p []byte) (int, error) { return c.br.Read(p) }
 func (c *bufferedTCPConn) WriteTo(w io.Writer) (int64, error) { return c.br.WriteTo(w) }
 
 // dial opens the network connection of one attempt (what autopaho does for tcp and tls, with its
-// all_proxy support) with the reads tapped; with a nil tap, untapped and, over plain TCP, buffered
-// (bufferedTCPConn).
+// all_proxy support) with the reads tapped (tapReader, buffered); with a nil tap, untapped and,
+// over plain TCP, buffered (bufferedTCPConn).
 func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subIDTap) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
@@ -288,13 +330,16 @@ func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subID
 	// tls.Conn would otherwise interleave them).
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp", "":
-		if tap == nil {
-			if tc, ok := raw.(*net.TCPConn); ok {
-				return newCoalescingConn(newBufferedTCPConn(tc)), nil
-			}
+		tc, isTCP := raw.(*net.TCPConn)
+		switch {
+		case tap == nil && isTCP:
+			return newCoalescingConn(newBufferedTCPConn(tc)), nil
+		case tap == nil:
 			return newCoalescingConn(raw), nil
+		case isTCP:
+			return &tappedTCPConn{TCPConn: tc, r: newTapReader(tc, readBufferSize, tap)}, nil
 		}
-		return packets.NewThreadSafeConn(&tapConn{Conn: raw, tap: tap}), nil
+		return packets.NewThreadSafeConn(&tapConn{Conn: raw, r: newTapReader(raw, readBufferSize, tap)}), nil
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
 		tc := tls.Client(raw, cfg.TlsCfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -304,7 +349,7 @@ func dial(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, tap *subID
 		if tap == nil {
 			return newCoalescingConn(tc), nil // tls.Conn reads whole records into its own buffer
 		}
-		return packets.NewThreadSafeConn(&tapConn{Conn: tc, tap: tap}), nil
+		return packets.NewThreadSafeConn(&tapConn{Conn: tc, r: newTapReader(tc, readBufferSize, tap)}), nil
 	}
 	_ = raw.Close()
 	return nil, fmt.Errorf("unsupported scheme %q in %s", u.Scheme, u.Redacted())

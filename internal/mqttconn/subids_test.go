@@ -3,6 +3,7 @@ package mqttconn
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"testing"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -74,28 +75,67 @@ func TestSubIDTapDecodesEveryIdentifier(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 300, *first.Content.(*packets.Publish).Properties.SubscriptionIdentifier, "paho keeps only the last identifier")
 
-	for _, chunk := range []int{1, 2, 3, 7, 64, len(stream)} {
-		tap := newSubIDTap()
-		for b := stream; len(b) > 0; {
-			n := min(chunk, len(b))
-			tap.feed(b[:n])
-			b = b[n:]
+	for _, size := range []int{16, readBufferSize} { // 16: every PUBLISH header is larger than the buffer
+		for _, chunk := range []int{1, 2, 3, 7, 64, len(stream)} {
+			tap := newSubIDTap()
+			r := newTapReader(&chunkReader{b: stream, n: chunk}, size, tap)
+			var pubs []*packets.Publish
+			for range 6 {
+				cp, err := packets.ReadPacket(r) // paho reads the packets through the tap, unchanged
+				require.NoError(t, err, "buffer %d, chunk %d", size, chunk)
+				if pub, ok := cp.Content.(*packets.Publish); ok {
+					pubs = append(pubs, pub)
+				}
+			}
+			_, err := r.Read(make([]byte, 1))
+			require.ErrorIs(t, err, io.EOF, "every byte was read")
+			require.Len(t, pubs, 4)
+			assert.Equal(t, []string{"a/b", "c", "d", "e"}, []string{pubs[0].Topic, pubs[1].Topic, pubs[2].Topic, pubs[3].Topic})
+			assert.Equal(t, big, pubs[0].Payload)
+			assert.Equal(t, []byte("p"), pubs[2].Payload)
+
+			ids, ok := tap.take(&paho.Publish{QoS: 1, PacketID: 8})
+			assert.True(t, ok)
+			assert.Equal(t, []int{42}, ids, "chunk %d", chunk)
+			ids, ok = tap.take(&paho.Publish{QoS: 1, PacketID: 7})
+			assert.True(t, ok)
+			assert.Equal(t, []int{5, 268435455, 300}, ids, "chunk %d", chunk)
+			ids, ok = tap.take(&paho.Publish{QoS: 0})
+			assert.True(t, ok)
+			assert.Equal(t, []int{1}, ids, "chunk %d", chunk)
+			ids, ok = tap.take(&paho.Publish{QoS: 0})
+			assert.True(t, ok)
+			assert.Nil(t, ids, "chunk %d", chunk)
+			_, ok = tap.take(&paho.Publish{QoS: 0})
+			assert.False(t, ok, "nothing more recorded")
+			_, ok = tap.take(&paho.Publish{QoS: 1, PacketID: 7})
+			assert.False(t, ok, "an entry is taken once")
 		}
-		ids, ok := tap.take(&paho.Publish{QoS: 1, PacketID: 8})
-		assert.True(t, ok)
-		assert.Equal(t, []int{42}, ids, "chunk %d", chunk)
-		ids, ok = tap.take(&paho.Publish{QoS: 1, PacketID: 7})
-		assert.True(t, ok)
-		assert.Equal(t, []int{5, 268435455, 300}, ids, "chunk %d", chunk)
-		ids, ok = tap.take(&paho.Publish{QoS: 0})
-		assert.True(t, ok)
-		assert.Equal(t, []int{1}, ids, "chunk %d", chunk)
-		ids, ok = tap.take(&paho.Publish{QoS: 0})
-		assert.True(t, ok)
-		assert.Nil(t, ids, "chunk %d", chunk)
-		_, ok = tap.take(&paho.Publish{QoS: 0})
-		assert.False(t, ok, "nothing more recorded")
-		_, ok = tap.take(&paho.Publish{QoS: 1, PacketID: 7})
-		assert.False(t, ok, "an entry is taken once")
 	}
+}
+
+// A PUBLISH that ends before its properties is recorded as not decoded (paho then refuses it).
+func TestSubIDTapMalformedPublish(t *testing.T) {
+	stream := []byte{0x30, 0x03, 0x00, 0x05, 'a'} // QoS 0, topic length 5 but 1 byte left
+	tap := newSubIDTap()
+	r := newTapReader(bytes.NewReader(stream), readBufferSize, tap)
+	_, err := packets.ReadPacket(r)
+	require.Error(t, err)
+	_, ok := tap.take(&paho.Publish{QoS: 0})
+	assert.False(t, ok)
+}
+
+// chunkReader returns at most n bytes per Read, as a connection does when bytes trickle in.
+type chunkReader struct {
+	b []byte
+	n int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.b)
+	c.b = c.b[n:]
+	return n, nil
 }

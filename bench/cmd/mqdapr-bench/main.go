@@ -1,7 +1,7 @@
 // Command mqdapr-bench runs the side-by-side benchmarks of bench/ and writes BENCHMARKS.md. Run it
 // from the repository root (`make bench-harness` does):
 //
-//	go run ./bench/cmd/mqdapr-bench [-out BENCHMARKS.md] [-quick] [-rounds N] [-suites pubsub,state,connector] [-contenders noop,in-memory,...]
+//	go run ./bench/cmd/mqdapr-bench [-out BENCHMARKS.md] [-quick] [-rounds N] [-suites pubsub,state,connector] [-contenders noop,in-memory,...] [-pubsub-b path]
 //
 // BENCH_QUICK=1 is -quick. Ctrl-C stops the processes of the current round and writes the report
 // with what was measured so far.
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,7 @@ func run() error {
 	suites := fs.String("suites", "", "comma-separated: pubsub, state, connector (empty: all)")
 	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, mqttkv-base (with MQDAPR_BENCH_STATEKV_BASE=<a state-kv binary>), connector, connector-part4 (empty: all)")
 	note := fs.String("note", os.Getenv("BENCH_NOTE"), "a line for the report's header, e.g. what else ran on the machine (env BENCH_NOTE)")
+	pubsubB := fs.String("pubsub-b", "", "a second pubsub-mqtt5 binary (e.g. built from main) to run beside the one built here: every selected mqttv5 contender also runs with it as <id>-b, alternated round by round")
 	daprd115 := fs.Bool("daprd115", true, "also run on daprd 1.15.0 when scripts/daprd.sh has it (never builds it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
@@ -47,6 +49,14 @@ func run() error {
 	}
 	if _, err := os.Stat("scripts/daprd.sh"); err != nil {
 		return fmt.Errorf("run from the repository root (scripts/daprd.sh not found in %s)", root)
+	}
+	if *pubsubB != "" {
+		if *pubsubB, err = filepath.Abs(*pubsubB); err != nil {
+			return err
+		}
+		if _, err := os.Stat(*pubsubB); err != nil {
+			return fmt.Errorf("-pubsub-b: %w (want a pubsub-mqtt5 binary, e.g. built with go build -o /tmp/main-bin/ ./cmd/pubsub-mqtt5 in a checkout of main)", err)
+		}
 	}
 	split := func(s string) []string {
 		if s == "" {
@@ -65,6 +75,6 @@ func run() error {
 	}
 	return bench.Run(ctx, bench.Config{
 		Root: root, Out: *out, Quick: *quick, Rounds: *rounds, Suites: split(*suites), Contenders: split(*contenders),
-		Daprd115: *daprd115, Command: strings.TrimSpace(command), Note: *note, Log: os.Stderr,
+		Daprd115: *daprd115, PubsubB: *pubsubB, Command: strings.TrimSpace(command), Note: *note, Log: os.Stderr,
 	})
 }
