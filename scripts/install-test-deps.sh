@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mosquitto (Debian package) as the third-party
 # MQTT v5 broker, Mosquitto's command-line clients (mosquitto_pub, mosquitto_sub: Debian's
-# mosquitto-clients) for the client matrix (tests/clients), and a Compose tool for the container tests' run of docker-compose.yaml (Debian's
-# docker-compose, unless `docker compose` or `docker-compose` is there). Safe to run repeatedly;
+# mosquitto-clients) for the client matrix (tests/clients), and a Compose tool for the container
+# tests' run of docker-compose.yaml (Debian's docker-compose, unless `docker compose` or
+# `docker-compose` is there). Safe to run repeatedly;
 # does nothing when everything is present.
 set -euo pipefail
 
