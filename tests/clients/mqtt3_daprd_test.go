@@ -140,7 +140,9 @@ func startDaprd(t testing.TB, name, typ string, md map[string]string, appPort in
 	return d
 }
 
-func (d *daprd) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", d.httpPort, path) }
+func (d *daprd) url(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", d.httpPort, path)
+}
 
 // publish publishes payload as a raw message through daprd's HTTP API; it fails the test unless
 // daprd answers 204 (the component published it).
