@@ -139,13 +139,13 @@ func TestMosquittoClientsPersistentSession(t *testing.T) {
 			checkBatch(t, qos, "after a broker restart", afterRestart.readUntil("end-restart"), queued, append(offline, "end-offline"))
 			afterRestart.interrupt()
 
-			// Without a restart, nothing acknowledged comes back: the next message is the new one.
+			// Then only the new message: a repeat of an earlier one (at QoS 1: a PUBACK that
+			// mosquitto_sub had queued when SIGINT closed its connection) is logged by checkBatch.
 			publish(t, b, p, nil, "-q", q, "-t", topic, "-m", "last")
-			final := startSub(t, "final", b, p, session("-C", "1", "-W", "30")...)
-			if m := final.next(); m.payload != "last" {
-				t.Fatalf("QoS %d: got %+v, want only the new message (acknowledged ones are not redelivered)", qos, m)
-			}
-			final.wait()
+			final := startSub(t, "final", b, p, session()...)
+			earlier := slices.Concat(offline, []string{"end-offline"}, queued, []string{"end-restart"})
+			checkBatch(t, qos, "on the next reconnect", final.readUntil("last"), nil, earlier)
+			final.interrupt()
 		}
 	})
 }
@@ -175,7 +175,7 @@ func checkBatch(t *testing.T, qos int, when string, got []message, want, before 
 		if qos == 2 {
 			t.Fatalf("QoS 2 %s: delivered again %q (QoS 2 is exactly once)", when, repeats)
 		}
-		t.Logf("QoS 1 %s: %d repeated deliveries of acknowledged messages (allowed at QoS 1): %q", when, len(repeats), repeats)
+		t.Logf("%s: QoS 1 %s: %d repeated deliveries of acknowledged messages (allowed at QoS 1): %q", t.Name(), when, len(repeats), repeats)
 	}
 }
 
