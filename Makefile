@@ -11,6 +11,8 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./broker:FuzzReadPacket \
 	./broker:FuzzConnection \
+	./broker:FuzzReadPacketV3 \
+	./broker:FuzzConnectionV3 \
 	./broker/statestore:FuzzHandle \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \

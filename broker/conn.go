@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -31,6 +32,10 @@ type conn struct {
 	disc    *byte // DISCONNECT reason to send before closing, nil for none
 	wake    chan struct{}
 	wdone   chan struct{}
+
+	// v3 is set by the reader before it queues anything (readFirst): the connection speaks MQTT
+	// 3.1.1, read and written through v3.go's translation.
+	v3 bool
 
 	// Set once CONNECT succeeded; then read under b.mu or by the reader.
 	clientID  string
@@ -156,6 +161,7 @@ func codePtr(b byte) *byte { return &b }
 func (c *conn) writer() {
 	defer close(c.wdone)
 	bw := bufio.NewWriterSize(c.nc, 16<<10)
+	var v3buf bytes.Buffer // 3.1.1 encoding scratch
 	var batch []*packets.ControlPacket
 	for {
 		c.wmu.Lock()
@@ -164,7 +170,13 @@ func (c *conn) writer() {
 		closing, disc := c.closing, c.disc
 		c.wmu.Unlock()
 		for _, cp := range batch {
-			if _, err := cp.WriteTo(bw); err != nil {
+			var err error
+			if c.v3 {
+				err = writeV3(bw, &v3buf, cp)
+			} else {
+				_, err = cp.WriteTo(bw)
+			}
+			if err != nil {
 				c.nc.Close()
 				return
 			}
@@ -183,7 +195,7 @@ func (c *conn) writer() {
 			if more {
 				continue
 			}
-			if disc != nil {
+			if disc != nil && !c.v3 { // 3.1.1 has no DISCONNECT from the server: closing is the answer
 				d := packets.NewControlPacket(packets.DISCONNECT)
 				d.Content.(*packets.Disconnect).ReasonCode = *disc
 				_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -205,7 +217,12 @@ func (c *conn) serve() {
 	defer c.closeWith(nil)
 
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
-	cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+	cp, err := c.readFirst()
+	if errors.Is(err, errV3Refused) {
+		c.log.Info("connection refused", "err", err.Error())
+		c.connack(CodeUnsupportedProtocolVersion, false, nil) // 3.1.1 return code 0x01 [MQTT-3.1.2-2]
+		return
+	}
 	if err != nil {
 		c.readFailed(err, true)
 		return
@@ -226,7 +243,7 @@ func (c *conn) serve() {
 		} else {
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
-		cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+		cp, err := c.read()
 		if err != nil {
 			c.readFailed(err, false)
 			return

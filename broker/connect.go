@@ -27,7 +27,12 @@ func (c *conn) connack(code byte, present bool, props *packets.Properties) {
 // resend of in-flight messages. It reports whether the connection is established.
 func (c *conn) connect(p *packets.Connect) bool {
 	b := c.b
-	if p.ProtocolName != "MQTT" || p.ProtocolVersion != 5 {
+	if c.v3 {
+		if code := c.v3Connect(p); code != CodeSuccess {
+			c.connack(code, false, nil)
+			return false
+		}
+	} else if p.ProtocolName != "MQTT" || p.ProtocolVersion != 5 {
 		c.connack(CodeUnsupportedProtocolVersion, false, nil) // [MQTT-3.1.2-2]
 		return false
 	}
@@ -168,6 +173,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 	wasPersistent := s.persistent
 	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
+	s.v3 = c.v3 // deliveries to it follow its protocol's rules (oneCopyV3)
 	s.persistent = expiry > 0 && !b.memory
 	// Connected from here on, before the record below is written: a connected session has no
 	// offline time, on disk either.
@@ -258,7 +264,7 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		}
 		c.sendAuth(CodeContinueAuthentication, method, resp.Data) // [MQTT-4.12.0-2]
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
-		cp, err := readPacket(c.br, c.b.opts.MaxPacketSize)
+		cp, err := c.read()
 		if err != nil {
 			c.readFailed(err, true)
 			return false

@@ -5,8 +5,13 @@
 // fed by a queue. Nothing blocks on I/O under the lock: store writes are submitted to the committer
 // and network writes to the connection's queue.
 //
-// Frames. readPacket reads the fixed header itself and refuses a declared size above MaxPacketSize
-// before allocating the body; paho.golang/packets only decodes bytes already read.
+// Frames. readFrame reads the fixed header itself and refuses a declared size above MaxPacketSize
+// before allocating the body; paho.golang/packets (v5) or mochi-mqtt's packets (3.1.1, v3.go) only
+// decode bytes already read.
+//
+// MQTT 3.1.1. A CONNECT with protocol level 4 makes the connection 3.1.1 (conn.v3): its packets are
+// translated to the v5 form on reading and back on writing (v3.go), so the session and routing
+// core is the same for both versions. See v3.go for the mapping and the choice of codec.
 //
 // Storage. With Options.DataDir the state lives in one append-only log, mqbroker.log (logstore.go):
 // sessions, per-session and per-group message entries (with packet id and state), QoS 2 inbound
@@ -57,7 +62,6 @@
 // MaxSessions small session records; with a data directory the log store keeps its own encoded copy
 // of the stored ones (up to about as much again: the price of a store never read while running).
 //
-// Later. MQTT 3.1.1 needs a second codec behind readPacket and the CONNACK/ack builders; WebSocket is
-// another net.Listener passed to Serve; topic aliases need a per-connection alias map in
+// Later. WebSocket is another net.Listener passed to Serve; topic aliases need a per-connection alias map in
 // handlePublish and the writer (the broker announces Topic Alias Maximum 0 and refuses aliases today).
 package broker

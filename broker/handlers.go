@@ -46,6 +46,12 @@ func (c *conn) client() Client {
 
 // ack answers a QoS 1/2 PUBLISH with PUBACK or PUBREC.
 func (c *conn) ack(qos byte, pid uint16, code byte) {
+	if c.v3 && code >= 0x80 {
+		if !c.v3Refuse(code) {
+			return
+		}
+		code = CodeSuccess
+	}
 	t := packets.PUBACK
 	if qos == 2 {
 		t = packets.PUBREC

@@ -126,10 +126,10 @@ func TestBadInput(t *testing.T) {
 	r := dialRaw(t, b)
 	r.send(t, packets.NewControlPacket(packets.PINGREQ))
 	require.Nil(t, r.read(t))
-	// Unsupported protocol version [MQTT-3.1.2-2].
+	// Unsupported protocol version [MQTT-3.1.2-2] (level 4, 3.1.1, is served: v3_test.go).
 	r = dialRaw(t, b)
 	cp := packets.NewControlPacket(packets.CONNECT)
-	cp.Content.(*packets.Connect).ProtocolVersion = 4
+	cp.Content.(*packets.Connect).ProtocolVersion = 6
 	r.send(t, cp)
 	require.Equal(t, CodeUnsupportedProtocolVersion, r.read(t).Content.(*packets.Connack).ReasonCode)
 

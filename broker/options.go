@@ -48,6 +48,10 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// MaxSessionExpiry caps the session expiry interval a client may ask for (seconds).
 	MaxSessionExpiry uint32
+	// V3SessionExpiry is how long the session of an MQTT 3.1.1 client that connected with clean
+	// session 0 is kept after it disconnects (seconds; 3.1.1 has no session expiry of its own),
+	// capped by MaxSessionExpiry. Default 0xFFFFFFFF: as long as MaxSessionExpiry allows.
+	V3SessionExpiry uint32
 	// Authenticator decides CONNECT and AUTH; nil accepts every client.
 	Authenticator Authenticator
 	// Authorizer decides publish and subscribe; nil allows everything.
@@ -75,6 +79,7 @@ func NewDefaultOptions() *Options {
 		MaxQoS0Buffered:  10000,
 		ConnectTimeout:   10 * time.Second,
 		MaxSessionExpiry: 7 * 24 * 3600,
+		V3SessionExpiry:  0xFFFFFFFF,
 	}
 }
 

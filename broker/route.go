@@ -130,6 +130,7 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 			targets = append(targets, target{grp: g, qos: m.QoS})
 		}
 	})
+	targets = oneCopyV3(targets)
 	// Check every limit first: refuse rather than acknowledge and drop.
 	if m.QoS > 0 && b.queuedBytes+int64(len(targets))*entrySize(m) > b.opts.MaxQueuedBytes {
 		b.stats.refuse(CodeQuotaExceeded)

@@ -83,6 +83,7 @@ type session struct {
 	id         string
 	expiry     uint32 // session expiry interval, seconds; 0xFFFFFFFF never
 	persistent bool   // recorded in the store (expiry > 0 and a data directory)
+	v3         bool   // its client speaks MQTT 3.1.1 (last connection; stored)
 	conn       *conn
 	offlineAt  time.Time
 	subs       map[string]*subscription // by full filter as subscribed (incl. $share/...)
@@ -158,13 +159,16 @@ type sessionRecord struct {
 	// restart does not lose it; WillDelay is its delay.
 	Will      []byte        `json:"will,omitempty"`
 	WillDelay time.Duration `json:"will_delay,omitempty"`
+	// V3: the session's client speaks MQTT 3.1.1, so messages routed to it after a restart and
+	// before it reconnects follow 3.1.1's rules (one copy for overlapping subscriptions).
+	V3 bool `json:"v3,omitempty"`
 }
 
 // record encodes s for the store. OfflineAt is written only while s has no connection: a session
 // that is connected when the broker stops (or crashes) went offline then, which restore takes as
 // the start time, so its expiry and delayed will count from the restart.
 func (s *session) record() []byte {
-	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID}
+	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID, V3: s.v3}
 	if s.conn == nil && !s.offlineAt.IsZero() {
 		r.OfflineAt = s.offlineAt.UnixNano()
 	}

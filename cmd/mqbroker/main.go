@@ -41,6 +41,7 @@ type config struct {
 	MaxSessionQueue  int    `json:"max_session_queue"`
 	MaxGroupQueue    int    `json:"max_group_queue"`
 	MaxSessionExpiry uint32 `json:"max_session_expiry"`
+	V3SessionExpiry  uint32 `json:"v3_session_expiry"`
 	CommitIntervalMS int    `json:"commit_interval_ms"`
 	LogLevel         string `json:"log_level"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
@@ -69,7 +70,7 @@ func parseConfig(args []string) (config, error) {
 		Addr: d.Addr, TLSAddr: d.TLSAddr, MaxConnections: d.MaxConnections, MaxSessions: d.MaxSessions,
 		MaxQueuedBytes: d.MaxQueuedBytes, MaxPacketSize: d.MaxPacketSize,
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
-		MaxSessionExpiry: d.MaxSessionExpiry, LogLevel: "info",
+		MaxSessionExpiry: d.MaxSessionExpiry, V3SessionExpiry: d.V3SessionExpiry, LogLevel: "info",
 		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
@@ -95,6 +96,7 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&cfg.MaxSessionQueue, "max-session-queue", cfg.MaxSessionQueue, "QoS 1/2 messages kept per session")
 	fs.IntVar(&cfg.MaxGroupQueue, "max-group-queue", cfg.MaxGroupQueue, "messages kept per shared-subscription group")
 	fs.Func("max-session-expiry", fmt.Sprintf("cap on session expiry interval, seconds (default %d)", d.MaxSessionExpiry), uintFlag(&cfg.MaxSessionExpiry))
+	fs.Func("v3-session-expiry", "seconds an MQTT 3.1.1 client's session (clean session 0) is kept after it disconnects; 3.1.1 has no expiry of its own, capped by -max-session-expiry (default: the cap)", uintFlag(&cfg.V3SessionExpiry))
 	fs.IntVar(&cfg.CommitIntervalMS, "commit-interval-ms", 0, "minimum ms between two fsyncs of the data directory (more batching, more latency)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
@@ -142,6 +144,7 @@ func run(args []string) error {
 	o.MaxSessions, o.MaxQueuedBytes = cfg.MaxSessions, cfg.MaxQueuedBytes
 	o.CommitInterval = time.Duration(cfg.CommitIntervalMS) * time.Millisecond
 	o.MaxSessionQueue, o.MaxGroupQueue, o.MaxSessionExpiry = cfg.MaxSessionQueue, cfg.MaxGroupQueue, cfg.MaxSessionExpiry
+	o.V3SessionExpiry = cfg.V3SessionExpiry
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
