@@ -49,9 +49,7 @@ type brokerKind struct {
 // Mosquitto 2.0.11 is the reference: a case green on Mosquitto proves the test itself, and a
 // case red on mqbroker only is a finding about mqbroker.
 var brokers = []brokerKind{
-	{name: "mqbroker", protocols: []protocol{v5},
-		pending: map[protocol]string{v311: "mqbroker does not serve MQTT 3.1.1 yet (issue 10, branch feat/v311)"},
-		start:   startMQBroker},
+	{name: "mqbroker", protocols: []protocol{v5, v311}, start: startMQBroker},
 	{name: "mosquitto", protocols: []protocol{v5, v311}, start: startMosquitto},
 }
 

@@ -119,8 +119,13 @@ func TestPahoGo311PersistentSessionAcrossBrokerRestart(t *testing.T) {
 		unacked := seqPayloads("unacked", n)
 		pub.publishAll(topic, append(unacked, "end-unacked"))
 		pub.c.Disconnect(250)
+		firstIDs := map[string]uint16{}
 		if got := sub.readUntil("end-unacked"); len(got) != n {
 			t.Fatalf("unacked batch: %d messages before its marker, want %d", len(got), n)
+		} else {
+			for _, m := range got {
+				firstIDs[string(m.Payload())] = m.MessageID()
+			}
 		}
 		b.Restart(t) // sub's connection drops with n PUBLISHes unacknowledged
 
@@ -132,8 +137,11 @@ func TestPahoGo311PersistentSessionAcrossBrokerRestart(t *testing.T) {
 		got = again.readUntil("end-again")
 		checkPahoBatch(t, "unacknowledged across a restart", got, unacked, append(queued, "end-queued", "end-unacked"))
 		for _, m := range got {
+			if id, ok := firstIDs[string(m.Payload())]; ok && id != m.MessageID() {
+				t.Logf("%s: %q came again with packet id %d, first sent as %d", t.Name(), m.Payload(), m.MessageID(), id)
+			}
 			if !m.Duplicate() {
-				t.Logf("%q came again without DUP set", m.Payload())
+				t.Logf("%s: %q came again without DUP set", t.Name(), m.Payload())
 			}
 		}
 	})
