@@ -219,6 +219,6 @@ func TestMosquittoClientsSharedSubscription(t *testing.T) {
 		if count["member-a"] == 0 || count["member-b"] == 0 {
 			t.Fatalf("the load was not split: %v", count)
 		}
-		t.Logf("split: %v", count)
+		t.Logf("%s: split: %v", t.Name(), count)
 	})
 }
