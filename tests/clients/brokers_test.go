@@ -83,18 +83,25 @@ func forEachBroker(t *testing.T, p protocol, f func(t *testing.T, b brokerUnderT
 // mqbrokerProc is cmd/mqbroker as a child process with a data directory (every acknowledged
 // message and session is fsynced there before the acknowledgement).
 type mqbrokerProc struct {
-	t    testing.TB
-	port int
-	dir  string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	t      testing.TB
+	port   int
+	wsPort int // 0: no WebSocket listener
+	dir    string
+	log    string
+	cmd    *exec.Cmd
+	done   chan struct{}
 }
 
-func startMQBroker(t testing.TB) brokerUnderTest {
+func startMQBroker(t testing.TB) brokerUnderTest { return startMQBrokerProc(t, false) }
+
+// startMQBrokerProc starts mqbroker, with a WebSocket listener (-ws-addr) when ws is set.
+func startMQBrokerProc(t testing.TB, ws bool) *mqbrokerProc {
 	t.Helper()
 	dir := t.TempDir()
 	b := &mqbrokerProc{t: t, port: testutil.FreePort(t), dir: dir, log: filepath.Join(dir, "mqbroker.log")}
+	if ws {
+		b.wsPort = testutil.FreePort(t)
+	}
 	b.start()
 	t.Cleanup(func() {
 		b.stop(syscall.SIGKILL)
@@ -115,7 +122,11 @@ func (b *mqbrokerProc) start() {
 		b.t.Fatal(err)
 	}
 	defer f.Close()
-	b.cmd = exec.Command(bins.mqbroker, "-addr", b.Addr(), "-data-dir", filepath.Join(b.dir, "data"), "-log-level", "debug")
+	args := []string{"-addr", b.Addr(), "-data-dir", filepath.Join(b.dir, "data"), "-log-level", "debug"}
+	if b.wsPort != 0 {
+		args = append(args, "-ws-addr", fmt.Sprintf("127.0.0.1:%d", b.wsPort))
+	}
+	b.cmd = exec.Command(bins.mqbroker, args...)
 	b.cmd.Stdout, b.cmd.Stderr = f, f
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start mqbroker: %v", err)
@@ -123,6 +134,9 @@ func (b *mqbrokerProc) start() {
 	b.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(b.cmd, b.done)
 	testutil.WaitListening(b.t, b.Addr(), 10*time.Second, b.done)
+	if b.wsPort != 0 {
+		testutil.WaitListening(b.t, fmt.Sprintf("127.0.0.1:%d", b.wsPort), 10*time.Second, b.done)
+	}
 }
 
 func (b *mqbrokerProc) stop(sig syscall.Signal) {

@@ -5,6 +5,7 @@
 //
 //	go test -race -count=1 ./tests/clients/...
 //	MQDAPR_CLIENTS_BROKERS=mqbroker go test -race -count=1 ./tests/clients/...   (one broker only)
+//	MQDAPR_CLIENTS_MQBROKER=/path/to/mqbroker go test ...   (another mqbroker build instead of ./cmd/mqbroker)
 //
 // The README's "Client matrix" table lists what each test checks and its result.
 package clients
@@ -46,6 +47,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	bins.mqbroker = filepath.Join(dir, "mqbroker")
+	if other := os.Getenv("MQDAPR_CLIENTS_MQBROKER"); other != "" {
+		bins.mqbroker = other // another mqbroker build, e.g. a branch's, against the same matrix
+	}
 	// --cached never builds: `make test` runs scripts/daprd.sh (which builds it once) before the tests.
 	if out, err := exec.Command(filepath.Join(bins.root, "scripts", "daprd.sh"), "--cached").Output(); err == nil {
 		bins.daprd = strings.TrimSpace(string(out))
