@@ -45,6 +45,7 @@ type conn struct {
 	recvMax   uint16 // the client's Receive Maximum [MQTT-3.3.4-7]
 	maxPacket uint32 // the client's Maximum Packet Size, 0 for none
 	keepAlive time.Duration
+	aliases   topicAliases // topic alias tables (alias.go)
 
 	// Guarded by b.mu.
 	sess         *session
@@ -101,8 +102,11 @@ func (c *conn) sendAll(cps []*packets.ControlPacket) { c.enqueue(cps...) }
 
 // sendQoS0 queues a QoS 0 publish unless MaxQoS0Buffered are already waiting (then it is dropped,
 // which QoS 0 permits, and false is returned).
-func (c *conn) sendQoS0(p *packets.Publish) bool {
-	if !c.fitsSize(p) {
+func (c *conn) sendQoS0(p *packets.Publish) bool { return c.sendQoS0Packet(p.ToControlPacket()) }
+
+// sendQoS0Packet is sendQoS0 for a PUBLISH already in its ControlPacket (publishPacket).
+func (c *conn) sendQoS0Packet(cp *packets.ControlPacket) bool {
+	if !c.fitsPacket(cp) {
 		return true // discarded as if delivered [MQTT-3.1.2-25]
 	}
 	c.wmu.Lock()
@@ -111,7 +115,7 @@ func (c *conn) sendQoS0(p *packets.Publish) bool {
 		return false
 	}
 	c.qos0++
-	c.wq = append(c.wq, p.ToControlPacket())
+	c.wq = append(c.wq, cp)
 	c.wmu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -124,18 +128,13 @@ func (c *conn) fits(e *entry, now time.Time) bool {
 	if c.maxPacket == 0 {
 		return true
 	}
-	return c.fitsSize(e.msg.toPublish(e.qos, e.retain, e.subID, now))
+	return c.fitsPacket(e.publishPacket(now, false))
 }
 
-func (c *conn) fitsSize(p *packets.Publish) bool {
-	if c.maxPacket == 0 {
-		return true
-	}
-	n := 5
-	for _, b := range p.Buffers() {
-		n += len(b)
-	}
-	return uint32(n) <= c.maxPacket
+// fitsPacket reports whether cp is within the client's Maximum Packet Size, counted with the
+// topic name (a topic alias the writer may put in its place only makes it smaller).
+func (c *conn) fitsPacket(cp *packets.ControlPacket) bool {
+	return c.maxPacket == 0 || uint32(wireSize(cp)) <= c.maxPacket
 }
 
 // closeWith closes the connection after sending what is queued and, if code is not nil, a DISCONNECT
@@ -174,6 +173,7 @@ func (c *conn) writer() {
 			if c.v3 {
 				err = writeV3(bw, &v3buf, cp)
 			} else {
+				c.aliasOutgoing(cp)
 				_, err = cp.WriteTo(bw)
 			}
 			if err != nil {

@@ -116,7 +116,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 	if pr.MaximumPacketSize != nil {
 		c.maxPacket = *pr.MaximumPacketSize
 	}
-	c.keepAlive = time.Duration(p.KeepAlive) * time.Second
+	c.connectLimits(p, ack) // keep alive, topic aliases (alias.go)
 	expiry := uint32(0)
 	if pr.SessionExpiryInterval != nil {
 		expiry = *pr.SessionExpiryInterval
@@ -173,7 +173,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 	wasPersistent := s.persistent
 	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
-	s.v3 = c.v3 // deliveries to it follow its protocol's rules (oneCopyV3)
+	s.v3 = c.v3 // deliveries to it follow its protocol's rules (mergeOverlaps)
 	s.persistent = expiry > 0 && !b.memory
 	// Connected from here on, before the record below is written: a connected session has no
 	// offline time, on disk either.

@@ -62,6 +62,19 @@
 // MaxSessions small session records; with a data directory the log store keeps its own encoded copy
 // of the stored ones (up to about as much again: the price of a store never read while running).
 //
-// Later. WebSocket is another net.Listener passed to Serve; topic aliases need a per-connection alias map in
-// handlePublish and the writer (the broker announces Topic Alias Maximum 0 and refuses aliases today).
+// Topic aliases (alias.go). A client's aliases are resolved by the reader before anything else
+// looks at the PUBLISH (TopicAliasMaximum, announced in CONNACK); the broker's own (TopicAliasOut,
+// off by default) are assigned by the writer, the one place that sees PUBLISHes in wire order, so
+// an alias is always defined on the wire before it is used alone; a resend on a new connection
+// starts from an empty table and carries its topic. Neither table outlives its connection.
+//
+// Overlapping subscriptions (overlap.go). OverlapDelivery single merges a session's non-shared
+// targets in route into one entry (highest QoS, every subscription identifier); the extra
+// identifiers are stored with the entry. paho's Properties holds one identifier, so such a PUBLISH
+// is encoded by multiIDPublish, in a ControlPacket of type 0 whose flags carry the PUBLISH byte.
+//
+// Authorization. Authorizer decides per topic and client; TopicRules (acl.go) is the rule set the
+// command line can express today (deny subscribe by overlapping filter, deny publish by match).
+//
+// Later. WebSocket is another net.Listener passed to Serve.
 package broker

@@ -53,6 +53,11 @@ func FuzzConnection(f *testing.F) {
 	f.Add(packetBytes(&packets.Publish{Topic: "a", QoS: 1, PacketID: 3, Payload: []byte("x"), Properties: &packets.Properties{}}, packets.NewControlPacket(packets.PINGREQ)))
 	f.Add([]byte{0xe0, 0x00})
 	f.Add([]byte{0xf0, 0x02, 0x19, 0x00})
+	one, two := uint16(1), uint16(2)
+	f.Add(packetBytes( // topic aliases: defined, used alone, used before defined
+		&packets.Publish{Topic: "a/b", QoS: 1, PacketID: 4, Payload: []byte("x"), Properties: &packets.Properties{TopicAlias: &one}},
+		&packets.Publish{QoS: 1, PacketID: 5, Payload: []byte("y"), Properties: &packets.Properties{TopicAlias: &one}},
+		&packets.Publish{QoS: 0, Payload: []byte("z"), Properties: &packets.Properties{TopicAlias: &two}}))
 
 	o := NewDefaultOptions()
 	o.Addr = ""

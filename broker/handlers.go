@@ -68,8 +68,11 @@ func (c *conn) ack(qos byte, pid uint16, code byte) {
 
 func (c *conn) handlePublish(p *packets.Publish) error {
 	b := c.b
-	if p.Properties != nil && p.Properties.TopicAlias != nil {
-		return reasonf(CodeTopicAliasInvalid, "topic alias sent, maximum is 0") // [MQTT-3.3.2-9]
+	if err := c.resolveAlias(p); err != nil {
+		return err
+	}
+	if p.Properties != nil && p.Properties.SubscriptionIdentifier != nil {
+		return reasonf(CodeProtocolError, "PUBLISH from a client carries a subscription identifier") // [MQTT-3.3.4-6]
 	}
 	if !validUTF8(p.Topic) {
 		return reasonf(CodeMalformedPacket, "topic is not valid UTF-8") // [MQTT-1.5.4-1]

@@ -100,10 +100,14 @@ func TestBadInput(t *testing.T) {
 		{"wildcard in topic name [MQTT-3.3.2-2]", func(t *testing.T, r *raw) {
 			r.send(t, &packets.Publish{Topic: "a/+", Properties: &packets.Properties{}})
 		}, CodeTopicNameInvalid},
-		{"topic alias beyond maximum 0 [MQTT-3.3.2-9]", func(t *testing.T, r *raw) {
-			one := uint16(1)
-			r.send(t, &packets.Publish{Topic: "a", Properties: &packets.Properties{TopicAlias: &one}})
+		{"topic alias beyond maximum 16 [MQTT-3.3.2-9]", func(t *testing.T, r *raw) {
+			over := uint16(17)
+			r.send(t, &packets.Publish{Topic: "a", Properties: &packets.Properties{TopicAlias: &over}})
 		}, CodeTopicAliasInvalid},
+		{"subscription identifier from a client [MQTT-3.3.4-6]", func(t *testing.T, r *raw) {
+			id := 5
+			r.send(t, &packets.Publish{Topic: "a", QoS: 1, PacketID: 1, Properties: &packets.Properties{SubscriptionIdentifier: &id}})
+		}, CodeProtocolError},
 		{"second CONNECT [MQTT-3.1.0-2]", func(t *testing.T, r *raw) {
 			cp := packets.NewControlPacket(packets.CONNECT)
 			cp.Content.(*packets.Connect).ClientID = "x"

@@ -52,6 +52,25 @@ type Options struct {
 	// session 0 is kept after it disconnects (seconds; 3.1.1 has no session expiry of its own),
 	// capped by MaxSessionExpiry. Default 0xFFFFFFFF: as long as MaxSessionExpiry allows.
 	V3SessionExpiry uint32
+	// MaxKeepAlive caps the keep alive a client may ask for (seconds); 0 leaves the client's value. A
+	// client asking for more, or for 0 (no keep alive), gets this value as Server Keep Alive in
+	// CONNACK and is held to it [MQTT-3.2.2-21] [MQTT-3.1.2-22].
+	MaxKeepAlive uint16
+	// TopicAliasMaximum is the Topic Alias Maximum announced in CONNACK: how many topic aliases a
+	// client may define on one connection [MQTT-3.3.2-12]; 0 accepts none. Each alias holds a topic
+	// of up to 65535 bytes for the life of the connection, so the default 16 bounds that memory at
+	// 1 MiB per connection, the size of one packet at the default MaxPacketSize.
+	TopicAliasMaximum uint16
+	// TopicAliasOut is how many topic aliases the broker assigns on the PUBLISHes it sends to one
+	// connection, never more than the client's Topic Alias Maximum [MQTT-3.3.2-11]; 0 (default)
+	// assigns none. Aliases are per connection: a message resent after a reconnect carries its topic.
+	TopicAliasOut uint16
+	// OverlapDelivery is how a message reaches a session with several matching non-shared
+	// subscriptions: OverlapPerSubscription (default) sends one copy per subscription, each with
+	// its own subscription identifier [MQTT-3.3.4-4]; OverlapSingle sends one copy at the highest
+	// QoS of those subscriptions [MQTT-3.3.4-2] carrying all their identifiers [MQTT-3.3.4-3]. Empty
+	// means OverlapPerSubscription.
+	OverlapDelivery Overlap
 	// Authenticator decides CONNECT and AUTH; nil accepts every client.
 	Authenticator Authenticator
 	// Authorizer decides publish and subscribe; nil allows everything.
@@ -80,6 +99,9 @@ func NewDefaultOptions() *Options {
 		ConnectTimeout:   10 * time.Second,
 		MaxSessionExpiry: 7 * 24 * 3600,
 		V3SessionExpiry:  0xFFFFFFFF,
+		// TopicAliasMaximum: see the field.
+		TopicAliasMaximum: 16,
+		OverlapDelivery:   OverlapPerSubscription,
 	}
 }
 
@@ -105,8 +127,30 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: MaxQoS0Buffered must be >= 1, got %d", ErrInvalidOptions, o.MaxQoS0Buffered)
 	case o.ConnectTimeout <= 0:
 		return fmt.Errorf("%w: ConnectTimeout must be > 0, got %s", ErrInvalidOptions, o.ConnectTimeout)
+	case o.OverlapDelivery != "" && o.OverlapDelivery != OverlapPerSubscription && o.OverlapDelivery != OverlapSingle:
+		return fmt.Errorf("%w: OverlapDelivery must be %q or %q, got %q", ErrInvalidOptions, OverlapPerSubscription, OverlapSingle, o.OverlapDelivery)
 	case o.CommitInterval < 0 || o.CommitInterval > time.Second:
 		return fmt.Errorf("%w: CommitInterval must be in [0, 1s], got %s", ErrInvalidOptions, o.CommitInterval)
 	}
 	return nil
+}
+
+// Overlap is a way of delivering a message to a session with several matching subscriptions
+// (Options.OverlapDelivery).
+type Overlap string
+
+const (
+	// OverlapPerSubscription sends one copy per matching subscription [MQTT-3.3.4-4].
+	OverlapPerSubscription Overlap = "per-subscription"
+	// OverlapSingle sends one copy carrying every matching subscription identifier [MQTT-3.3.4-3].
+	OverlapSingle Overlap = "single"
+)
+
+// ParseOverlap returns the Overlap named s, or an error naming the accepted values.
+func ParseOverlap(s string) (Overlap, error) {
+	switch o := Overlap(s); o {
+	case OverlapPerSubscription, OverlapSingle:
+		return o, nil
+	}
+	return "", fmt.Errorf("%w: overlap delivery %q: want %q or %q", ErrInvalidOptions, s, OverlapPerSubscription, OverlapSingle)
 }

@@ -112,6 +112,10 @@ type target struct {
 	grp  *group
 	sub  *subscription
 	qos  byte
+	// more are further subscription identifiers and merged says sub is a copy: set by
+	// mergeOverlaps (OverlapSingle).
+	more   []int
+	merged bool
 }
 
 // route delivers m to every matching subscription and group, or to none when a queue limit would be
@@ -130,7 +134,9 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 			targets = append(targets, target{grp: g, qos: m.QoS})
 		}
 	})
-	targets = oneCopyV3(targets)
+	if len(targets) > 1 {
+		targets = mergeOverlaps(targets, b.opts.OverlapDelivery == OverlapSingle)
+	}
 	// Check every limit first: refuse rather than acknowledge and drop.
 	if m.QoS > 0 && b.queuedBytes+int64(len(targets))*entrySize(m) > b.opts.MaxQueuedBytes {
 		b.stats.refuse(CodeQuotaExceeded)
@@ -181,8 +187,7 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 		retain := m.Retain && t.sub.RAP // [MQTT-3.3.1-12] [MQTT-3.3.1-13]
 		if t.qos == 0 {
 			if c := t.sess.conn; c != nil {
-				p := m.toPublish(0, retain, t.sub.SubID, now)
-				if c.sendQoS0(p) {
+				if c.sendQoS0Packet(publishPacket(m.toPublish(0, retain, t.sub.SubID, now), t.more)) {
 					b.stats.MessagesOut.Add(1)
 				} else {
 					b.stats.DroppedQoS0.Add(1)
@@ -191,6 +196,7 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 			continue
 		}
 		e := b.newEntry(m, t.qos, retain, t.sub.SubID, t.grp)
+		e.moreIDs = t.more
 		e.sess = t.sess
 		t.sess.pushQueued(e)
 		switch {
@@ -276,8 +282,6 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 		e.state = stSent
 		s.pids[e.pid] = e
 		s.inflight = append(s.inflight, e)
-		p := e.msg.toPublish(e.qos, e.retain, e.subID, now)
-		p.PacketID = e.pid
 		// A QoS 1 message stored under s stays stored as queued: after a crash it is sent again
 		// with a new packet identifier, which at least once allows (its receiver keeps no state for
 		// it), and delivering one costs no store write but its deletion when acknowledged. A QoS 2
@@ -287,7 +291,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 			*ops = append(*ops, op{kind: opPutEntry, owner: s.ownerKey(), seq: e.seq, val: e.encode()})
 			deferSend = deferSend || (e.qos == 2 && !b.memory)
 		}
-		pkts = append(pkts, p.ToControlPacket())
+		pkts = append(pkts, e.publishPacket(now, false))
 		b.stats.MessagesOut.Add(1)
 	}
 	if s.resending {
@@ -322,7 +326,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 					e.groupKept = !b.memory
 				}
 				e.qos = min(e.msg.QoS, sub.QoS)
-				e.subID, e.retain = sub.SubID, e.msg.Retain && sub.RAP
+				e.subID, e.moreIDs, e.retain = sub.SubID, nil, e.msg.Retain && sub.RAP
 				e.sess = s
 				if e.msg.expired(now) || !c.fits(e, now) {
 					b.forget(s, e, ops)

@@ -22,6 +22,7 @@ type entry struct {
 	qos       byte
 	retain    bool
 	subID     int
+	moreIDs   []int // further subscription identifiers (OverlapSingle), sent after subID
 	state     byte
 	pid       uint16
 	committed bool     // durable (or needs no durability): may be sent
@@ -39,7 +40,16 @@ func (e *entry) encode() []byte {
 	if e.retain {
 		b[5] = 1
 	}
+	if len(e.moreIDs) > 0 {
+		b[5] |= 2 // the further identifiers follow subID
+	}
 	b = binary.AppendUvarint(b, uint64(e.subID))
+	if len(e.moreIDs) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(e.moreIDs)))
+		for _, id := range e.moreIDs {
+			b = binary.AppendUvarint(b, uint64(id))
+		}
+	}
 	g := ""
 	if e.group != nil {
 		g = e.group.name + "\x00" + e.group.filter
@@ -53,9 +63,18 @@ func decodeEntry(seq uint64, v []byte) (e *entry, groupKey string, err error) {
 	if len(v) < 6 || v[0] != 1 {
 		return nil, "", errCorrupt
 	}
-	e = &entry{seq: seq, state: v[1], pid: uint16(v[2])<<8 | uint16(v[3]), qos: v[4], retain: v[5] == 1, committed: true}
+	e = &entry{seq: seq, state: v[1], pid: uint16(v[2])<<8 | uint16(v[3]), qos: v[4], retain: v[5]&1 != 0, committed: true}
 	d := &decoder{b: v[6:]}
 	e.subID = int(d.uvarint())
+	if v[5]&2 != 0 {
+		n := d.uvarint()
+		if n > uint64(len(d.b)) {
+			return nil, "", errCorrupt
+		}
+		for range n {
+			e.moreIDs = append(e.moreIDs, int(d.uvarint()))
+		}
+	}
 	groupKey = d.string()
 	e.msg = d.message()
 	return e, groupKey, d.err
@@ -190,8 +209,5 @@ func (e *entry) resendPacket(now time.Time) *packets.ControlPacket {
 		cp.Content.(*packets.Pubrel).PacketID = e.pid
 		return cp
 	}
-	p := e.msg.toPublish(e.qos, e.retain, e.subID, now)
-	p.PacketID = e.pid
-	p.Duplicate = true
-	return p.ToControlPacket()
+	return e.publishPacket(now, true)
 }

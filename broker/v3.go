@@ -289,32 +289,6 @@ func writeV3(w *bufio.Writer, buf *bytes.Buffer, cp *packets.ControlPacket) erro
 	return err
 }
 
-// oneCopyV3 merges the non-shared targets of each 3.1.1 session into one, at the maximum QoS of its
-// matching subscriptions [MQTT-3.3.5-1]; v5 sessions keep one copy per subscription, as v5 allows.
-// targets is modified in place.
-func oneCopyV3(targets []target) []target {
-	var first map[*session]int
-	out := targets[:0]
-	for _, t := range targets {
-		if t.sess == nil || !t.sess.v3 {
-			out = append(out, t)
-			continue
-		}
-		if first == nil {
-			first = map[*session]int{}
-		}
-		if i, ok := first[t.sess]; ok {
-			if t.qos > out[i].qos {
-				out[i].qos, out[i].sub = t.qos, t.sub
-			}
-			continue
-		}
-		first[t.sess] = len(out)
-		out = append(out, t)
-	}
-	return out
-}
-
 // v3Connect applies 3.1.1's CONNECT rules before the common path: a zero-length client id needs
 // clean session 1 [MQTT-3.1.3-8] (then one is assigned [MQTT-3.1.3-6]); clean session 0 keeps the
 // session after the connection for V3SessionExpiry (capped by MaxSessionExpiry), clean session 1

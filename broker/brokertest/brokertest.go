@@ -20,12 +20,17 @@ type Embedded struct {
 	Port int
 	Dir  string
 	b    *broker.Broker
+	// mutate changes the options at every Start (StartWith); nil for the defaults.
+	mutate func(*broker.Options)
 }
 
 // Start starts the embedded broker with durable persistence in a temporary folder.
-func Start(t testing.TB) *Embedded {
+func Start(t testing.TB) *Embedded { t.Helper(); return StartWith(t, nil) }
+
+// StartWith is Start with the broker's options changed by mutate, at this start and every restart.
+func StartWith(t testing.TB, mutate func(*broker.Options)) *Embedded {
 	t.Helper()
-	e := &Embedded{t: t, Port: testutil.FreePort(t), Dir: t.TempDir()}
+	e := &Embedded{t: t, Port: testutil.FreePort(t), Dir: t.TempDir(), mutate: mutate}
 	e.Start()
 	t.Cleanup(e.Stop)
 	return e
@@ -38,6 +43,9 @@ func (e *Embedded) Start() {
 	o.Addr = fmt.Sprintf("127.0.0.1:%d", e.Port)
 	o.DataDir = e.Dir
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if e.mutate != nil {
+		e.mutate(o)
+	}
 	b, err := broker.New(o)
 	if err != nil {
 		e.t.Fatal(err)
@@ -62,3 +70,6 @@ func (e *Embedded) Addr() string { return fmt.Sprintf("127.0.0.1:%d", e.Port) }
 
 // URL is the broker's mqtt:// address (the embedded broker in tests has no TLS listener).
 func (e *Embedded) URL(bool) string { return "mqtt://" + e.Addr() }
+
+// Broker is the running broker (nil while stopped), for its Stats.
+func (e *Embedded) Broker() *broker.Broker { return e.b }

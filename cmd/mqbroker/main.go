@@ -44,6 +44,13 @@ type config struct {
 	V3SessionExpiry  uint32 `json:"v3_session_expiry"`
 	CommitIntervalMS int    `json:"commit_interval_ms"`
 	LogLevel         string `json:"log_level"`
+	MaxKeepAlive     uint16 `json:"max_keepalive"`
+	TopicAliasMax    uint16 `json:"topic_alias_max"`
+	TopicAliasOut    uint16 `json:"topic_alias_out"`
+	OverlapDelivery  string `json:"overlap_delivery"`
+	// Refusals by topic filter, for every client (until the ACL file of issue 11).
+	DenySubscribe []string `json:"deny_subscribe"`
+	DenyPublish   []string `json:"deny_publish"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
 	KV           bool   `json:"kv"`
 	KVPersistAll bool   `json:"kv_persist_all"`
@@ -71,6 +78,7 @@ func parseConfig(args []string) (config, error) {
 		MaxQueuedBytes: d.MaxQueuedBytes, MaxPacketSize: d.MaxPacketSize,
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, V3SessionExpiry: d.V3SessionExpiry, LogLevel: "info",
+		TopicAliasMax: d.TopicAliasMaximum, OverlapDelivery: string(d.OverlapDelivery),
 		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
@@ -99,6 +107,14 @@ func parseConfig(args []string) (config, error) {
 	fs.Func("v3-session-expiry", "seconds an MQTT 3.1.1 client's session (clean session 0) is kept after it disconnects; 3.1.1 has no expiry of its own, capped by -max-session-expiry (default: the cap)", uintFlag(&cfg.V3SessionExpiry))
 	fs.IntVar(&cfg.CommitIntervalMS, "commit-interval-ms", 0, "minimum ms between two fsyncs of the data directory (more batching, more latency)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.Func("max-keepalive", "cap on the keep alive a client may ask for, seconds; a client asking for more or for 0 gets it as Server Keep Alive (default 0: no cap)", uint16Flag(&cfg.MaxKeepAlive))
+	fs.Func("topic-alias-max", fmt.Sprintf("Topic Alias Maximum announced in CONNACK: aliases a client may define per connection, 0 for none (default %d: at most 1 MiB of topics per connection)", d.TopicAliasMaximum), uint16Flag(&cfg.TopicAliasMax))
+	fs.Func("topic-alias-out", "topic aliases the broker assigns on PUBLISHes to a client that accepts them, never more than its Topic Alias Maximum (default 0: none)", uint16Flag(&cfg.TopicAliasOut))
+	fs.StringVar(&cfg.OverlapDelivery, "overlap-delivery", cfg.OverlapDelivery, "a message matching several subscriptions of one session: per-subscription (a copy each) or single (one copy with every subscription identifier)")
+	// Repeatable: collected apart, and given on the command line they replace the file's list.
+	var denySub, denyPub []string
+	fs.Func("deny-subscribe", "refuse (SUBACK 0x87) a subscription overlapping this topic filter, for every client; repeatable", appendFlag(&denySub))
+	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
 	fs.StringVar(&cfg.KVNodeID, "kv-node-id", cfg.KVNodeID, "node id in key versions (no ':')")
@@ -120,9 +136,16 @@ func parseConfig(args []string) (config, error) {
 		}
 		// The flag variables point into cfg: parsing again applies the explicit flags over the file.
 		cfg = fromFile
+		denySub, denyPub = nil, nil
 		if err := fs.Parse(args); err != nil {
 			return cfg, err
 		}
+	}
+	if denySub != nil {
+		cfg.DenySubscribe = denySub
+	}
+	if denyPub != nil {
+		cfg.DenyPublish = denyPub
 	}
 	return cfg, nil
 }
@@ -145,6 +168,17 @@ func run(args []string) error {
 	o.CommitInterval = time.Duration(cfg.CommitIntervalMS) * time.Millisecond
 	o.MaxSessionQueue, o.MaxGroupQueue, o.MaxSessionExpiry = cfg.MaxSessionQueue, cfg.MaxGroupQueue, cfg.MaxSessionExpiry
 	o.V3SessionExpiry = cfg.V3SessionExpiry
+	o.MaxKeepAlive, o.TopicAliasMaximum, o.TopicAliasOut = cfg.MaxKeepAlive, cfg.TopicAliasMax, cfg.TopicAliasOut
+	if o.OverlapDelivery, err = broker.ParseOverlap(cfg.OverlapDelivery); err != nil {
+		return fmt.Errorf("-overlap-delivery: %w", err)
+	}
+	if len(cfg.DenySubscribe) > 0 || len(cfg.DenyPublish) > 0 {
+		rules, err := broker.NewTopicRules(cfg.DenySubscribe, cfg.DenyPublish)
+		if err != nil {
+			return fmt.Errorf("-deny-subscribe/-deny-publish: %w", err)
+		}
+		o.Authorizer = rules
+	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -212,6 +246,26 @@ func uintFlag(dst *uint32) func(string) error {
 			return fmt.Errorf("want an unsigned 32-bit integer, got %q", s)
 		}
 		*dst = uint32(v)
+		return nil
+	}
+}
+
+// uint16Flag parses an unsigned 16-bit value (the flag package names the flag in the error).
+func uint16Flag(dst *uint16) func(string) error {
+	return func(s string) error {
+		var v uint32
+		if err := uintFlag(&v)(s); err != nil || v > 65535 {
+			return fmt.Errorf("want 0..65535, got %q", s)
+		}
+		*dst = uint16(v)
+		return nil
+	}
+}
+
+// appendFlag collects a repeatable flag: each repetition adds one value.
+func appendFlag(dst *[]string) func(string) error {
+	return func(s string) error {
+		*dst = append(*dst, s)
 		return nil
 	}
 }

@@ -382,8 +382,9 @@ func TestMessageExpiry(t *testing.T) {
 
 const helperEnv = "MQDAPR_PUBSUB_HELPER"
 
-// runHelperProcess is a component in a child process whose handler reports each message on stdout
-// and then blocks for ever, so the message is never acknowledged.
+// runHelperProcess is a component in a child process whose handlers (HELPER_TOPIC, and
+// HELPER_TOPIC2 if set) report each message on stdout ("GOT", "GOT2") and then block for ever, so
+// the message is never acknowledged.
 func runHelperProcess() int {
 	p := props(os.Getenv("HELPER_URL"), os.Getenv("HELPER_REPLICA"), "unsubscribeGrace", "1s")
 	ps := New(testLog)
@@ -401,7 +402,8 @@ func runHelperProcess() int {
 		return 1
 	}
 	if t := os.Getenv("HELPER_TOPIC2"); t != "" {
-		if err := ps.Subscribe(context.Background(), pubsub.SubscribeRequest{Topic: t}, func(ctx context.Context, _ *pubsub.NewMessage) error {
+		if err := ps.Subscribe(context.Background(), pubsub.SubscribeRequest{Topic: t}, func(ctx context.Context, m *pubsub.NewMessage) error {
+			fmt.Printf("GOT2 %s\n", m.Data)
 			<-ctx.Done()
 			return ctx.Err()
 		}); err != nil {
