@@ -13,6 +13,7 @@ FUZZ_TARGETS := \
 	./broker:FuzzConnection \
 	./broker:FuzzReadPacketV3 \
 	./broker:FuzzConnectionV3 \
+	./broker:FuzzWebSocketConnection \
 	./broker/statestore:FuzzHandle \
 	./internal/hlc:FuzzParse \
 	./internal/resp3:FuzzDecodeArray \
@@ -53,6 +54,11 @@ test:
 	# Dapr's injector patch code, the components' metadata parsers (a module of its own:
 	# tests/kubernetes/go.mod). Not under -race: nothing in it is concurrent, and it compiles much.
 	cd tests/kubernetes && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# Dapr's conformance suites out of process: the component binaries over their unix sockets through
+	# daprd's own gRPC clients, pub/sub on the embedded broker and on Mosquitto (a module of its own:
+	# tests/conformance/go.mod; results in tests/conformance/README.md). The test binary is not under
+	# -race (dapr's client packages pull in k8s.io/client-go); the component binaries it builds are.
+	cd tests/conformance && $(GO) vet ./... && $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 ## fuzz: every fuzz target for FUZZTIME each.

@@ -26,6 +26,11 @@ type benchResult struct {
 // runQoS1 publishes n 64-byte QoS 1 messages from 4 clients (16 concurrent publishes each) to one
 // QoS 1 subscriber through the broker at addr.
 func runQoS1(b *testing.B, addr string, n int) benchResult {
+	return runQoS1Dial(b, func(id string, opts ...clientOpt) (*client, error) { return tryClient(b, addr, id, opts...) }, n)
+}
+
+// runQoS1Dial is runQoS1 with clients connected by dial (e.g. over WebSocket).
+func runQoS1Dial(b *testing.B, dial func(id string, opts ...clientOpt) (*client, error), n int) benchResult {
 	const pubs, window = 4, 16
 	n -= n % (pubs * window)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -33,7 +38,7 @@ func runQoS1(b *testing.B, addr string, n int) benchResult {
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
 	got := make(chan struct{})
-	sub, err := tryClient(b, addr, "bench-sub", withReceiveMax(1000), withExpiry(3600)) // a persistent session: stored messages
+	sub, err := dial("bench-sub", withReceiveMax(1000), withExpiry(3600)) // a persistent session: stored messages
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,7 +59,7 @@ func runQoS1(b *testing.B, addr string, n int) benchResult {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for p := range pubs {
-		pc, err := tryClient(b, addr, fmt.Sprint("bench-pub", p))
+		pc, err := dial(fmt.Sprint("bench-pub", p))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -31,6 +31,7 @@ type Broker struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup // accept loops, connections, janitor
 	listeners []net.Listener
+	ws        wsState // WebSocket listeners (websocket.go)
 
 	mu       sync.Mutex // guards everything below, and session/group/conn state marked as such
 	sessions map[string]*session
@@ -109,7 +110,7 @@ func (b *Broker) Start() error {
 		}
 		b.serve(l)
 	}
-	if b.opts.TLSConfig != nil {
+	if b.opts.TLSConfig != nil && b.opts.TLSAddr != "" { // TLSConfig may be for WSSAddr only
 		l, err := tls.Listen("tcp", b.opts.TLSAddr, b.opts.TLSConfig)
 		if err != nil {
 			b.Close()
@@ -117,13 +118,18 @@ func (b *Broker) Start() error {
 		}
 		b.serve(l)
 	}
+	if err := b.listenWebSockets(); err != nil {
+		b.Close()
+		return err
+	}
 	b.wg.Add(1)
 	go b.janitor()
 	b.log.Info("broker started", "addr", b.Addrs(), "data_dir", b.opts.DataDir)
 	return nil
 }
 
-// Addrs returns the bound listener addresses: plain TCP first, then TLS.
+// Addrs returns the bound listener addresses: plain TCP first, then TLS, WebSocket, WebSocket over
+// TLS (WebSocketAddrs gives the latter as URLs).
 func (b *Broker) Addrs() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -76,5 +76,12 @@
 // Authorization. Authorizer decides per topic and client; TopicRules (acl.go) is the rule set the
 // command line can express today (deny subscribe by overlapping filter, deny publish by match).
 //
-// Later. WebSocket is another net.Listener passed to Serve.
+// Transports. A connection is any net.Conn: TCP (Addr), TLS (TLSAddr with TLSConfig), and MQTT over
+// WebSocket (websocket.go: WSAddr, WSSAddr with TLSConfig, WebSocketHandler for an HTTP server of
+// one's own). The WebSocket upgrade requires the subprotocol "mqtt" ("mqttv3.1" is accepted too) and
+// answers 400 without it, 503 beyond the connection bound; after it, wsConn turns binary messages
+// into the byte stream readPacket parses (gorilla/websocket streams frames into the reader's buffer,
+// never allocating by a frame's declared length), so packets may be split across frames or packed
+// into one [MQTT-6.0.0-2] and every limit is the TCP path's; a text frame closes the connection with
+// close code 1003 [MQTT-6.0.0-1]. Each Write of the connection's writer is one binary message.
 package broker

@@ -11,10 +11,17 @@ import (
 type Options struct {
 	// Addr is the TCP listen address for plain MQTT; empty disables it. Default 127.0.0.1:1883.
 	Addr string
-	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set.
+	// TLSAddr is the listen address for MQTT over TLS; used only when TLSConfig is set; empty
+	// disables it.
 	TLSAddr string
-	// TLSConfig enables the TLS listener.
+	// TLSConfig enables the TLS listener (TLSAddr) and serves WSSAddr.
 	TLSConfig *tls.Config
+	// WSAddr is the listen address for MQTT over WebSocket (subprotocol "mqtt", any path); empty
+	// disables it (the default).
+	WSAddr string
+	// WSSAddr is the listen address for MQTT over WebSocket over TLS, with TLSConfig; empty disables
+	// it (the default).
+	WSSAddr string
 	// DataDir holds the durable store; empty runs in memory.
 	DataDir string
 	// CommitInterval is the minimum time between two store transactions (fsyncs): a larger value
@@ -107,6 +114,8 @@ func NewDefaultOptions() *Options {
 
 func (o *Options) validate() error {
 	switch {
+	case o.WSSAddr != "" && o.TLSConfig == nil:
+		return fmt.Errorf("%w: WSSAddr %q needs a TLSConfig (a certificate)", ErrInvalidOptions, o.WSSAddr)
 	case o.MaxConnections < 1:
 		return fmt.Errorf("%w: MaxConnections must be >= 1, got %d", ErrInvalidOptions, o.MaxConnections)
 	case o.MaxSessions < o.MaxConnections:

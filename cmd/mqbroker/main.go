@@ -1,6 +1,7 @@
 // Command mqbroker runs mqdapr's MQTT v5 broker.
 //
 //	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
+//	mqbroker -ws-addr 127.0.0.1:8080   (also MQTT over WebSocket, subprotocol "mqtt", any path)
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
 //	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
 package main
@@ -31,6 +32,8 @@ type config struct {
 	TLSAddr          string `json:"tls_addr"`
 	TLSCert          string `json:"tls_cert"`
 	TLSKey           string `json:"tls_key"`
+	WSAddr           string `json:"ws_addr"`
+	WSSAddr          string `json:"wss_addr"`
 	DataDir          string `json:"data_dir"`
 	MetricsAddr      string `json:"metrics_addr"`
 	MaxConnections   int    `json:"max_connections"`
@@ -87,6 +90,8 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.TLSAddr, "tls-addr", cfg.TLSAddr, "MQTT over TLS listen address (needs -tls-cert and -tls-key)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
+	fs.StringVar(&cfg.WSAddr, "ws-addr", "", `MQTT over WebSocket listen address, subprotocol "mqtt", any path (empty disables)`)
+	fs.StringVar(&cfg.WSSAddr, "wss-addr", "", `MQTT over WebSocket over TLS listen address (needs -tls-cert and -tls-key; empty disables)`)
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
@@ -163,6 +168,7 @@ func run(args []string) error {
 
 	o := broker.NewDefaultOptions()
 	o.Addr, o.TLSAddr, o.DataDir, o.Logger = cfg.Addr, cfg.TLSAddr, cfg.DataDir, log
+	o.WSAddr, o.WSSAddr = cfg.WSAddr, cfg.WSSAddr
 	o.MaxConnections, o.MaxPacketSize, o.ReceiveMaximum = cfg.MaxConnections, cfg.MaxPacketSize, cfg.ReceiveMaximum
 	o.MaxSessions, o.MaxQueuedBytes = cfg.MaxSessions, cfg.MaxQueuedBytes
 	o.CommitInterval = time.Duration(cfg.CommitIntervalMS) * time.Millisecond
@@ -178,6 +184,9 @@ func run(args []string) error {
 			return fmt.Errorf("-deny-subscribe/-deny-publish: %w", err)
 		}
 		o.Authorizer = rules
+	}
+	if cfg.WSSAddr != "" && (cfg.TLSCert == "" || cfg.TLSKey == "") {
+		return fmt.Errorf("-wss-addr %q needs -tls-cert and -tls-key (the certificate it serves)", cfg.WSSAddr)
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -209,6 +218,9 @@ func run(args []string) error {
 	}
 	// The bound addresses, one line, for scripts and tests that use port 0.
 	fmt.Printf("listening %v\n", b.Addrs())
+	if urls := b.WebSocketAddrs(); len(urls) > 0 {
+		fmt.Printf("websocket %v\n", urls)
+	}
 
 	var srv *http.Server
 	if cfg.MetricsAddr != "" {

@@ -3,6 +3,7 @@ package pubsubmqtt5
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -35,9 +36,10 @@ const maxMQTTPacket = 268435455 + 5
 // reason code of 0x80 or more is ErrPublishRefused; 0x10 "no matching subscribers" (the broker
 // discarded the message) is ErrNoSubscribers unless noMatchingSubscribers is "accept" or the
 // message is retained. It waits for the connection during a reconnect, up to the context's
-// deadline or publishTimeout.
+// deadline or publishTimeout. A message discarded with 0x10 while this component was subscribing
+// to a matching filter is sent once more when that subscription is in place (subscribing.go).
 func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error {
-	conn, _, _, md, err := p.state()
+	conn, subs, _, md, err := p.state()
 	if err != nil {
 		return err
 	}
@@ -45,7 +47,21 @@ func (p *PubSub) Publish(ctx context.Context, req *pubsub.PublishRequest) error 
 	if err != nil {
 		return err
 	}
-	return p.send(ctx, conn, md, msg, md.NoMatchingSubscribers == NoSubscribersAccept || msg.Retain)
+	accept := md.NoMatchingSubscribers == NoSubscribersAccept || msg.Retain
+	if msg.Retain || msg.QoS == 0 {
+		// A retained message is kept by the broker and reaches a later subscriber anyway (sending
+		// it again would deliver it twice); QoS 0 has no PUBACK to tell.
+		return p.send(ctx, conn, md, msg, accept)
+	}
+	since := subs.subscribesEnded()
+	err = p.send(ctx, conn, md, msg, false)
+	if errors.Is(err, ErrNoSubscribers) && subs.subscribedMeanwhile(ctx, md.PublishTimeout, since, msg.Topic) {
+		err = p.send(ctx, conn, md, msg, false)
+	}
+	if accept && errors.Is(err, ErrNoSubscribers) {
+		return nil
+	}
+	return err
 }
 
 // send publishes msg and waits for its PUBACK. acceptNoSubscribers says whether PUBACK 0x10 (the

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dapr/components-contrib/pubsub"
@@ -134,6 +135,14 @@ type registry struct {
 	removed map[string]*subscription // unsubscribed filters: their held messages are released
 	upSince time.Time                // when the number of open streams last went from 0 to 1
 	changed chan struct{}            // closed and replaced on every change, to wake held messages
+
+	// subscribing counts the Subscribe calls in progress and subscribes those that ended
+	// (subscribing.go: a publish that raced one of them is sent again).
+	subscribing int
+	subscribes  atomic.Uint64 // read without mu on every publish
+	// onPublishWait, when set (tests only), is called when a publish starts waiting for the
+	// Subscribe calls in progress.
+	onPublishWait func()
 }
 
 // newRegistry returns a registry holding, without streams, the filters of rec: the subscriptions

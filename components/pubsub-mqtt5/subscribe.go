@@ -40,6 +40,8 @@ func (p *PubSub) Subscribe(ctx context.Context, req pubsub.SubscribeRequest, han
 	if err != nil {
 		return err
 	}
+	subs.beginSubscribe()
+	defer subs.endSubscribe()
 	daprFilter, idx, parts, partitioned, err := partition.Parse(req.Topic)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidTopic, err)
