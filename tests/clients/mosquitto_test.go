@@ -125,27 +125,27 @@ func TestMosquittoClientsPersistentSession(t *testing.T) {
 			first.wait()
 
 			// Each batch ends with a marker: the subscriber reads up to it (one topic keeps its
-			// order [MQTT-4.6.0-5]), then disconnects normally (SIGINT).
+			// order [MQTT-4.6.0-5]), then its connection drops (see drop).
 			offline := seqPayloads("offline-q"+q, n)
 			publish(t, b, p, append(offline, "end-offline"), "-q", q, "-t", topic)
 			back := startSub(t, "reconnected", b, p, session()...)
 			checkBatch(t, qos, "after a reconnect", back.readUntil("end-offline"), offline, nil)
-			back.interrupt()
+			back.drop()
 
 			queued := seqPayloads("restart-q"+q, n)
 			publish(t, b, p, append(queued, "end-restart"), "-q", q, "-t", topic)
 			b.Restart(t)
 			afterRestart := startSub(t, "after-restart", b, p, session()...)
 			checkBatch(t, qos, "after a broker restart", afterRestart.readUntil("end-restart"), queued, append(offline, "end-offline"))
-			afterRestart.interrupt()
+			afterRestart.drop()
 
 			// Then only the new message: a repeat of an earlier one (at QoS 1: a PUBACK that
-			// mosquitto_sub had queued when SIGINT closed its connection) is logged by checkBatch.
+			// mosquitto_sub had queued when it was killed) is logged by checkBatch.
 			publish(t, b, p, nil, "-q", q, "-t", topic, "-m", "last")
 			final := startSub(t, "final", b, p, session()...)
 			earlier := slices.Concat(offline, []string{"end-offline"}, queued, []string{"end-restart"})
 			checkBatch(t, qos, "on the next reconnect", final.readUntil("last"), nil, earlier)
-			final.interrupt()
+			final.drop()
 		}
 	})
 }

@@ -3,9 +3,7 @@ package clients
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,10 +18,6 @@ import (
 // listener fails with "Unable to start any listening sockets").
 func startWSBroker(t *testing.T) (*mqbrokerProc, string) {
 	t.Helper()
-	// Until issue 10's WebSocket listener (feat/websocket) is in the build, there is nothing to test.
-	if help, _ := exec.Command(bins.mqbroker, "-h").CombinedOutput(); !strings.Contains(string(help), "-ws-addr") {
-		t.Skip("this mqbroker has no -ws-addr (WebSocket listener) yet")
-	}
 	b := startMQBrokerProc(t, true)
 	return b, fmt.Sprintf("ws://127.0.0.1:%d/mqtt", b.wsPort)
 }
