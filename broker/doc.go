@@ -40,7 +40,8 @@
 // crash counts its expiry and delayed will from the restart.
 //
 // Shared subscriptions. A group delivers round robin over connected members that have send quota
-// (Receive Maximum); with none available the message waits in the group's queue and goes to the first
+// (messages in flight and queued, those waiting for their commit included, below the member's
+// Receive Maximum); with none available the message waits in the group's queue and goes to the first
 // member that has quota, including one that connects later. When a member's connection breaks, its
 // unsent group messages and its in-flight QoS 1 group messages go back to the group at once and on to
 // another member (MQTT v5 §4.8.2 allows it; the first member may still have processed them: at least

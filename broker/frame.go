@@ -123,6 +123,12 @@ func unpack(cp *packets.ControlPacket, body []byte) (err error) {
 			err = fmt.Errorf("%w: %v", ErrMalformed, r)
 		}
 	}()
+	if d, ok := cp.Content.(*packets.Disconnect); ok && len(body) == 0 {
+		// Remaining Length 0: reason 0x00, no properties (MQTT v5 §3.14.2.1); paho's codec
+		// would read a reason code that is not there.
+		d.ReasonCode = 0
+		return nil
+	}
 	if err := cp.Content.Unpack(bytes.NewBuffer(body)); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}

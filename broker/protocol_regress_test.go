@@ -321,3 +321,20 @@ func TestManyRetainedQoS0DoNotCloseTheConnection(t *testing.T) {
 	require.Positive(t, got)
 	require.Equal(t, int64(2*n), int64(got)+b.Stats().DroppedQoS0, "every retained message is sent or counted as dropped")
 }
+
+// Found by the client matrix (tests/clients, mosquitto_pub -V mqttv5): a DISCONNECT with Remaining
+// Length 0 means reason 0x00 without properties (MQTT v5 §3.14.2.1); it was read as a malformed
+// packet, so the will of a client that disconnected normally was published [MQTT-3.1.2-10].
+func TestDisconnectWithoutReasonCodeDropsWill(t *testing.T) {
+	b := newBroker(t, nil)
+	watcher := dialClient(t, b, "watcher")
+	watcher.subscribe(t, "will/#", 1)
+	r := dialRaw(t, b)
+	r.connectWith(t, "polite", true, 0, func(c *packets.Connect) {
+		c.WillFlag, c.WillQOS, c.WillTopic, c.WillMessage = true, 1, "will/polite", []byte("gone")
+	})
+	r.write(t, []byte{packets.DISCONNECT << 4, 0}) // what mosquitto_pub sends on a normal exit
+	require.Nil(t, r.read(t), "the broker closes the connection after a DISCONNECT")
+	waitOffline(t, b, "polite")
+	watcher.none(t, b)
+}

@@ -232,7 +232,10 @@ func (b *Broker) account(e *entry, delta int64) {
 }
 
 // pickMember chooses the next connected member of g round robin, preferring members with send
-// quota. Returns nil when no member is connected.
+// quota: fewer messages in flight and queued than its Receive Maximum [MQTT-3.3.4-7]. A message
+// queued until its commit counts towards that bound, so a member with a commit pending keeps its
+// turn (it used to lose it, and a burst went whole to one member). Returns nil when no member is
+// connected.
 func (b *Broker) pickMember(g *group, m *Message) *subscription {
 	var fallback *subscription
 	for i := 0; i < len(g.members); i++ {
@@ -242,7 +245,7 @@ func (b *Broker) pickMember(g *group, m *Message) *subscription {
 		if c == nil || mem.sess.queueLen() >= b.opts.MaxSessionQueue {
 			continue
 		}
-		if len(mem.sess.inflight) < int(c.recvMax) && mem.sess.peekQueued() == nil {
+		if mem.sess.queueLen() < int(c.recvMax) {
 			return mem
 		}
 		if fallback == nil && m.QoS == 0 {

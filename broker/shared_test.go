@@ -143,3 +143,46 @@ func TestSharedUnsubscribeReleasesMessages(t *testing.T) {
 	stay.none(t, b)
 	require.Eventually(t, func() bool { return b.Stats().Queued == 0 }, waitFor, 2*time.Millisecond, "entries left behind")
 }
+
+// Found by the client matrix (tests/clients: two 3.1.1 mosquitto_sub members split 37/3): with a
+// data directory, every member has a message waiting for its commit while a burst arrives, and
+// such a member counted as having no send quota, so the burst went to the group's queue and the
+// next member to pump took it whole (up to a Receive Maximum of 65535). A member has quota while
+// its messages in flight and queued are below its Receive Maximum [MQTT-3.3.4-7].
+func TestSharedSplitsAPipelinedBurstWithDataDir(t *testing.T) {
+	b := newBroker(t, func(o *Options) { o.DataDir = t.TempDir() })
+	m1 := dialClient(t, b, "m1")
+	m1.subscribe(t, "$share/g/burst", 1)
+	m2 := dialClient(t, b, "m2")
+	m2.subscribe(t, "$share/g/burst", 1)
+	pub := dialClient(t, b, "pub")
+	const n = 100
+	errs := make(chan error, n)
+	ctx := ctxT(t)
+	for i := range n { // in flight together, as a 3.1.1 client without Receive Maximum sends them
+		go func() {
+			_, err := pub.Publish(ctx, &paho.Publish{Topic: "burst", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	got := map[string]int{}
+	seen := map[string]bool{}
+	for range n {
+		select {
+		case m := <-m1.msgs:
+			got["m1"]++
+			seen[string(m.Payload)] = true
+		case m := <-m2.msgs:
+			got["m2"]++
+			seen[string(m.Payload)] = true
+		case <-ctxT(t).Done():
+			t.Fatal("timeout")
+		}
+	}
+	require.Len(t, seen, n) // every message exactly once
+	require.InDelta(t, n/2, got["m1"], n/10, "shares %v", got)
+	require.InDelta(t, n/2, got["m2"], n/10, "shares %v", got)
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Mosquitto (Debian package) as the third-party
-# MQTT v5 broker, its command-line clients (mosquitto-clients), and a Compose tool for the container
-# tests' run of docker-compose.yaml (Debian's docker-compose, unless `docker compose` or `docker-compose` is there). Safe to run repeatedly;
-# does nothing when everything is present.
+# MQTT v5 broker, its command-line clients (mosquitto-clients: the broker's 3.1.1 tests and the
+# client matrix, tests/clients), and a Compose tool for the container tests' run of
+# docker-compose.yaml (Debian's docker-compose, unless `docker compose` or `docker-compose` is
+# there). Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-# mosquitto_pub / mosquitto_sub: third-party MQTT 3.1.1 and v5 clients in the broker's tests.
+# mosquitto_pub / mosquitto_sub: third-party MQTT 3.1.1 and v5 clients (broker tests, tests/clients).
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
 
