@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,25 +15,50 @@ import (
 	"github.com/mqdapr/mqdapr/app/lake"
 )
 
-// gatedStore counts PutMany calls and the items in the largest, and holds every PutMany until
-// open is closed.
+// gatedStore counts the writes of done sets and the keys in the largest, and holds every one
+// until open is closed.
 type gatedStore struct {
 	*kv.Mem
-	open     chan struct{}
-	calls    atomic.Int32
-	maxItems atomic.Int32
+	open    chan struct{}
+	calls   atomic.Int32
+	maxKeys atomic.Int32
 }
 
-func (g *gatedStore) PutMany(ctx context.Context, items []kv.Item, ttl time.Duration) error {
+func (g *gatedStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if !strings.HasPrefix(key, "dedupset/") {
+		return g.Mem.Put(ctx, key, value, ttl)
+	}
 	g.calls.Add(1)
+	set, err := decodeSet(key, value)
+	if err != nil {
+		return err
+	}
 	for {
-		m := g.maxItems.Load()
-		if int32(len(items)) <= m || g.maxItems.CompareAndSwap(m, int32(len(items))) {
+		m := g.maxKeys.Load()
+		if int32(len(set.Keys)) <= m || g.maxKeys.CompareAndSwap(m, int32(len(set.Keys))) {
 			break
 		}
 	}
 	<-g.open
-	return g.Mem.PutMany(ctx, items, ttl)
+	return g.Mem.Put(ctx, key, value, ttl)
+}
+
+// done reports whether the record of id is done: marked done, or pending and listed by its set.
+func done(t *testing.T, store kv.Store, id string) bool {
+	t.Helper()
+	rec := record(t, store, id)
+	if rec.State == StateDone {
+		return true
+	}
+	if rec.Set == "" {
+		return false
+	}
+	v, _, found, err := store.Get(context.Background(), rec.Set)
+	if err != nil || !found {
+		return false
+	}
+	set, err := decodeSet(rec.Set, v)
+	return err == nil && slices.Contains(set.Keys, Key("dev-1", id))
 }
 
 // writeAndCommitLater claims id, writes its row and queues the done mark, as the connector does.
@@ -55,8 +82,9 @@ func (r *replica) writeAndCommitLater(ctx context.Context, id string) error {
 }
 
 // TestCommitLaterReturnsBeforeTheStoreAndBatches: CommitLater returns while the store holds every
-// write (the ack does not wait for it); the marks of n rows reach the store in fewer calls than
-// marks, none bigger than doneBatch; after Flush every record is done with the done TTL.
+// write (the ack does not wait for it); the marks of n rows reach the store in done sets, fewer
+// writes than marks, none bigger than setSize; after Flush every record is done (its set lists
+// it), and records and sets carry the done TTL.
 func TestCommitLaterReturnsBeforeTheStoreAndBatches(t *testing.T) {
 	const n = 200
 	ctx, root, clock := context.Background(), t.TempDir(), newClock()
@@ -72,24 +100,36 @@ func TestCommitLaterReturnsBeforeTheStoreAndBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if rec := record(t, store.Mem, "0"); rec.State != StatePending {
-		t.Fatalf("record %+v while the store holds the marks; want pending", rec)
+	if done(t, store.Mem, "0") {
+		t.Fatalf("record %+v done while the store holds the sets; want pending", record(t, store.Mem, "0"))
 	}
 	close(store.open)
 	if err := r.d.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
+	sets := map[string]bool{}
 	for i := range n {
 		id := fmt.Sprint(i)
-		if rec := record(t, store.Mem, id); rec.State != StateDone || rec.File == "" {
+		rec := record(t, store.Mem, id)
+		if !done(t, store.Mem, id) || rec.File == "" {
 			t.Fatalf("record %s %+v after Flush; want done with its file", id, rec)
 		}
+		sets[rec.Set] = true
 		if ttl := store.TTL(Key("dev-1", id)); ttl != time.Hour {
 			t.Fatalf("record %s TTL %v; want 1h", id, ttl)
 		}
 	}
-	if c := store.calls.Load(); c >= n || store.maxItems.Load() > doneBatch {
-		t.Fatalf("%d store calls (largest %d marks) for %d marks; want fewer calls than marks, at most %d marks each", c, store.maxItems.Load(), n, doneBatch)
+	for s := range sets {
+		if ttl := store.TTL(s); ttl != time.Hour {
+			t.Fatalf("set %s TTL %v; want 1h", s, ttl)
+		}
+	}
+	if c := store.calls.Load(); c >= n || store.maxKeys.Load() > setSize || len(sets) < n/setSize {
+		t.Fatalf("%d set writes (largest %d keys, %d sets) for %d marks; want fewer writes than marks, at most %d keys each", c, store.maxKeys.Load(), len(sets), n, setSize)
+	}
+	// Every mark is one state store write fewer: the records were only created.
+	if got, want := store.Len(), n+len(sets); got != want {
+		t.Fatalf("%d keys in the store; want %d records and %d sets", got, n, len(sets))
 	}
 }
 

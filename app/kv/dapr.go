@@ -40,8 +40,8 @@ func (d *Dapr) Get(ctx context.Context, key string) ([]byte, string, bool, error
 }
 
 // Create implements Store with first-write concurrency and no ETag (state.mqttkv: SET NX).
-func (d *Dapr) Create(ctx context.Context, key string, value []byte) error {
-	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", nil,
+func (d *Dapr) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", ttlMeta(ttl),
 		dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
 	return d.mapErr("create", key, err, ErrExists)
 }

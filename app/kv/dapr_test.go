@@ -54,8 +54,11 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("Get = %q %q %v %v", v, etag, found, err)
 	}
 
-	if err := d.Create(ctx, "k", nil); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.etag != "" {
+	if err := d.Create(ctx, "k", nil, 0); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.etag != "" || f.saved.meta != nil {
 		t.Fatalf("Create: %v %+v", err, f.saved)
+	}
+	if err := d.Create(ctx, "k", nil, 2*time.Hour); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.meta["ttlInSeconds"] != "7200" {
+		t.Fatalf("Create with a TTL: %v %+v", err, f.saved)
 	}
 	if err := d.Put(ctx, "k", nil, 90*time.Second); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyLastWrite || f.saved.meta["ttlInSeconds"] != "90" {
 		t.Fatalf("Put: %v %+v", err, f.saved)
@@ -70,7 +73,7 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 	}
 
 	f.err = status.Error(codes.Aborted, "etag mismatch")
-	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrExists) {
+	if err := d.Create(ctx, "k", nil, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create conflict: %v", err)
 	}
 	if err := d.Replace(ctx, "k", nil, "7", 0); !errors.Is(err, ErrConflict) {
@@ -83,7 +86,7 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("PutMany: %v; want ErrStore", err)
 	}
 	f.err = status.Error(codes.Unavailable, "daprd away")
-	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {
+	if err := d.Create(ctx, "k", nil, 0); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {
 		t.Fatalf("Create unavailable: %v; want ErrStore", err)
 	}
 	if _, _, _, err := d.Get(ctx, "k"); !errors.Is(err, ErrStore) {

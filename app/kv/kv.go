@@ -23,8 +23,9 @@ var ErrStore = errors.New("kv: state store failure")
 type Store interface {
 	// Get returns the value and ETag of key; found is false (and err nil) when it is absent.
 	Get(ctx context.Context, key string) (value []byte, etag string, found bool, err error)
-	// Create writes key only if it does not exist (first-write); ErrExists otherwise.
-	Create(ctx context.Context, key string, value []byte) error
+	// Create writes key only if it does not exist (first-write); ErrExists otherwise. ttl > 0
+	// sets an expiry, 0 none.
+	Create(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	// Replace writes key only if its ETag is still etag; ErrConflict otherwise. ttl > 0 sets an
 	// expiry, 0 none.
 	Replace(ctx context.Context, key string, value []byte, etag string, ttl time.Duration) error

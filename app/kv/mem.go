@@ -46,7 +46,7 @@ func (m *Mem) Get(ctx context.Context, key string) ([]byte, string, bool, error)
 }
 
 // Create implements Store.
-func (m *Mem) Create(ctx context.Context, key string, value []byte) error {
+func (m *Mem) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := m.hook("create", key); err != nil {
 		return err
 	}
@@ -55,7 +55,7 @@ func (m *Mem) Create(ctx context.Context, key string, value []byte) error {
 	if _, ok := m.entries[key]; ok {
 		return ErrExists
 	}
-	m.setLocked(key, value, 0)
+	m.setLocked(key, value, ttl)
 	return nil
 }
 
