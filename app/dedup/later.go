@@ -81,8 +81,9 @@ func newEpoch() string {
 // their files: a redelivery then takes the claim over and finds the row by scanning, exactly as
 // after a crash between the fsync and a synchronous mark, so no row is written twice.
 type committer struct {
-	d     *Deduper
-	epoch string
+	d      *Deduper
+	epoch  string
+	window time.Duration // setWindow (tests set it before the first claim)
 
 	mu      sync.Mutex // guards every field below
 	n       uint64     // sets opened
@@ -98,6 +99,7 @@ type committer struct {
 func (m *committer) init(d *Deduper) {
 	m.d = d
 	m.epoch = newEpoch()
+	m.window = setWindow
 	m.kick = make(chan struct{}, 1)
 	m.idle = make(chan struct{})
 	close(m.idle)
@@ -167,7 +169,7 @@ func (m *committer) end(s *doneSet, key string) bool {
 
 // work closes the open set every setWindow and writes the closed ones, until no set is left.
 func (m *committer) work() {
-	t := time.NewTimer(setWindow)
+	t := time.NewTimer(m.window)
 	defer t.Stop()
 	progress := false
 	for {
@@ -181,7 +183,7 @@ func (m *committer) work() {
 		hurry := m.flushes > 0 && progress
 		m.mu.Unlock()
 		if !hurry { // a Flush skips the window, unless the last pass found nothing to do
-			t.Reset(setWindow)
+			t.Reset(m.window)
 			select {
 			case <-t.C:
 			case <-m.kick:
