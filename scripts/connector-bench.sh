@@ -86,8 +86,8 @@ one() { # app-binary label
   done
   wait "${ppids[@]}"
   local total=$((base + per * pubs))
-  local k; local -A c0=()
-  for k in "${!who[@]}"; do c0[$k]=$(cpu "${who[$k]}"); done
+  local k; local -A cpu0=()
+  for k in "${!who[@]}"; do cpu0[$k]=$(cpu "${who[$k]}"); done
   kill -CONT "$app"
   local t0; t0=$(date +%s.%N)
   if [ -n "${PPROF:-}" ]; then
@@ -96,8 +96,8 @@ one() { # app-binary label
   fi
   for _ in $(seq 6000); do [ "$(metric written)" -ge "$total" ] && break; sleep 0.05; done
   local t1; t1=$(date +%s.%N)
-  local -A c1=()
-  for k in "${!who[@]}"; do c1[$k]=$(cpu "${who[$k]}"); done
+  local -A cpu1=()
+  for k in "${!who[@]}"; do cpu1[$k]=$(cpu "${who[$k]}"); done
   if [ -n "${PPROF:-}" ]; then
     wait "$c1" "$c2" || true
     curl -s "127.0.0.1:6060/debug/pprof/block" >"$OUT/$2.block.pprof"
@@ -109,7 +109,7 @@ one() { # app-binary label
     "$(echo "($w1 - $w0) / ($t1 - $t0)" | bc -l)" "$(metric written)" "$total" "$rows" "$(metric duplicates_skipped)" "$(metric failed)"
   local line="         CPU µs/row:" sum=0 us
   for k in app daprd pubsub state broker; do
-    us=$(( (c1[$k] - c0[$k]) * 1000000 / tck / (w1 - w0) ))
+    us=$(( (cpu1[$k] - cpu0[$k]) * 1000000 / tck / (w1 - w0) ))
     sum=$((sum + us)); line+=" $k $us"
   done
   echo "$line  total $sum  (load $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -39,9 +39,10 @@ type Options struct {
 
 // Deduper claims message identities. Safe for concurrent use.
 type Deduper struct {
-	opts  Options
-	locks keyLocks
-	later committer
+	opts    Options
+	locks   keyLocks
+	later   committer
+	creates creator
 }
 
 // New returns a Deduper; it does no I/O.
@@ -63,6 +64,7 @@ func New(opts Options) *Deduper {
 	}
 	d := &Deduper{opts: opts, locks: keyLocks{held: map[string]chan struct{}{}}}
 	d.later.init(d)
+	d.creates = creator{store: opts.Store, ttl: opts.DoneTTL}
 	return d
 }
 
@@ -120,7 +122,7 @@ func (d *Deduper) claim(ctx context.Context, key, file string, match func(line [
 		mine := Record{State: StatePending, Owner: me, File: file, At: start, Set: set.key}
 		// The record is created with the done TTL: it may stay pending for good (its set says
 		// whether it is done), so it must expire like a done record.
-		err := d.opts.Store.Create(ctx, key, mine.encode(), d.opts.DoneTTL)
+		err := d.creates.create(ctx, key, mine.encode())
 		if err == nil {
 			return &Claim{d: d, key: key, file: file, start: start}, nil
 		}

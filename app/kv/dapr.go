@@ -60,6 +60,22 @@ func (d *Dapr) Put(ctx context.Context, key string, value []byte, ttl time.Durat
 	return d.mapErr("put", key, err, nil)
 }
 
+// CreateMany implements Store with one SaveState call of many first-write items (state.mqttkv: a
+// SET NX per key, sent together). Any error is ErrStore: daprd and the pluggable protocol carry one
+// error for the call, not one per key.
+func (d *Dapr) CreateMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	if len(items) == 0 {
+		return nil
+	}
+	opts := &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}
+	md := ttlMeta(ttl)
+	set := make([]*dapr.SetStateItem, len(items))
+	for i, it := range items {
+		set[i] = &dapr.SetStateItem{Key: it.Key, Value: it.Value, Metadata: md, Options: opts}
+	}
+	return d.mapErr("create", fmt.Sprintf("%s and %d more", items[0].Key, len(items)-1), d.client.SaveBulkState(ctx, d.store, set...), nil)
+}
+
 // PutMany implements Store with one SaveState call of many items (last write wins): one round
 // trip to daprd and one to the component (state.mqttkv writes the keys in parallel) instead of
 // one each per key.

@@ -72,7 +72,16 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("PutMany: %v %+v", err, f.bulk)
 	}
 
+	if err := d.CreateMany(ctx, []Item{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}, time.Hour); err != nil || len(f.bulk) != 2 ||
+		f.bulk[1].Key != "b" || string(f.bulk[1].Value) != "2" || f.bulk[1].Metadata["ttlInSeconds"] != "3600" ||
+		f.bulk[0].Options.Concurrency != dapr.StateConcurrencyFirstWrite || f.bulk[0].Etag != nil {
+		t.Fatalf("CreateMany: %v %+v", err, f.bulk)
+	}
+
 	f.err = status.Error(codes.Aborted, "etag mismatch")
+	if err := d.CreateMany(ctx, []Item{{Key: "a"}}, 0); !errors.Is(err, ErrStore) {
+		t.Fatalf("CreateMany conflict: %v; want ErrStore (which key is not known)", err)
+	}
 	if err := d.Create(ctx, "k", nil, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create conflict: %v", err)
 	}

@@ -31,6 +31,10 @@ type Store interface {
 	Replace(ctx context.Context, key string, value []byte, etag string, ttl time.Duration) error
 	// Put writes key unconditionally (last write wins). ttl > 0 sets an expiry, 0 none.
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// CreateMany is Create of every item in one call. nil: every key was created. On error any
+	// subset may have been created (the protocol cannot say which): the caller must find out,
+	// for example with Create and Get per key.
+	CreateMany(ctx context.Context, items []Item, ttl time.Duration) error
 	// PutMany writes every item unconditionally in one call (not atomically: on error any subset
 	// may be written). ttl > 0 sets an expiry, 0 none.
 	PutMany(ctx context.Context, items []Item, ttl time.Duration) error

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -82,6 +83,24 @@ func (m *Mem) Put(ctx context.Context, key string, value []byte, ttl time.Durati
 	defer m.mu.Unlock()
 	m.setLocked(key, value, ttl)
 	return nil
+}
+
+// CreateMany implements Store; the hook sees op "createmany" with the first key, then "create"
+// for each key. Like state.mqttkv it creates the keys it can and fails when any existed.
+func (m *Mem) CreateMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if err := m.hook("createmany", items[0].Key); err != nil {
+		return err
+	}
+	var errs []error
+	for _, it := range items {
+		if err := m.Create(ctx, it.Key, it.Value, ttl); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PutMany implements Store; the hook sees op "put" for each key.
