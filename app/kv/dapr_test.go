@@ -102,3 +102,15 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("Get unavailable: %v", err)
 	}
 }
+
+func TestCountedCountsCallsAndKeys(t *testing.T) {
+	ctx := context.Background()
+	c := &Counted{Store: NewMem()}
+	_ = c.Create(ctx, "a", nil, 0)
+	_ = c.CreateMany(ctx, []Item{{Key: "b"}, {Key: "c"}}, 0)
+	_, _, _, _ = c.Get(ctx, "a")
+	_ = c.PutMany(ctx, []Item{{Key: "d"}, {Key: "e"}, {Key: "f"}}, 0)
+	if calls, keys := c.Calls.Load(), c.Keys.Load(); calls != 4 || keys != 7 {
+		t.Fatalf("%d calls, %d keys; want 4 and 7", calls, keys)
+	}
+}
