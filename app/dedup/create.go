@@ -20,9 +20,10 @@ const maxCreateBatch = 64
 // (the component still sends one SET NX per key to the broker, which commits them together).
 //
 // A batch that fails is retried key by key: the protocol does not say which keys the call
-// created, so a key that now exists with exactly the record this replica sent (owner, claim time
-// to the nanosecond, done set of this process) was created by the failed call and is granted; any
-// other existing record is ErrExists, as for a single Create.
+// created, so a key that now exists with exactly the record this claim sent (owner, done set of
+// this process, attempt number) was created by the failed call and is granted; any
+// other existing record is ErrExists, as for a single Create. (The record's Attempt number makes
+// its bytes unique to one claim attempt: the clock alone could repeat.)
 type creator struct {
 	store kv.Store
 	ttl   time.Duration

@@ -126,3 +126,72 @@ func TestClaimsInFlightGoTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFailedBatchGrantsOnlyItsOwnRecords: a redelivery of a row this replica wrote a moment ago,
+// at the same clock reading and with the same open done set, goes in a batch that fails (its key
+// exists): the key-by-key retry must not take the existing record for one the batch created, and
+// the redelivery is a duplicate. (Before records carried their attempt number, the bytes were
+// equal and the claim was granted: TestFaultsNeverDuplicateRows in app/connector wrote 2 rows.)
+func TestFailedBatchGrantsOnlyItsOwnRecords(t *testing.T) {
+	ctx, root, clock := context.Background(), t.TempDir(), newClock() // the clock stands still
+	held := &heldStore{Mem: kv.NewMem(), held: make(chan struct{}), release: make(chan struct{})}
+	r := newReplica(t, "r1", root, held, clock)
+	r.d.later.window = time.Hour // one open set throughout
+	defer func() {
+		if err := r.d.Flush(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	held.once.Do(func() {}) // the first Create is not held
+	if err := r.writeAndCommitLater(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	held.once = sync.Once{} // hold the next Create, so that two claims queue behind it
+	type answer struct {
+		c   *Claim
+		err error
+	}
+	answers := map[string]chan answer{"x": make(chan answer, 1), "k": make(chan answer, 1), "y": make(chan answer, 1)}
+	file, err := r.lake.Partition(ts, "asset-1") // the file of writeAndCommitLater
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(id string) {
+		c, err := r.d.Claim(ctx, Key("dev-1", id), file, matchID(id))
+		answers[id] <- answer{c, err}
+	}
+	go claim("x")
+	<-held.held
+	go claim("k")
+	go claim("y")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.d.creates.mu.Lock()
+		n := len(r.d.creates.queue)
+		r.d.creates.mu.Unlock()
+		if n == 2 { // waiting behind x, which is being sent
+			break
+		}
+		if time.Now().After(deadline) {
+			close(held.release)
+			t.Fatalf("%d claims queued; want 2", n)
+		}
+		time.Sleep(time.Millisecond) // polling for the goroutines to queue
+	}
+	close(held.release)
+	got := map[string]answer{}
+	for _, id := range []string{"x", "k", "y"} {
+		got[id] = <-answers[id]
+		if got[id].c != nil {
+			got[id].c.Release() // before any Fatal: the deferred Flush waits for every claim
+		}
+	}
+	for id, a := range got {
+		if a.err != nil {
+			t.Fatalf("claim %s: %v", id, a.err)
+		}
+		if want := id == "k"; a.c.Duplicate != want {
+			t.Fatalf("claim %s: duplicate %v; want %v", id, a.c.Duplicate, want)
+		}
+	}
+}

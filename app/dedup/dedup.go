@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqdapr/mqdapr/app/kv"
@@ -39,10 +40,11 @@ type Options struct {
 
 // Deduper claims message identities. Safe for concurrent use.
 type Deduper struct {
-	opts    Options
-	locks   keyLocks
-	later   committer
-	creates creator
+	opts     Options
+	locks    keyLocks
+	later    committer
+	creates  creator
+	attempts atomic.Uint64 // claim attempts of this process, numbering the records
 }
 
 // New returns a Deduper; it does no I/O.
@@ -119,7 +121,7 @@ func (d *Deduper) claim(ctx context.Context, key, file string, match func(line [
 	}()
 	for range maxAttempts {
 		start := d.opts.Now()
-		mine := Record{State: StatePending, Owner: me, File: file, At: start, Set: set.key}
+		mine := Record{State: StatePending, Owner: me, File: file, At: start, Set: set.key, Attempt: d.attempts.Add(1)}
 		// The record is created with the done TTL: it may stay pending for good (its set says
 		// whether it is done), so it must expire like a done record.
 		err := d.creates.create(ctx, key, mine.encode())
@@ -154,7 +156,7 @@ func (d *Deduper) claim(ctx context.Context, key, file string, match func(line [
 		// Our own earlier attempt (crash or failure after the claim), or a stale foreign claim:
 		// take it over, then look for the row where the previous owner would have written it.
 		start = d.opts.Now()
-		mine.At = start
+		mine.At, mine.Attempt = start, d.attempts.Add(1)
 		if err := d.opts.Store.Replace(ctx, key, mine.encode(), etag, d.opts.DoneTTL); errors.Is(err, kv.ErrConflict) {
 			continue
 		} else if err != nil {

@@ -22,6 +22,10 @@ type Record struct {
 	// durable (later.go): a pending record whose set lists it is done. Empty in done records
 	// and in records written before done sets.
 	Set string `json:"set,omitempty"`
+	// Attempt numbers the claims of the owner's process (with Set, which names the process, it
+	// tells one claim attempt from any other, even at the same clock reading): a batch of claims
+	// that failed recognises the records it did create by it (create.go).
+	Attempt uint64 `json:"attempt,omitempty"`
 }
 
 func (r Record) encode() []byte {
