@@ -25,16 +25,19 @@ import (
 
 // Config selects what runs.
 type Config struct {
-	Root       string    // the repository (its scripts/ and the packages to build)
-	Out        string    // the report (BENCHMARKS.md); "" writes none
-	Quick      bool      // one round, few messages: a smoke run, not figures
-	Rounds     int       // 0: 3, or 1 when Quick
-	Suites     []string  // "pubsub", "state", "connector"; empty: all
-	Contenders []string  // contender ids (noop, in-memory, mqttv5-mosquitto, …); empty: all
-	Daprd115   bool      // also run on daprd 1.15.0 when scripts/daprd.sh has it without building
-	Command    string    // the command line, printed in the report
-	Note       string    // a line for the report's header (e.g. what else ran on the machine)
-	Log        io.Writer // progress lines
+	Root       string   // the repository (its scripts/ and the packages to build)
+	Out        string   // the report (BENCHMARKS.md); "" writes none
+	Quick      bool     // one round, few messages: a smoke run, not figures
+	Rounds     int      // 0: 3, or 1 when Quick
+	Suites     []string // "pubsub", "state", "connector"; empty: all
+	Contenders []string // contender ids (noop, in-memory, mqttv5-mosquitto, …); empty: all
+	Daprd115   bool     // also run on daprd 1.15.0 when scripts/daprd.sh has it without building
+	// ConnectorApps are other builds of the connector app (label → binary, e.g. main's), each a
+	// contender "connector@<label>" / "connector-part4@<label>" beside this checkout's app.
+	ConnectorApps map[string]string
+	Command       string    // the command line, printed in the report
+	Note          string    // a line for the report's header (e.g. what else ran on the machine)
+	Log           io.Writer // progress lines
 }
 
 func (c *Config) rounds() int {
@@ -295,17 +298,28 @@ func (h *harness) connectorSuite(ctx context.Context) {
 	var runs []*connectorRun
 	var ids []string
 	for _, d := range h.daprds() {
+		apps := []string{""}
+		for label := range h.cfg.ConnectorApps {
+			apps = append(apps, label)
+		}
+		sort.Strings(apps[1:])
 		for _, k := range []int{1, connectorPartitions} {
-			id := "connector"
-			if k > 1 {
-				id = fmt.Sprintf("connector-part%d", k)
+			for _, label := range apps {
+				id := "connector"
+				if k > 1 {
+					id = fmt.Sprintf("connector-part%d", k)
+				}
+				bin := h.bin("app")
+				if label != "" {
+					id, bin = id+"@"+label, h.cfg.ConnectorApps[label]
+				}
+				if !h.cfg.wants(h.cfg.Contenders, id) {
+					continue
+				}
+				key := h.key(id, d)
+				runs = append(runs, &connectorRun{h: h, daprd: d, key: key, partitions: k, app: bin})
+				ids = append(ids, key)
 			}
-			if !h.cfg.wants(h.cfg.Contenders, id) {
-				continue
-			}
-			key := h.key(id, d)
-			runs = append(runs, &connectorRun{h: h, daprd: d, key: key, partitions: k})
-			ids = append(ids, key)
 		}
 	}
 	h.roundRobin(ctx, "connector", ids, func(ctx context.Context, i, round int) error { return runs[i].run(ctx, round) })
