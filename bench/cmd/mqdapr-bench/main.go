@@ -32,7 +32,7 @@ func run() error {
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "one round with few messages: a smoke run (env BENCH_QUICK=1)")
 	rounds := fs.Int("rounds", 0, "rounds per contender (0: 3, or 1 with -quick)")
 	suites := fs.String("suites", "", "comma-separated: pubsub, state, connector (empty: all)")
-	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, connector, connector-part4 (empty: all)")
+	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, connector, connector-part4, and connector@<label>, connector-part4@<label> of -connector-apps (empty: all)")
 	note := fs.String("note", os.Getenv("BENCH_NOTE"), "a line for the report's header, e.g. what else ran on the machine (env BENCH_NOTE)")
 	apps := fs.String("connector-apps", "", "comma-separated label=binary: other builds of the connector app, each run as contenders connector@label and connector-part4@label (e.g. main=/tmp/app-main)")
 	daprd115 := fs.Bool("daprd115", true, "also run on daprd 1.15.0 when scripts/daprd.sh has it (never builds it)")
