@@ -99,7 +99,7 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 	}
 	a.client = dapr.NewClientWithConnection(conn)
 
-	store := kv.NewDapr(a.client, cfg.stateStore)
+	store := &kv.Counted{Store: kv.NewDapr(a.client, cfg.stateStore)}
 	a.c, err = connector.New(connector.Options{
 		TelemetryFilter:     cfg.telemetryTopic,
 		TelemetryPartitions: cfg.partitions,
@@ -132,7 +132,11 @@ func start(cfg config, log *slog.Logger) (a *app, err error) {
 				return errors.New("shutting down")
 			}
 			return nil
-		}, a.c.Counters().Snapshot),
+		}, func() map[string]int64 {
+			m := a.c.Counters().Snapshot()
+			m["state_calls"], m["state_keys"] = store.Calls.Load(), store.Keys.Load()
+			return m
+		}),
 	}
 	if a.hlis, err = net.Listen("tcp", cfg.healthAddr); err != nil {
 		return nil, fmt.Errorf("health address: %w", err)

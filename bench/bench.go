@@ -36,9 +36,12 @@ type Config struct {
 	// built from Root: every selected pubsub.mqttv5 contender also runs with it, as "<id>-b",
 	// alternated with the others round by round. "" runs none.
 	PubsubB string
-	Command string    // the command line, printed in the report
-	Note    string    // a line for the report's header (e.g. what else ran on the machine)
-	Log     io.Writer // progress lines
+	// ConnectorApps are other builds of the connector app (label → binary, e.g. main's), each a
+	// contender "connector@<label>" / "connector-part4@<label>" beside this checkout's app.
+	ConnectorApps map[string]string
+	Command       string    // the command line, printed in the report
+	Note          string    // a line for the report's header (e.g. what else ran on the machine)
+	Log           io.Writer // progress lines
 }
 
 func (c *Config) rounds() int {
@@ -304,17 +307,28 @@ func (h *harness) connectorSuite(ctx context.Context) {
 	var runs []*connectorRun
 	var ids []string
 	for _, d := range h.daprds() {
+		apps := []string{""}
+		for label := range h.cfg.ConnectorApps {
+			apps = append(apps, label)
+		}
+		sort.Strings(apps[1:])
 		for _, k := range []int{1, connectorPartitions} {
-			id := "connector"
-			if k > 1 {
-				id = fmt.Sprintf("connector-part%d", k)
+			for _, label := range apps {
+				id := "connector"
+				if k > 1 {
+					id = fmt.Sprintf("connector-part%d", k)
+				}
+				bin := h.bin("app")
+				if label != "" {
+					id, bin = id+"@"+label, h.cfg.ConnectorApps[label]
+				}
+				if !h.cfg.wants(h.cfg.Contenders, id) {
+					continue
+				}
+				key := h.key(id, d)
+				runs = append(runs, &connectorRun{h: h, daprd: d, key: key, partitions: k, app: bin})
+				ids = append(ids, key)
 			}
-			if !h.cfg.wants(h.cfg.Contenders, id) {
-				continue
-			}
-			key := h.key(id, d)
-			runs = append(runs, &connectorRun{h: h, daprd: d, key: key, partitions: k})
-			ids = append(ids, key)
 		}
 	}
 	h.roundRobin(ctx, "connector", ids, func(ctx context.Context, i, round int) error { return runs[i].run(ctx, round) })

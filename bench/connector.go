@@ -27,6 +27,7 @@ type connectorRun struct {
 	// partitions > 1 runs the app with -telemetry-partitions (partitioned subscriptions, handled
 	// in parallel through daprd 1.16's serial dispatch); 1 is `make run`'s default.
 	partitions int
+	app        string // the app binary
 }
 
 func (r *connectorRun) run(ctx context.Context, round int) error {
@@ -59,7 +60,7 @@ func (r *connectorRun) run(ctx context.Context, round int) error {
 	s.daprGRPC = ports[2]
 	lake := filepath.Join(s.dir, "lake")
 	health := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
-	app, err := s.ps.start(s.dir, "app", "app", nil, h.bin("app"),
+	app, err := s.ps.start(s.dir, "app", "app", nil, r.app,
 		"-app-port", fmt.Sprint(appPort), "-dapr-grpc-port", fmt.Sprint(s.daprGRPC),
 		"-health-addr", fmt.Sprintf("127.0.0.1:%d", healthPort), "-lake", lake, "-replica", "replica-0", "-log-level", "warn",
 		"-telemetry-partitions", fmt.Sprint(r.partitions))

@@ -224,24 +224,35 @@ func (h *harness) connectorReport(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The sample connector (app/)\n\n")
 	w("As `make run` runs it (and with `-telemetry-partitions %d`: partitioned subscriptions): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", connectorPartitions, h.cfg.connectorReadings(), publishers)
-	w("| daprd, partitions | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
+	w("| daprd, partitions, app | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
+	apps := []string{""} // this checkout's app, then the -connector-apps builds
+	for label := range h.cfg.ConnectorApps {
+		apps = append(apps, label)
+	}
+	sort.Strings(apps[1:])
 	for _, d := range h.daprds() {
 		for _, part := range []int{1, connectorPartitions} {
-			id := "connector"
-			if part > 1 {
-				id = fmt.Sprintf("connector-part%d", part)
+			for _, label := range apps {
+				id := "connector"
+				if part > 1 {
+					id = fmt.Sprintf("connector-part%d", part)
+				}
+				app := "this checkout"
+				if label != "" {
+					id, app = id+"@"+label, label
+				}
+				k := h.key(id, d)
+				if len(h.res.get(k, "rows/s")) == 0 {
+					continue
+				}
+				checked := h.res.get(k, "exactly-once")
+				ok := 0
+				for _, v := range checked {
+					ok += int(v)
+				}
+				w("| %s, %d, %s | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, part, app, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
+					ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
 			}
-			k := h.key(id, d)
-			if len(h.res.get(k, "rows/s")) == 0 {
-				continue
-			}
-			checked := h.res.get(k, "exactly-once")
-			ok := 0
-			for _, v := range checked {
-				ok += int(v)
-			}
-			w("| %s, %d | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, part, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
-				ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
 		}
 	}
 	w("\n")

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqdapr/mqdapr/app/kv"
@@ -38,9 +40,11 @@ type Options struct {
 
 // Deduper claims message identities. Safe for concurrent use.
 type Deduper struct {
-	opts  Options
-	locks keyLocks
-	later committer
+	opts     Options
+	locks    keyLocks
+	later    committer
+	creates  creator
+	attempts atomic.Uint64 // claim attempts of this process, numbering the records
 }
 
 // New returns a Deduper; it does no I/O.
@@ -62,6 +66,7 @@ func New(opts Options) *Deduper {
 	}
 	d := &Deduper{opts: opts, locks: keyLocks{held: map[string]chan struct{}{}}}
 	d.later.init(d)
+	d.creates = creator{store: opts.Store, ttl: opts.DoneTTL}
 	return d
 }
 
@@ -81,6 +86,8 @@ type Claim struct {
 	// Reconciled is true when Duplicate was established by scanning a file after a pending claim.
 	Reconciled bool
 	release    func()
+	set        *doneSet // the done set of the claim's record; nil for duplicates
+	ended      bool     // the claim's place in set is ended (committed or released)
 }
 
 const maxAttempts = 5
@@ -102,12 +109,22 @@ func (d *Deduper) Claim(ctx context.Context, key, file string, match func(line [
 	return c, nil
 }
 
-func (d *Deduper) claim(ctx context.Context, key, file string, match func(line []byte) bool) (*Claim, error) {
+func (d *Deduper) claim(ctx context.Context, key, file string, match func(line []byte) bool) (c *Claim, err error) {
 	me := d.opts.Replica
+	set := d.later.assign()
+	defer func() {
+		if c == nil || c.Duplicate { // no row will be written under this claim
+			d.later.end(set, "")
+		} else {
+			c.set = set
+		}
+	}()
 	for range maxAttempts {
 		start := d.opts.Now()
-		mine := Record{State: StatePending, Owner: me, File: file, At: start}
-		err := d.opts.Store.Create(ctx, key, mine.encode())
+		mine := Record{State: StatePending, Owner: me, File: file, At: start, Set: set.key, Attempt: d.attempts.Add(1)}
+		// The record is created with the done TTL: it may stay pending for good (its set says
+		// whether it is done), so it must expire like a done record.
+		err := d.creates.create(ctx, key, mine.encode())
 		if err == nil {
 			return &Claim{d: d, key: key, file: file, start: start}, nil
 		}
@@ -128,14 +145,19 @@ func (d *Deduper) claim(ctx context.Context, key, file string, match func(line [
 		if rec.State == StateDone {
 			return &Claim{d: d, key: key, Duplicate: true}, nil
 		}
+		if done, err := d.inSet(ctx, rec, key); err != nil {
+			return nil, err
+		} else if done {
+			return &Claim{d: d, key: key, Duplicate: true}, nil
+		}
 		if rec.Owner != me && d.opts.Now().Sub(rec.At) < d.opts.ClaimTTL {
 			return nil, fmt.Errorf("%w: %s by %s since %s", ErrClaimedElsewhere, key, rec.Owner, rec.At.Format(time.RFC3339Nano))
 		}
 		// Our own earlier attempt (crash or failure after the claim), or a stale foreign claim:
 		// take it over, then look for the row where the previous owner would have written it.
 		start = d.opts.Now()
-		mine.At = start
-		if err := d.opts.Store.Replace(ctx, key, mine.encode(), etag, 0); errors.Is(err, kv.ErrConflict) {
+		mine.At, mine.Attempt = start, d.attempts.Add(1)
+		if err := d.opts.Store.Replace(ctx, key, mine.encode(), etag, d.opts.DoneTTL); errors.Is(err, kv.ErrConflict) {
 			continue
 		} else if err != nil {
 			return nil, err
@@ -156,6 +178,26 @@ func (d *Deduper) claim(ctx context.Context, key, file string, match func(line [
 	return nil, fmt.Errorf("%w: %s after %d attempts", ErrContention, key, maxAttempts)
 }
 
+// inSet reports whether the pending record rec of key is done: its done set lists it (in this
+// process's memory, for a set not written yet, or in the store).
+func (d *Deduper) inSet(ctx context.Context, rec Record, key string) (bool, error) {
+	if rec.Set == "" {
+		return false, nil
+	}
+	if rec.Owner == d.opts.Replica && d.later.committedHere(rec.Set, key) {
+		return true, nil
+	}
+	val, _, found, err := d.opts.Store.Get(ctx, rec.Set)
+	if err != nil || !found {
+		return false, err
+	}
+	set, err := decodeSet(rec.Set, val)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(set.Keys, key), nil
+}
+
 // Check returns ErrLeaseExpired when the claim is older than ClaimTTL/2: writing now could race a
 // replica that takes the claim over. Call it right before the lake write.
 func (c *Claim) Check() error {
@@ -168,25 +210,39 @@ func (c *Claim) Check() error {
 // Commit marks the record done, after the row is durable in the claim's file. On error the
 // record stays pending: a redelivery finds the row by scanning and completes it.
 func (c *Claim) Commit(ctx context.Context) error {
+	c.endInSet()
 	return c.d.markDone(ctx, c.key, Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start})
 }
 
 // CommitLater is Commit in the background: the caller may ack as soon as the row is durable,
-// without waiting for the store. Until the mark is written the record is pending with this
-// replica as owner and the claim's file, which is what a crash between the fsync and Commit leaves
-// too: a redelivery (here, or on another replica after ClaimTTL) takes it over, finds the row and
-// completes the record instead of writing again. When MaxPendingDone marks are waiting, it marks
-// inline and returns Commit's error.
+// without waiting for the store. The claim's key is added to its done set (named in the record),
+// which is written with the keys of the other rows committed in the same window in one store
+// write. Until the set is written the record is pending with this replica as owner and the
+// claim's file, which is what a crash between the fsync and Commit leaves too: a redelivery
+// (here, or on another replica after ClaimTTL) takes it over, finds the row and completes the
+// record instead of writing again. When MaxPendingDone keys are waiting, it marks the record
+// inline and returns Commit's error. Call it at most once, and not after Commit.
 func (c *Claim) CommitLater(ctx context.Context) error {
-	rec := Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start}
-	if c.d.later.add(c.key, rec) {
-		return nil
+	if c.set != nil && !c.ended {
+		c.ended = true
+		if c.d.later.end(c.set, c.key) {
+			return nil
+		}
 	}
-	return c.d.markDone(ctx, c.key, rec)
+	return c.d.markDone(ctx, c.key, Record{State: StateDone, Owner: c.d.opts.Replica, File: c.file, At: c.start})
 }
 
-// Release frees the in-process lock on the key. Idempotent.
+func (c *Claim) endInSet() {
+	if c.set != nil && !c.ended {
+		c.ended = true
+		c.d.later.end(c.set, "")
+	}
+}
+
+// Release frees the in-process lock on the key and ends the claim's place in its done set (no
+// row, when neither Commit nor CommitLater was called). Idempotent.
 func (c *Claim) Release() {
+	c.endInSet()
 	if c.release != nil {
 		c.release()
 	}

@@ -40,8 +40,8 @@ func (d *Dapr) Get(ctx context.Context, key string) ([]byte, string, bool, error
 }
 
 // Create implements Store with first-write concurrency and no ETag (state.mqttkv: SET NX).
-func (d *Dapr) Create(ctx context.Context, key string, value []byte) error {
-	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", nil,
+func (d *Dapr) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", ttlMeta(ttl),
 		dapr.WithConcurrency(dapr.StateConcurrencyFirstWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
 	return d.mapErr("create", key, err, ErrExists)
 }
@@ -58,6 +58,22 @@ func (d *Dapr) Put(ctx context.Context, key string, value []byte, ttl time.Durat
 	err := d.client.SaveStateWithETag(ctx, d.store, key, value, "", ttlMeta(ttl),
 		dapr.WithConcurrency(dapr.StateConcurrencyLastWrite), dapr.WithConsistency(dapr.StateConsistencyStrong))
 	return d.mapErr("put", key, err, nil)
+}
+
+// CreateMany implements Store with one SaveState call of many first-write items (state.mqttkv: a
+// SET NX per key, sent together). Any error is ErrStore: daprd and the pluggable protocol carry one
+// error for the call, not one per key.
+func (d *Dapr) CreateMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	if len(items) == 0 {
+		return nil
+	}
+	opts := &dapr.StateOptions{Concurrency: dapr.StateConcurrencyFirstWrite, Consistency: dapr.StateConsistencyStrong}
+	md := ttlMeta(ttl)
+	set := make([]*dapr.SetStateItem, len(items))
+	for i, it := range items {
+		set[i] = &dapr.SetStateItem{Key: it.Key, Value: it.Value, Metadata: md, Options: opts}
+	}
+	return d.mapErr("create", fmt.Sprintf("%s and %d more", items[0].Key, len(items)-1), d.client.SaveBulkState(ctx, d.store, set...), nil)
 }
 
 // PutMany implements Store with one SaveState call of many items (last write wins): one round

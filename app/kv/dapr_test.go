@@ -54,8 +54,11 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("Get = %q %q %v %v", v, etag, found, err)
 	}
 
-	if err := d.Create(ctx, "k", nil); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.etag != "" {
+	if err := d.Create(ctx, "k", nil, 0); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.etag != "" || f.saved.meta != nil {
 		t.Fatalf("Create: %v %+v", err, f.saved)
+	}
+	if err := d.Create(ctx, "k", nil, 2*time.Hour); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyFirstWrite || f.saved.meta["ttlInSeconds"] != "7200" {
+		t.Fatalf("Create with a TTL: %v %+v", err, f.saved)
 	}
 	if err := d.Put(ctx, "k", nil, 90*time.Second); err != nil || f.saved.opts.Concurrency != dapr.StateConcurrencyLastWrite || f.saved.meta["ttlInSeconds"] != "90" {
 		t.Fatalf("Put: %v %+v", err, f.saved)
@@ -69,8 +72,17 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("PutMany: %v %+v", err, f.bulk)
 	}
 
+	if err := d.CreateMany(ctx, []Item{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}, time.Hour); err != nil || len(f.bulk) != 2 ||
+		f.bulk[1].Key != "b" || string(f.bulk[1].Value) != "2" || f.bulk[1].Metadata["ttlInSeconds"] != "3600" ||
+		f.bulk[0].Options.Concurrency != dapr.StateConcurrencyFirstWrite || f.bulk[0].Etag != nil {
+		t.Fatalf("CreateMany: %v %+v", err, f.bulk)
+	}
+
 	f.err = status.Error(codes.Aborted, "etag mismatch")
-	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrExists) {
+	if err := d.CreateMany(ctx, []Item{{Key: "a"}}, 0); !errors.Is(err, ErrStore) {
+		t.Fatalf("CreateMany conflict: %v; want ErrStore (which key is not known)", err)
+	}
+	if err := d.Create(ctx, "k", nil, 0); !errors.Is(err, ErrExists) {
 		t.Fatalf("Create conflict: %v", err)
 	}
 	if err := d.Replace(ctx, "k", nil, "7", 0); !errors.Is(err, ErrConflict) {
@@ -83,10 +95,22 @@ func TestDaprAdapterMapsErrorsAndOptions(t *testing.T) {
 		t.Fatalf("PutMany: %v; want ErrStore", err)
 	}
 	f.err = status.Error(codes.Unavailable, "daprd away")
-	if err := d.Create(ctx, "k", nil); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {
+	if err := d.Create(ctx, "k", nil, 0); !errors.Is(err, ErrStore) || errors.Is(err, ErrExists) {
 		t.Fatalf("Create unavailable: %v; want ErrStore", err)
 	}
 	if _, _, _, err := d.Get(ctx, "k"); !errors.Is(err, ErrStore) {
 		t.Fatalf("Get unavailable: %v", err)
+	}
+}
+
+func TestCountedCountsCallsAndKeys(t *testing.T) {
+	ctx := context.Background()
+	c := &Counted{Store: NewMem()}
+	_ = c.Create(ctx, "a", nil, 0)
+	_ = c.CreateMany(ctx, []Item{{Key: "b"}, {Key: "c"}}, 0)
+	_, _, _, _ = c.Get(ctx, "a")
+	_ = c.PutMany(ctx, []Item{{Key: "d"}, {Key: "e"}, {Key: "f"}}, 0)
+	if calls, keys := c.Calls.Load(), c.Keys.Load(); calls != 4 || keys != 7 {
+		t.Fatalf("%d calls, %d keys; want 4 and 7", calls, keys)
 	}
 }

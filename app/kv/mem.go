@@ -2,6 +2,7 @@ package kv
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -46,7 +47,7 @@ func (m *Mem) Get(ctx context.Context, key string) ([]byte, string, bool, error)
 }
 
 // Create implements Store.
-func (m *Mem) Create(ctx context.Context, key string, value []byte) error {
+func (m *Mem) Create(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := m.hook("create", key); err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ func (m *Mem) Create(ctx context.Context, key string, value []byte) error {
 	if _, ok := m.entries[key]; ok {
 		return ErrExists
 	}
-	m.setLocked(key, value, 0)
+	m.setLocked(key, value, ttl)
 	return nil
 }
 
@@ -82,6 +83,24 @@ func (m *Mem) Put(ctx context.Context, key string, value []byte, ttl time.Durati
 	defer m.mu.Unlock()
 	m.setLocked(key, value, ttl)
 	return nil
+}
+
+// CreateMany implements Store; the hook sees op "createmany" with the first key, then "create"
+// for each key. Like state.mqttkv it creates the keys it can and fails when any existed.
+func (m *Mem) CreateMany(ctx context.Context, items []Item, ttl time.Duration) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if err := m.hook("createmany", items[0].Key); err != nil {
+		return err
+	}
+	var errs []error
+	for _, it := range items {
+		if err := m.Create(ctx, it.Key, it.Value, ttl); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PutMany implements Store; the hook sees op "put" for each key.
