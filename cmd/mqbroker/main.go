@@ -3,6 +3,8 @@
 //	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
 //	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
+//	mqbroker passwd /etc/mqbroker/passwd alice   (add or replace a bcrypt entry; password on stdin)
+//	mqbroker -addr 0.0.0.0:1883 -password-file passwd -acl-file acl   (off loopback: authentication)
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -51,6 +54,11 @@ type config struct {
 	// Refusals by topic filter, for every client (until the ACL file of issue 11).
 	DenySubscribe []string `json:"deny_subscribe"`
 	DenyPublish   []string `json:"deny_publish"`
+	// Authentication and authorization (cmd/mqbroker/auth.go, broker/auth.go, broker/aclfile.go).
+	PasswordFile   string `json:"password_file"`
+	ACLFile        string `json:"acl_file"`
+	AllowAnonymous *bool  `json:"allow_anonymous"` // nil: only when every listener is on loopback and no password file
+	AuthWatchMS    int    `json:"auth_watch_ms"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
 	KV           bool   `json:"kv"`
 	KVPersistAll bool   `json:"kv_persist_all"`
@@ -62,6 +70,9 @@ type config struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(healthcheckMain(os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwdMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "mqbroker:", err)
@@ -79,7 +90,8 @@ func parseConfig(args []string) (config, error) {
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, V3SessionExpiry: d.V3SessionExpiry, LogLevel: "info",
 		TopicAliasMax: d.TopicAliasMaximum, OverlapDelivery: string(d.OverlapDelivery),
-		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
+		AuthWatchMS: 2000,
+		KV:          true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
 	configFile := fs.String("config", "", "JSON config file; flags given explicitly override it")
@@ -115,6 +127,17 @@ func parseConfig(args []string) (config, error) {
 	var denySub, denyPub []string
 	fs.Func("deny-subscribe", "refuse (SUBACK 0x87) a subscription overlapping this topic filter, for every client; repeatable", appendFlag(&denySub))
 	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
+	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password file (lines `user:bcrypt-hash`, written by `mqbroker passwd`): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
+	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL file (user/client/anonymous/all sections of `topic read|write|readwrite|deny <filter>` and `key read|write|readwrite <prefix>` rules): deny by default; reloaded on SIGHUP and when it changes")
+	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file is given; a listener off loopback without -password-file needs -allow-anonymous)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", s)
+		}
+		cfg.AllowAnonymous = &v
+		return nil
+	})
+	fs.IntVar(&cfg.AuthWatchMS, "auth-watch-ms", cfg.AuthWatchMS, "how often, in ms, the password and ACL files are checked for a change (0: on SIGHUP only)")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
 	fs.StringVar(&cfg.KVNodeID, "kv-node-id", cfg.KVNodeID, "node id in key versions (no ':')")
@@ -172,12 +195,22 @@ func run(args []string) error {
 	if o.OverlapDelivery, err = broker.ParseOverlap(cfg.OverlapDelivery); err != nil {
 		return fmt.Errorf("-overlap-delivery: %w", err)
 	}
-	if len(cfg.DenySubscribe) > 0 || len(cfg.DenyPublish) > 0 {
-		rules, err := broker.NewTopicRules(cfg.DenySubscribe, cfg.DenyPublish)
-		if err != nil {
-			return fmt.Errorf("-deny-subscribe/-deny-publish: %w", err)
-		}
-		o.Authorizer = rules
+	listeners := []string{}
+	if cfg.Addr != "" {
+		listeners = append(listeners, cfg.Addr)
+	}
+	if cfg.TLSAddr != "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
+		listeners = append(listeners, cfg.TLSAddr)
+	}
+	auth, err := setupAuth(cfg, listeners, log)
+	if err != nil {
+		return err
+	}
+	if auth.auth != nil {
+		o.Authenticator = auth.auth
+	}
+	if auth.acl != nil {
+		o.Authorizer = auth.acl
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
@@ -186,7 +219,7 @@ func run(args []string) error {
 		}
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	kv, err := openKV(cfg, log)
+	kv, err := openKV(cfg, o.Authorizer, log)
 	if err != nil {
 		return err
 	}
@@ -231,6 +264,7 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	auth.watch(ctx, time.Duration(cfg.AuthWatchMS)*time.Millisecond)
 	<-ctx.Done()
 	log.Info("shutting down")
 	if srv != nil {
