@@ -146,14 +146,14 @@ func (s *authSetup) watch(ctx context.Context, interval time.Duration) {
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	var tick <-chan time.Time
-	if interval > 0 {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
-	}
 	go func() {
 		defer signal.Stop(hup)
+		var tick <-chan time.Time
+		if interval > 0 {
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			tick = t.C
+		}
 		for {
 			select {
 			case <-ctx.Done():
@@ -222,7 +222,7 @@ func readPassword(stdin *os.File, prompt io.Writer) ([]byte, error) {
 		return a, nil
 	}
 	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && (!errors.Is(err, io.EOF) || line == "") {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("reading the password from stdin: %w", err)
 	}
 	line = strings.TrimRight(line, "\r\n")
