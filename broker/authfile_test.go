@@ -3,6 +3,8 @@ package broker
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -299,4 +301,66 @@ func TestACLMosquittoClients(t *testing.T) {
 		require.NoError(t, cmd.Wait(), "%s: %s", v, got.String())
 		require.Equal(t, "tenants/alice/x mine", strings.TrimSpace(got.String()), v)
 	}
+}
+
+// A client ID is no credential: another user's client may not take over (MQTT v5 §3.1.4-3 takeover)
+// or clean (§3.1.2.4 Clean Start) a session, connected or kept offline; it gets CONNACK 0x87
+// (§3.2.2.2) and the owner keeps its session and subscriptions. Found while writing the ACL: without
+// this check bob took over alice's session and its granted subscriptions (this test failed).
+func TestSessionOwnerByUser(t *testing.T) {
+	b := newBroker(t, func(o *Options) {
+		o.Authenticator = NewPasswordAuth(passwdFile(t, "alice", "a", "bob", "b"), false)
+		o.Authorizer = NewACL(nil, aclFile(t, tenantACL), nil)
+	})
+	addr := b.Addrs()[0]
+	alice := dialClient(t, b, "shared-id", withPassword("alice", "a"), withExpiry(300))
+	alice.subscribe(t, "tenants/alice/#", 1)
+	c, err := tryClient(t, addr, "shared-id", withPassword("bob", "b"))
+	require.NoError(t, err)
+	require.Equal(t, CodeNotAuthorized, c.connack.ReasonCode, "takeover by another user")
+	r, err := alice.Publish(ctxT(t), &paho.Publish{Topic: "tenants/alice/x", QoS: 1, Payload: []byte("still here")})
+	require.NoError(t, err)
+	require.Less(t, r.ReasonCode, byte(0x80))
+	require.Equal(t, "still here", string(alice.next(t).Payload))
+
+	require.NoError(t, alice.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "shared-id")
+	c, err = tryClient(t, addr, "shared-id", withPassword("bob", "b"))
+	require.NoError(t, err)
+	require.Equal(t, CodeNotAuthorized, c.connack.ReasonCode, "clean start on another user's offline session")
+	again := dialClient(t, b, "shared-id", withPassword("alice", "a"), withExpiry(300), resume())
+	require.True(t, again.connack.SessionPresent)
+	require.True(t, hasSub(b, "shared-id", "tenants/alice/#"))
+}
+
+// The session's owner is stored with it: after a restart on the same data directory another
+// user still cannot take the session (MQTT v5 §4.1 session state kept across restarts).
+func TestSessionOwnerSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	pa := NewPasswordAuth(passwdFile(t, "alice", "a", "bob", "b"), false)
+	start := func() *Broker {
+		o := NewDefaultOptions()
+		o.Addr, o.DataDir, o.Authenticator = "127.0.0.1:0", dir, pa
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		b, err := New(o)
+		require.NoError(t, err)
+		require.NoError(t, b.Start())
+		return b
+	}
+	b := start()
+	alice, err := tryClient(t, b.Addrs()[0], "kept", withPassword("alice", "a"), withExpiry(3600))
+	require.NoError(t, err)
+	require.Equal(t, CodeSuccess, alice.connack.ReasonCode)
+	require.NoError(t, alice.Disconnect(&paho.Disconnect{}))
+	require.NoError(t, b.Close())
+
+	b2 := start()
+	defer func() { require.NoError(t, b2.Close()) }()
+	c, err := tryClient(t, b2.Addrs()[0], "kept", withPassword("bob", "b"), withExpiry(3600), resume())
+	require.NoError(t, err)
+	require.Equal(t, CodeNotAuthorized, c.connack.ReasonCode)
+	c, err = tryClient(t, b2.Addrs()[0], "kept", withPassword("alice", "a"), withExpiry(3600), resume())
+	require.NoError(t, err)
+	require.Equal(t, CodeSuccess, c.connack.ReasonCode)
+	require.True(t, c.connack.SessionPresent)
 }

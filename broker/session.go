@@ -103,6 +103,10 @@ type session struct {
 	expiry     uint32 // session expiry interval, seconds; 0xFFFFFFFF never
 	persistent bool   // recorded in the store (expiry > 0 and a data directory)
 	v3         bool   // its client speaks MQTT 3.1.1 (last connection; stored)
+	// owner is "u:" + the user name the session was created or last resumed under when an
+	// Authenticator is set (stored); "" when unknown (no Authenticator, or a record written before
+	// owners were kept). A client of another user may not take the session over (sessionOwner).
+	owner string
 	conn       *conn
 	offlineAt  time.Time
 	subs       map[string]*subscription // by full filter as subscribed (incl. $share/...)
@@ -181,13 +185,15 @@ type sessionRecord struct {
 	// V3: the session's client speaks MQTT 3.1.1, so messages routed to it after a restart and
 	// before it reconnects follow 3.1.1's rules (one copy for overlapping subscriptions).
 	V3 bool `json:"v3,omitempty"`
+	// Owner: session.owner.
+	Owner string `json:"owner,omitempty"`
 }
 
 // record encodes s for the store. OfflineAt is written only while s has no connection: a session
 // that is connected when the broker stops (or crashes) went offline then, which restore takes as
 // the start time, so its expiry and delayed will count from the restart.
 func (s *session) record() []byte {
-	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID, V3: s.v3}
+	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID, V3: s.v3, Owner: s.owner}
 	if s.conn == nil && !s.offlineAt.IsZero() {
 		r.OfflineAt = s.offlineAt.UnixNano()
 	}
