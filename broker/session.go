@@ -103,22 +103,23 @@ type session struct {
 	expiry     uint32 // session expiry interval, seconds; 0xFFFFFFFF never
 	persistent bool   // recorded in the store (expiry > 0 and a data directory)
 	v3         bool   // its client speaks MQTT 3.1.1 (last connection; stored)
+	conn       *conn
+	offlineAt  time.Time
+	subs       map[string]*subscription // by full filter as subscribed (incl. $share/...)
+	inflight   []*entry                 // sent, in send order
+	resending  bool                     // some in-flight entries wait to be resent (entry.resend)
+	queued     []*entry                 // not sent, in order; queued[qhead:] are live
+	qhead      int
+	pids       map[uint16]*entry // outbound packet id -> in-flight entry
+	nextPID    uint16
+	inbound    map[uint16]bool // QoS 2 packet ids received, PUBREL not yet received [MQTT-4.3.3-9]
+	will       *will
+	willAt     time.Time // when a delayed will is due; zero if none pending
+
 	// owner is "u:" + the user name the session was created or last resumed under when an
 	// Authenticator is set (stored); "" when unknown (no Authenticator, or a record written before
-	// owners were kept). A client of another user may not take the session over (sessionOwner).
-	owner     string
-	conn      *conn
-	offlineAt time.Time
-	subs      map[string]*subscription // by full filter as subscribed (incl. $share/...)
-	inflight  []*entry                 // sent, in send order
-	resending bool                     // some in-flight entries wait to be resent (entry.resend)
-	queued    []*entry                 // not sent, in order; queued[qhead:] are live
-	qhead     int
-	pids      map[uint16]*entry // outbound packet id -> in-flight entry
-	nextPID   uint16
-	inbound   map[uint16]bool // QoS 2 packet ids received, PUBREL not yet received [MQTT-4.3.3-9]
-	will      *will
-	willAt    time.Time // when a delayed will is due; zero if none pending
+	// owners were kept). Another user's client may not take the session over (connect).
+	owner string
 }
 
 func newSession(id string) *session {
