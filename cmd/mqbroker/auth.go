@@ -137,6 +137,16 @@ func (s *authSetup) reload(onlyChanged bool) {
 	}
 }
 
+// writeText adds the ACL's refusals by kind to /metrics (the MQTT refusals are in
+// mqbroker_refused_total already; key-value refusals are answered inside the protocol).
+func (s *authSetup) writeText(w io.Writer) {
+	if s.acl == nil {
+		return
+	}
+	pub, sub, key := s.acl.Refused()
+	fmt.Fprintf(w, "mqbroker_acl_refused_total{kind=\"publish\"} %d\nmqbroker_acl_refused_total{kind=\"subscribe\"} %d\nmqbroker_acl_refused_total{kind=\"key\"} %d\n", pub, sub, key)
+}
+
 // watch reloads on SIGHUP, and when a file's content changes (checked every interval; 0: SIGHUP
 // only), until ctx ends. Content rather than modification time: a Kubernetes ConfigMap or Secret
 // volume swaps a symlink, and an editor may keep the time.

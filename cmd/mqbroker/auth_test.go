@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,7 +189,8 @@ func TestAuthReloadOnChange(t *testing.T) {
 	hashOne, err := os.ReadFile(pw)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(acl, []byte("all\ntopic readwrite tenants/%u/#\n"), 0o600))
-	addr, _, lg := startAuthBroker(t, "-password-file", pw, "-acl-file", acl, "-auth-watch-ms", "20", "-kv=false")
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	addr, _, lg := startAuthBroker(t, "-password-file", pw, "-acl-file", acl, "-auth-watch-ms", "20", "-kv=false", "-metrics-addr", metrics)
 
 	rc, _ := connect(t, addr, "anon", "", "")
 	require.Equal(t, byte(0x87), rc, "anonymous refused with a password file")
@@ -197,6 +200,16 @@ func TestAuthReloadOnChange(t *testing.T) {
 	require.Equal(t, byte(0), rc)
 	require.Equal(t, byte(1), subscribeCode(t, c, "tenants/alice/#"))
 	require.Equal(t, byte(0x87), subscribeCode(t, c, "tenants/bob/#"))
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), `mqbroker_acl_refused_total{kind="subscribe"} 1`) &&
+			strings.Contains(string(body), `mqbroker_refused_total{reason="bad_username_or_password"} 1`)
+	}, 10*time.Second, 10*time.Millisecond, "refusals counted in /metrics")
 
 	// A broken ACL: reported with file:line, the last good one kept.
 	writeAtomic(t, acl, "all\ntopic readwrite tenants/%u/#\ntopic maybe x\n")

@@ -94,6 +94,17 @@ func parseConfig(args []string) (config, error) {
 		KV:          true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: mqbroker [flags]
+       mqbroker healthcheck [-addr host:port]     probe a broker (exit 0 serving, 1 not)
+       mqbroker passwd [-cost N] FILE USER        add or replace USER's bcrypt entry in FILE
+                                                  (password from the terminal or stdin)
+Authentication: a listener off loopback needs -password-file, or -allow-anonymous to let every
+client in; -acl-file grants topics and keys per user and client ID (deny by default). Both files
+are reloaded on SIGHUP and when they change (README.md, "Security").
+`)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", "", "JSON config file; flags given explicitly override it")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "MQTT listen address (empty disables)")
 	fs.StringVar(&cfg.TLSAddr, "tls-addr", cfg.TLSAddr, "MQTT over TLS listen address (needs -tls-cert and -tls-key)")
@@ -127,8 +138,8 @@ func parseConfig(args []string) (config, error) {
 	var denySub, denyPub []string
 	fs.Func("deny-subscribe", "refuse (SUBACK 0x87) a subscription overlapping this topic filter, for every client; repeatable", appendFlag(&denySub))
 	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
-	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password file (lines `user:bcrypt-hash`, written by `mqbroker passwd`): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
-	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL file (user/client/anonymous/all sections of `topic read|write|readwrite|deny <filter>` and `key read|write|readwrite <prefix>` rules): deny by default; reloaded on SIGHUP and when it changes")
+	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password `FILE` (lines user:bcrypt-hash, written by 'mqbroker passwd'): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
+	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL `FILE` (user/client/anonymous/all sections of 'topic read|write|readwrite|deny <filter>' and 'key read|write|readwrite <prefix>' rules): deny by default; reloaded on SIGHUP and when it changes")
 	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file is given; a listener off loopback without -password-file needs -allow-anonymous)", func(s string) error {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
@@ -249,6 +260,7 @@ func run(args []string) error {
 		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_ = b.Stats().WriteText(w)
+			auth.writeText(w)
 		})
 		l, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
