@@ -51,6 +51,9 @@ type authSetup struct {
 // explicit -allow-anonymous; a listener elsewhere without either is an error (the broker does not
 // start), so that a broker reachable from the network never lets everyone in by default.
 func setupAuth(cfg config, listeners []string, log *slog.Logger) (*authSetup, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &authSetup{cfg: cfg, log: log, sums: map[string][sha256.Size]byte{}}
 	if cfg.PasswordFile != "" {
 		pf, err := s.loadPasswords()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -58,6 +59,28 @@ func TestAuthFlagsParse(t *testing.T) {
 	require.Equal(t, "/a", cfg.ACLFile)
 	require.True(t, *cfg.AllowAnonymous, "the flag wins over the file")
 	require.Zero(t, cfg.AuthWatchMS)
+}
+
+// The image's default command (used by Compose and the container tests) listens on 0.0.0.0 and
+// says -allow-anonymous explicitly: it must pass the off-loopback check.
+func TestDockerfileCommandStarts(t *testing.T) {
+	raw, err := os.ReadFile("Dockerfile")
+	require.NoError(t, err)
+	var args []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "CMD "); ok {
+			require.NoError(t, json.Unmarshal([]byte(rest), &args))
+		}
+	}
+	require.Contains(t, args, "0.0.0.0:1883")
+	cfg, err := parseConfig(args)
+	require.NoError(t, err)
+	_, err = setupAuth(cfg, []string{cfg.Addr}, nil)
+	require.NoError(t, err, "CMD %q", args)
+	cfg, err = parseConfig(args[:4]) // without -allow-anonymous
+	require.NoError(t, err)
+	_, err = setupAuth(cfg, []string{cfg.Addr}, nil)
+	require.Error(t, err)
 }
 
 // `mqbroker passwd` takes the password from stdin, never from the command line.
