@@ -284,3 +284,54 @@ func TestAuthReloadOnSIGHUP(t *testing.T) {
 	rc, _ = connect(t, addr, "a3", "alice", "two")
 	require.Equal(t, byte(0), rc)
 }
+
+// The mqbroker process wires the ACL's key rules into its key-value store: app1 writes its own
+// keys and gets `-ERR not authorized` (docs/state-store-protocol.md#responses) for app2's.
+func TestAuthKeyRulesProcess(t *testing.T) {
+	dir := t.TempDir()
+	pw, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	code, out := passwd(t, pw, "app1", "p1\n")
+	require.Equal(t, 0, code, out)
+	require.NoError(t, os.WriteFile(acl, []byte(`all
+topic write statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke
+topic readwrite clients/%c/#
+key readwrite %u||
+`), 0o600))
+	addr, _, _ := startAuthBroker(t, "-password-file", pw, "-acl-file", acl)
+	nc, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	msgs := make(chan *paho.Publish, 10)
+	c := paho.NewClient(paho.ClientConfig{ClientID: "app1-0", Conn: nc, OnClientError: func(error) {},
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			msgs <- pr.Packet
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: "app1-0", KeepAlive: 30, CleanStart: true,
+		Username: "app1", UsernameFlag: true, Password: []byte("p1"), PasswordFlag: true})
+	require.NoError(t, err)
+	require.Equal(t, byte(0), ca.ReasonCode)
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}); nc.Close() }()
+	resp := "clients/app1-0/services/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke/response"
+	require.Equal(t, byte(1), subscribeCode(t, c, resp))
+	call := func(key string) string {
+		payload := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n", len(key), key)
+		props := &paho.PublishProperties{ResponseTopic: resp, CorrelationData: []byte(key)}
+		props.User.Add("__ts", "001696374425000:00000:app1-node")
+		r, err := c.Publish(ctx, &paho.Publish{Topic: "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke", QoS: 1,
+			Payload: []byte(payload), Properties: props})
+		require.NoError(t, err)
+		require.Equal(t, byte(0), r.ReasonCode)
+		select {
+		case p := <-msgs:
+			require.Equal(t, key, string(p.Properties.CorrelationData))
+			return string(p.Payload)
+		case <-ctx.Done():
+			t.Fatal("no response")
+			return ""
+		}
+	}
+	require.Equal(t, "+OK\r\n", call("app1||k"))
+	require.Equal(t, "-ERR not authorized\r\n", call("app2||k"))
+}
