@@ -364,3 +364,33 @@ func TestSessionOwnerSurvivesRestart(t *testing.T) {
 	require.Equal(t, CodeSuccess, c.connack.ReasonCode)
 	require.True(t, c.connack.SessionPresent)
 }
+
+// After the ACL changes, RecheckSubscriptions removes the subscriptions it no longer grants, of
+// connected and offline sessions: deliveries stop at once (MQTT v5 §4.7 matching is what a
+// subscription receives; the grant is withdrawn), the still granted ones keep receiving.
+func TestRecheckSubscriptions(t *testing.T) {
+	acl := NewACL(nil, aclFile(t, tenantACL), nil)
+	b := newBroker(t, func(o *Options) {
+		o.Authenticator = NewPasswordAuth(passwdFile(t, "alice", "a", "bob", "b", "admin", "c"), false)
+		o.Authorizer = acl
+	})
+	alice := dialClient(t, b, "alice-1", withPassword("alice", "a"))
+	alice.subscribe(t, "tenants/alice/#", 1)
+	alice.subscribe(t, "public/m", 1)
+	bob := dialClient(t, b, "bob-1", withPassword("bob", "b"), withExpiry(300))
+	bob.subscribe(t, "$share/g/tenants/bob/jobs", 1)
+	require.NoError(t, bob.Disconnect(&paho.Disconnect{}))
+	waitOffline(t, b, "bob-1")
+	require.Zero(t, b.RecheckSubscriptions(ctxT(t)), "nothing changed")
+
+	acl.SetFile(aclFile(t, "all\ntopic read public/#\nuser admin\ntopic readwrite #\n"))
+	require.Equal(t, 2, b.RecheckSubscriptions(ctxT(t)))
+	require.False(t, hasSub(b, "alice-1", "tenants/alice/#"))
+	require.False(t, hasSub(b, "bob-1", "$share/g/tenants/bob/jobs"), "the offline session's too")
+	require.True(t, hasSub(b, "alice-1", "public/m"))
+
+	admin := dialClient(t, b, "admin-1", withPassword("admin", "c"))
+	admin.publish(t, "tenants/alice/x", 1, "after the revocation")
+	admin.publish(t, "public/m", 1, "marker")
+	require.Equal(t, "marker", string(alice.next(t).Payload), "nothing on the revoked filter before the marker")
+}

@@ -43,6 +43,8 @@ type authSetup struct {
 	cfg  config
 	log  *slog.Logger
 	sums map[string][sha256.Size]byte // content of each file last loaded (or tried)
+	// aclReloaded is called after a new ACL file is in force (the broker rechecks subscriptions).
+	aclReloaded func()
 }
 
 // setupAuth builds the Authenticator and Authorizer from cfg and decides anonymous access:
@@ -136,6 +138,9 @@ func (s *authSetup) reload(onlyChanged bool) {
 		} else {
 			s.acl.SetFile(af)
 			s.log.Info("ACL file reloaded", "file", s.cfg.ACLFile)
+			if s.aclReloaded != nil {
+				s.aclReloaded()
+			}
 		}
 	}
 }

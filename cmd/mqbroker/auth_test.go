@@ -242,6 +242,8 @@ func TestAuthReloadOnChange(t *testing.T) {
 	// A good one applies to the next SUBSCRIBE.
 	writeAtomic(t, acl, "user alice\ntopic read tenants/bob/#\n")
 	lg.waitCount(t, "ACL file reloaded", 1)
+	// The subscriptions granted under the old file and not under the new one are removed.
+	lg.waitCount(t, `msg="subscription removed: no longer authorized" client=a1 user=alice filter=tenants/alice/#`, 1)
 	require.Equal(t, byte(0x87), subscribeCode(t, c, "tenants/alice/b"))
 	require.Equal(t, byte(1), subscribeCode(t, c, "tenants/bob/#"))
 

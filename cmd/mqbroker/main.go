@@ -276,6 +276,11 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	auth.aclReloaded = func() {
+		if n := b.RecheckSubscriptions(ctx); n > 0 {
+			log.Info("subscriptions no longer granted were removed", "count", n)
+		}
+	}
 	auth.watch(ctx, time.Duration(cfg.AuthWatchMS)*time.Millisecond)
 	<-ctx.Done()
 	log.Info("shutting down")
