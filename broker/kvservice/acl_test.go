@@ -106,4 +106,21 @@ key readwrite %u||
 		t.Fatalf("unexpected message to app1 on %s: %q", p.Topic, p.Payload)
 	default:
 	}
+
+	// app1's own change notifies its KEYNOTIFY registration; once the ACL no longer lets it read
+	// the key, the registration gets nothing more (the grant is checked for each notification).
+	ok(a, "+OK\r\n", "SET", "app1||k", "v3")
+	n := a.next(t)
+	require.Equal(t, statestore.NotifyTopic("app1-c", []byte("app1||k")), n.Topic)
+	af2, err := broker.ParseACLFile("acl", []byte(`
+all
+topic write statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke
+topic readwrite clients/%c/#
+key write %u||
+`))
+	require.NoError(t, err)
+	acl.SetFile(af2)
+	ok(a, "+OK\r\n", "SET", "app1||k", "v4")
+	ok(a, "-ERR not authorized\r\n", "GET", "app1||k") // would follow a notification of v4
+	require.True(t, f.engine.Watching("app1-c", []byte("app1||k")), "the registration stays, silent")
 }

@@ -393,7 +393,7 @@ func (e *Engine) keynotify(c command) reply {
 		}
 		return reply{value: resp3.OK()}
 	}
-	if !e.watch(c.req.ClientID, c.req.Conn, string(key)) {
+	if !e.watch(c.req.ClientID, c.req.Username, c.req.Conn, string(key)) {
 		return errReply(MsgQuotaExceeded)
 	}
 	return reply{value: resp3.OK()}
