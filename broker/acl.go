@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // TopicRules is an Authorizer that refuses by topic filter, the same for every client: the
@@ -97,6 +99,37 @@ type ACL struct {
 	log  *slog.Logger
 
 	refusedPublish, refusedSubscribe, refusedKey atomic.Int64
+
+	now        func() time.Time // the clock of the log's rate limit; tests replace it
+	logMu      sync.Mutex
+	logWindow  time.Time // start of the current second
+	logged     int       // refusals logged in it
+	suppressed int       // refusals not logged since the last summary
+}
+
+// refusalLogsPerSecond bounds the refusal lines: a client publishing in a loop to a topic it may
+// not use must not flood the log (every refusal is still counted).
+const refusalLogsPerSecond = 20
+
+func (a *ACL) logRefusal(msg string, args ...any) {
+	a.logMu.Lock()
+	now := a.now()
+	if now.Sub(a.logWindow) >= time.Second {
+		if a.suppressed > 0 {
+			a.log.Info("authorization refusals not logged (rate limit)", "count", a.suppressed)
+		}
+		a.logWindow, a.logged, a.suppressed = now, 0, 0
+	}
+	ok := a.logged < refusalLogsPerSecond
+	if ok {
+		a.logged++
+	} else {
+		a.suppressed++
+	}
+	a.logMu.Unlock()
+	if ok {
+		a.log.Info(msg, args...)
+	}
 }
 
 // NewACL returns an ACL over deny (nil: none) and file (nil: no file). log nil discards.
@@ -107,7 +140,7 @@ func NewACL(deny *TopicRules, file *ACLFile, log *slog.Logger) *ACL {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &ACL{Deny: deny, log: log}
+	a := &ACL{Deny: deny, log: log, now: time.Now}
 	a.file.Store(file)
 	return a
 }
@@ -134,7 +167,7 @@ func (a *ACL) AuthorizePublish(ctx context.Context, c Client, topic string) erro
 	}
 	if err != nil {
 		a.refusedPublish.Add(1)
-		a.log.Info("publish not authorized", "client", c.ID, "user", c.Username, "topic", topic, "why", err.Error())
+		a.logRefusal("publish not authorized", "client", c.ID, "user", c.Username, "topic", topic, "why", err.Error())
 	}
 	return err
 }
@@ -154,7 +187,7 @@ func (a *ACL) AuthorizeSubscribe(ctx context.Context, c Client, filter string) e
 	}
 	if err != nil {
 		a.refusedSubscribe.Add(1)
-		a.log.Info("subscribe not authorized", "client", c.ID, "user", c.Username, "filter", filter, "why", err.Error())
+		a.logRefusal("subscribe not authorized", "client", c.ID, "user", c.Username, "filter", filter, "why", err.Error())
 	}
 	return err
 }
@@ -171,6 +204,6 @@ func (a *ACL) AuthorizeKey(c Client, key []byte, write bool) error {
 	if write {
 		access = "write"
 	}
-	a.log.Info("key access not authorized", "client", c.ID, "user", c.Username, "key", strconv.QuoteToASCII(string(key)), "access", access)
+	a.logRefusal("key access not authorized", "client", c.ID, "user", c.Username, "key", strconv.QuoteToASCII(string(key)), "access", access)
 	return reasonf(CodeNotAuthorized, "no rule of %s grants %s on key %q", f.Path, access, key)
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -394,3 +395,33 @@ func TestRecheckSubscriptions(t *testing.T) {
 	admin.publish(t, "public/m", 1, "marker")
 	require.Equal(t, "marker", string(alice.next(t).Payload), "nothing on the revoked filter before the marker")
 }
+
+// Refusals are all counted, but logged at most refusalLogsPerSecond a second, with a summary of
+// the others: a client looping on a denied topic cannot flood the log.
+func TestACLRefusalLogBounded(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	}), nil))
+	acl := NewACL(nil, aclFile(t, "all\ntopic write ok/#\n"), log)
+	clock := time.Unix(1000, 0)
+	acl.now = func() time.Time { return clock }
+	for range 1000 {
+		require.Error(t, acl.AuthorizePublish(context.Background(), Client{ID: "c", Username: "u"}, "denied/x"))
+	}
+	pub, _, _ := acl.Refused()
+	require.EqualValues(t, 1000, pub)
+	clock = clock.Add(time.Second)
+	require.Error(t, acl.AuthorizePublish(context.Background(), Client{ID: "c", Username: "u"}, "denied/x"))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, refusalLogsPerSecond+1, strings.Count(buf.String(), "publish not authorized"))
+	require.Contains(t, buf.String(), `msg="authorization refusals not logged (rate limit)" count=980`)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
