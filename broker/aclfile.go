@@ -200,17 +200,42 @@ func (s *aclSection) applies(c Client) bool {
 	return false
 }
 
-// expand substitutes %u and %c; ok is false when the rule does not apply to c.
+// expand substitutes %u and %c (one allocation); ok is false when the rule does not apply to c.
 func (r *aclRule) expand(c Client) (string, bool) {
 	if !r.substitution {
 		return r.pattern, true
 	}
-	for _, v := range []struct{ ph, val string }{{"%u", c.Username}, {"%c", c.ID}} {
-		if strings.Contains(r.pattern, v.ph) && (v.val == "" || strings.ContainsAny(v.val, "/+#\x00")) {
+	p := r.pattern
+	n := len(p)
+	for i := 0; i+1 < len(p); i++ {
+		if p[i] != '%' || (p[i+1] != 'u' && p[i+1] != 'c') {
+			continue
+		}
+		v := c.Username
+		if p[i+1] == 'c' {
+			v = c.ID
+		}
+		if v == "" || strings.ContainsAny(v, "/+#\x00") {
 			return "", false
 		}
+		n += len(v) - 2
+		i++
 	}
-	return strings.NewReplacer("%u", c.Username, "%c", c.ID).Replace(r.pattern), true
+	var sb strings.Builder
+	sb.Grow(n)
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+1 < len(p) && (p[i+1] == 'u' || p[i+1] == 'c') {
+			if p[i+1] == 'u' {
+				sb.WriteString(c.Username)
+			} else {
+				sb.WriteString(c.ID)
+			}
+			i++
+			continue
+		}
+		sb.WriteByte(p[i])
+	}
+	return sb.String(), true
 }
 
 // each calls f for every rule that applies to c, with its pattern expanded, until f returns true.
