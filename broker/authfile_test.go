@@ -450,3 +450,23 @@ func BenchmarkAuthorizePublish(b *testing.B) {
 		})
 	}
 }
+
+// %u and %c are substituted; a value that would widen the rule (empty, or holding '/', '+', '#')
+// makes the rule not apply; `key read ""` is every key; client patterns match exactly or by
+// prefix.
+func TestACLSubstitution(t *testing.T) {
+	af := aclFile(t, "all\ntopic readwrite t/%u/%c/#\nkey read \"\"\nkey write k/%c|%u/\nclient dev-*\ntopic write devs/%c\nclient exact\ntopic write ex\n")
+	pub := func(id, user, topic string) bool { ok, _ := af.publish(Client{ID: id, Username: user}, topic); return ok }
+	require.True(t, pub("c1", "alice", "t/alice/c1/x"))
+	require.False(t, pub("c1", "alice", "t/alice/c2/x"))
+	require.False(t, pub("c1", "a/b", "t/a/b/c1/x"), "a user name with '/' widens nothing")
+	require.False(t, pub("c1", "+", "t/+/c1/x"))
+	require.False(t, pub("c1", "", "t//c1/x"), "no user name: a %u rule does not apply")
+	require.True(t, pub("dev-7", "", "devs/dev-7"))
+	require.False(t, pub("xdev-7", "", "devs/xdev-7"))
+	require.True(t, pub("exact", "", "ex"))
+	require.False(t, pub("exactly", "", "ex"))
+	require.True(t, af.key(Client{ID: "c1", Username: "u"}, []byte("anything"), false))
+	require.True(t, af.key(Client{ID: "c1", Username: "u"}, []byte("k/c1|u/x"), true))
+	require.False(t, af.key(Client{ID: "c1", Username: "u"}, []byte("k/c1|v/x"), true))
+}
