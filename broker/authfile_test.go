@@ -456,7 +456,10 @@ func BenchmarkAuthorizePublish(b *testing.B) {
 // prefix.
 func TestACLSubstitution(t *testing.T) {
 	af := aclFile(t, "all\ntopic readwrite t/%u/%c/#\nkey read \"\"\nkey write k/%c|%u/\nclient dev-*\ntopic write devs/%c\nclient exact\ntopic write ex\n")
-	pub := func(id, user, topic string) bool { ok, _ := af.publish(Client{ID: id, Username: user}, topic); return ok }
+	pub := func(id, user, topic string) bool {
+		ok, _ := af.publish(Client{ID: id, Username: user}, topic)
+		return ok
+	}
 	require.True(t, pub("c1", "alice", "t/alice/c1/x"))
 	require.False(t, pub("c1", "alice", "t/alice/c2/x"))
 	require.False(t, pub("c1", "a/b", "t/a/b/c1/x"), "a user name with '/' widens nothing")
