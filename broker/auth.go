@@ -27,6 +27,7 @@ var ErrPasswordFile = errors.New("password file")
 type PasswordFile struct {
 	Path  string
 	Users map[string][]byte
+	cost  int // highest bcrypt cost of its hashes (0: none)
 }
 
 // ParsePasswordFile parses a password file's content; errors name path:line, what is wrong and
@@ -47,13 +48,15 @@ func ParsePasswordFile(path string, data []byte) (*PasswordFile, error) {
 		if err := checkUserName(user); err != nil {
 			return nil, fmt.Errorf("%w %s:%d: %v", ErrPasswordFile, path, n, err)
 		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil || !strings.HasPrefix(hash, "$2") {
+		cost, err := bcrypt.Cost([]byte(hash))
+		if err != nil || !strings.HasPrefix(hash, "$2") {
 			return nil, fmt.Errorf("%w %s:%d: user %q: the hash is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4..31, 60 characters; write it with `mqbroker passwd`)", ErrPasswordFile, path, n, user)
 		}
 		if _, dup := pf.Users[user]; dup {
 			return nil, fmt.Errorf("%w %s:%d: user %q appears twice", ErrPasswordFile, path, n, user)
 		}
 		pf.Users[user] = []byte(hash)
+		pf.cost = max(pf.cost, cost)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%w %s: %v", ErrPasswordFile, path, err)
@@ -161,8 +164,8 @@ type PasswordAuth struct {
 	AllowAnonymous bool
 	file           atomic.Pointer[PasswordFile]
 	refused        atomic.Int64
-	dummyOnce      sync.Once
-	dummy          []byte
+	dummyMu        sync.Mutex
+	dummy          map[int][]byte // by cost: the hash an unknown user is checked against
 }
 
 // NewPasswordAuth returns an Authenticator over pf (nil: no users, so anonymous clients alone when
@@ -182,6 +185,23 @@ func (a *PasswordAuth) Set(pf *PasswordFile) { a.file.Store(pf) }
 // Refused counts the clients refused so far.
 func (a *PasswordAuth) Refused() int64 { return a.refused.Load() }
 
+func (a *PasswordAuth) dummyHash(cost int) []byte {
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	a.dummyMu.Lock()
+	defer a.dummyMu.Unlock()
+	if h := a.dummy[cost]; h != nil {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("mqbroker-unknown-user"), cost)
+	if a.dummy == nil {
+		a.dummy = map[int][]byte{}
+	}
+	a.dummy[cost] = h
+	return h
+}
+
 // Authenticate implements Authenticator. The error never holds the password or its hash.
 func (a *PasswordAuth) Authenticate(_ context.Context, req *AuthRequest) (AuthResponse, error) {
 	if req.Method != "" {
@@ -195,11 +215,12 @@ func (a *PasswordAuth) Authenticate(_ context.Context, req *AuthRequest) (AuthRe
 		a.refused.Add(1)
 		return AuthResponse{}, reasonf(CodeNotAuthorized, "anonymous client refused: give a user name and password")
 	}
-	hash, known := a.file.Load().Users[req.Username]
+	pf := a.file.Load()
+	hash, known := pf.Users[req.Username]
 	if !known {
-		// The same bcrypt work as for a known user, so the time taken does not tell user names.
-		a.dummyOnce.Do(func() { a.dummy, _ = bcrypt.GenerateFromPassword([]byte("mqbroker-unknown-user"), bcrypt.DefaultCost) })
-		hash = a.dummy
+		// The same bcrypt work as for a known user (the file's highest cost), so the time taken
+		// does not tell user names.
+		hash = a.dummyHash(pf.cost)
 	}
 	if err := bcrypt.CompareHashAndPassword(hash, req.Password); err != nil || !known || !req.HasPassword {
 		a.refused.Add(1)

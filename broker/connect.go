@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"time"
 
@@ -254,6 +255,10 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		ClientID: c.clientID, Username: p.Username, Password: p.Password, HasPassword: p.PasswordFlag,
 		Method: method, Data: p.Properties.AuthData, RemoteAddr: c.nc.RemoteAddr(),
 	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st := tc.ConnectionState() // the handshake is done: CONNECT came through it
+		req.TLS = &st
+	}
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.ConnectTimeout)
 		resp, err := auth.Authenticate(ctx, req)
@@ -269,6 +274,10 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		}
 		if !resp.Continue {
 			c.authState, c.authMeth = resp.State, method
+			if resp.Identity != "" {
+				c.username = resp.Identity
+				c.log = c.log.With("identity", resp.Identity)
+			}
 			ack.AuthMethod, ack.AuthData = method, resp.Data
 			return true
 		}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -38,11 +40,12 @@ func onLoopback(addr string) bool {
 
 // authSetup is what the password and ACL files configure, and what reloads them.
 type authSetup struct {
-	auth *broker.PasswordAuth // nil: no password file
-	acl  *broker.ACL          // nil: no ACL file and no deny rule
-	cfg  config
-	log  *slog.Logger
-	sums map[string][sha256.Size]byte // content of each file last loaded (or tried)
+	auth          *broker.PasswordAuth // nil: no password file
+	authenticator broker.Authenticator // what the broker gets: auth, CertAuth over it, or nil
+	acl           *broker.ACL          // nil: no ACL file and no deny rule
+	cfg           config
+	log           *slog.Logger
+	sums          map[string][sha256.Size]byte // content of each file last loaded (or tried)
 	// aclReloaded is called after a new ACL file is in force (the broker rechecks subscriptions).
 	aclReloaded func()
 }
@@ -84,14 +87,75 @@ func setupAuth(cfg config, listeners []string, log *slog.Logger) (*authSetup, er
 		if af, err = s.loadACL(); err != nil {
 			return nil, err
 		}
-		if cfg.PasswordFile == "" {
-			log.Warn("-acl-file without -password-file: user names are not verified, any client can claim one")
+		if cfg.PasswordFile == "" && cfg.TLSClientCA == "" {
+			log.Warn("-acl-file without -password-file or -tls-client-ca: user names are not verified, any client can claim one")
 		}
 	}
 	if rules != nil || af != nil {
 		s.acl = broker.NewACL(rules, af, log)
 	}
+	if cfg.TLSClientCA != "" {
+		// Certificates first; a client without one goes to the password file, or is let in
+		// anonymously under the same policy as without certificates.
+		next := s.auth
+		if next == nil {
+			next = broker.NewPasswordAuth(nil, cfg.AllowAnonymous == nil || *cfg.AllowAnonymous)
+		}
+		s.authenticator = &broker.CertAuth{Next: next}
+	} else if s.auth != nil {
+		s.authenticator = s.auth
+	}
 	return s, nil
+}
+
+// unauthenticatedListeners lists the MQTT listeners that do not authenticate clients by
+// themselves (all but a TLS listener requiring client certificates), for the loopback check.
+func unauthenticatedListeners(cfg config) ([]string, tls.ClientAuthType, error) {
+	clientAuth, err := tlsClientAuth(cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []string
+	if cfg.Addr != "" {
+		out = append(out, cfg.Addr)
+	}
+	if cfg.TLSAddr != "" && (cfg.TLSCert != "" || cfg.TLSKey != "") && clientAuth != tls.RequireAndVerifyClientCert {
+		out = append(out, cfg.TLSAddr)
+	}
+	return out, clientAuth, nil
+}
+
+// tlsClientAuth maps -tls-client-auth; an error names what is accepted.
+func tlsClientAuth(cfg config) (tls.ClientAuthType, error) {
+	if cfg.TLSClientCA == "" {
+		if cfg.TLSClientAuth != "" {
+			return 0, fmt.Errorf("-tls-client-auth %q needs -tls-client-ca", cfg.TLSClientAuth)
+		}
+		return tls.NoClientCert, nil
+	}
+	if cfg.TLSCert == "" && cfg.TLSKey == "" {
+		return 0, errors.New("-tls-client-ca needs the TLS listener: -tls-cert and -tls-key")
+	}
+	switch cfg.TLSClientAuth {
+	case "", "require":
+		return tls.RequireAndVerifyClientCert, nil
+	case "optional":
+		return tls.VerifyClientCertIfGiven, nil
+	}
+	return 0, fmt.Errorf("-tls-client-auth %q: want require or optional", cfg.TLSClientAuth)
+}
+
+// loadCAs reads a PEM bundle of CA certificates.
+func loadCAs(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("-tls-client-ca %s: no PEM certificate in it (want one or more -----BEGIN CERTIFICATE----- blocks)", path)
+	}
+	return pool, nil
 }
 
 func (s *authSetup) loadPasswords() (*broker.PasswordFile, error) {

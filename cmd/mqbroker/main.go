@@ -34,6 +34,8 @@ type config struct {
 	TLSAddr          string `json:"tls_addr"`
 	TLSCert          string `json:"tls_cert"`
 	TLSKey           string `json:"tls_key"`
+	TLSClientCA      string `json:"tls_client_ca"`
+	TLSClientAuth    string `json:"tls_client_auth"`
 	DataDir          string `json:"data_dir"`
 	MetricsAddr      string `json:"metrics_addr"`
 	MaxConnections   int    `json:"max_connections"`
@@ -110,6 +112,8 @@ are reloaded on SIGHUP and when they change (README.md, "Security").
 	fs.StringVar(&cfg.TLSAddr, "tls-addr", cfg.TLSAddr, "MQTT over TLS listen address (needs -tls-cert and -tls-key)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "client CA bundle `FILE` (PEM): the TLS listener verifies client certificates against it, and a client with a verified certificate is its identity (subject CN, else first DNS or URI SAN) for the ACL")
+	fs.StringVar(&cfg.TLSClientAuth, "tls-client-auth", "", "with -tls-client-ca: require (default; a TLS client without a certificate fails the handshake) or optional (one without a certificate authenticates like a plain TCP client)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
@@ -206,19 +210,16 @@ func run(args []string) error {
 	if o.OverlapDelivery, err = broker.ParseOverlap(cfg.OverlapDelivery); err != nil {
 		return fmt.Errorf("-overlap-delivery: %w", err)
 	}
-	listeners := []string{}
-	if cfg.Addr != "" {
-		listeners = append(listeners, cfg.Addr)
-	}
-	if cfg.TLSAddr != "" && (cfg.TLSCert != "" || cfg.TLSKey != "") {
-		listeners = append(listeners, cfg.TLSAddr)
+	listeners, clientAuth, err := unauthenticatedListeners(cfg)
+	if err != nil {
+		return err
 	}
 	auth, err := setupAuth(cfg, listeners, log)
 	if err != nil {
 		return err
 	}
-	if auth.auth != nil {
-		o.Authenticator = auth.auth
+	if auth.authenticator != nil {
+		o.Authenticator = auth.authenticator
 	}
 	if auth.acl != nil {
 		o.Authorizer = auth.acl
@@ -229,6 +230,13 @@ func run(args []string) error {
 			return fmt.Errorf("TLS key pair: %w", err)
 		}
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cfg.TLSClientCA != "" {
+			pool, err := loadCAs(cfg.TLSClientCA)
+			if err != nil {
+				return err
+			}
+			o.TLSConfig.ClientCAs, o.TLSConfig.ClientAuth = pool, clientAuth
+		}
 	}
 	kv, err := openKV(cfg, o.Authorizer, log)
 	if err != nil {
