@@ -46,6 +46,7 @@ type authSetup struct {
 	cfg           config
 	log           *slog.Logger
 	sums          map[string][sha256.Size]byte // content of each file last loaded (or tried)
+	tls *tlsFiles // nil: no TLS listener
 	// aclReloaded is called after a new ACL file is in force (the broker rechecks subscriptions).
 	aclReloaded func()
 }
@@ -145,12 +146,8 @@ func tlsClientAuth(cfg config) (tls.ClientAuthType, error) {
 	return 0, fmt.Errorf("-tls-client-auth %q: want require or optional", cfg.TLSClientAuth)
 }
 
-// loadCAs reads a PEM bundle of CA certificates.
-func loadCAs(path string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("-tls-client-ca: %w", err)
-	}
+// parseCAs parses a PEM bundle of CA certificates read from path.
+func parseCAs(path string, data []byte) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(data) {
 		return nil, fmt.Errorf("-tls-client-ca %s: no PEM certificate in it (want one or more -----BEGIN CERTIFICATE----- blocks)", path)
@@ -188,6 +185,9 @@ func (s *authSetup) changed(path string) bool {
 // reload loads the files again (all of them, or those whose content changed); a file that does not
 // parse leaves its last good content in force, and the error is logged naming file:line.
 func (s *authSetup) reload(onlyChanged bool) {
+	if s.tls != nil {
+		s.tls.reload(onlyChanged, s.log)
+	}
 	if s.auth != nil && (!onlyChanged || s.changed(s.cfg.PasswordFile)) {
 		if pf, err := s.loadPasswords(); err != nil {
 			s.log.Error("password file not reloaded: keeping the last good one", "err", err.Error())
@@ -223,7 +223,7 @@ func (s *authSetup) writeText(w io.Writer) {
 // only), until ctx ends. Content rather than modification time: a Kubernetes ConfigMap or Secret
 // volume swaps a symlink, and an editor may keep the time.
 func (s *authSetup) watch(ctx context.Context, interval time.Duration) {
-	if s.auth == nil && s.cfg.ACLFile == "" {
+	if s.auth == nil && s.cfg.ACLFile == "" && s.tls == nil {
 		return
 	}
 	hup := make(chan os.Signal, 1)

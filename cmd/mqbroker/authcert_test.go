@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -130,4 +131,43 @@ func TestClientCertificatesProcess(t *testing.T) {
 
 func run2(flags []string) error {
 	return run(append([]string{"-addr", "127.0.0.1:0", "-tls-addr", "127.0.0.1:0", "-kv=false"}, flags...))
+}
+
+// The TLS listener's certificate and key are reloaded when their files change (as cert-manager
+// rotates them): the next handshake gets the new certificate; files that do not load are reported
+// and the last good ones stay in force.
+func TestTLSFilesReload(t *testing.T) {
+	dir := t.TempDir()
+	caFile, issue := pemCA(t, dir, "ca")
+	aCert, aKey := issue("broker-a", true)
+	bCert, bKey := issue("broker-b", true)
+	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	cp := func(from, to string) {
+		data, err := os.ReadFile(from)
+		require.NoError(t, err)
+		writeAtomic(t, to, string(data))
+	}
+	cp(aCert, cert)
+	cp(aKey, key)
+	addr, _, lg := startAuthBroker(t, "-tls-addr", "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key, "-auth-watch-ms", "20", "-kv=false")
+	tlsAddr := strings.Fields(addr)[1]
+	caPEM, err := os.ReadFile(caFile)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(caPEM))
+	served := func() string {
+		c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		require.NoError(t, err)
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	require.Equal(t, "broker-a", served())
+	cp(bCert, cert)
+	cp(bKey, key)
+	lg.waitCount(t, "TLS files reloaded", 1)
+	require.Equal(t, "broker-b", served())
+	writeAtomic(t, key, "-----BEGIN EC PRIVATE KEY-----\nbroken\n-----END EC PRIVATE KEY-----\n")
+	lg.waitCount(t, "TLS files not reloaded: keeping the last good ones", 1)
+	require.Equal(t, "broker-b", served())
+	require.Contains(t, lg.String(), "TLS key pair "+cert+", "+key)
 }

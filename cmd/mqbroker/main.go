@@ -10,7 +10,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -225,18 +224,11 @@ func run(args []string) error {
 		o.Authorizer = auth.acl
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("TLS key pair: %w", err)
+		// Reloaded by the watcher when the files change (tlsreload.go).
+		if auth.tls, err = newTLSFiles(cfg, clientAuth); err != nil {
+			return err
 		}
-		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if cfg.TLSClientCA != "" {
-			pool, err := loadCAs(cfg.TLSClientCA)
-			if err != nil {
-				return err
-			}
-			o.TLSConfig.ClientCAs, o.TLSConfig.ClientAuth = pool, clientAuth
-		}
+		o.TLSConfig = auth.tls.config()
 	}
 	kv, err := openKV(cfg, o.Authorizer, log)
 	if err != nil {
