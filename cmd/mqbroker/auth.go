@@ -46,7 +46,7 @@ type authSetup struct {
 	cfg           config
 	log           *slog.Logger
 	sums          map[string][sha256.Size]byte // content of each file last loaded (or tried)
-	tls *tlsFiles // nil: no TLS listener
+	tls           *tlsFiles                    // nil: no TLS listener
 	// aclReloaded is called after a new ACL file is in force (the broker rechecks subscriptions).
 	aclReloaded func()
 }
