@@ -3,7 +3,12 @@ package broker
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // TopicRules is an Authorizer that refuses by topic filter, the same for every client: the
@@ -76,4 +81,129 @@ func filtersOverlap(a, b string) bool {
 			return false
 		}
 	}
+}
+
+// ACL is the Authorizer mqbroker configures: the deny rules of the command line (Deny, applied
+// to every client) over the rules of an ACL file (aclfile.go). Without a file every topic and key
+// is allowed that Deny does not refuse; with one, nothing is allowed that it does not grant (deny by
+// default). The file can be replaced while the broker runs (SetFile, a reload); each decision reads
+// the file current at that moment, so a reload applies to the next PUBLISH, SUBSCRIBE or key-value
+// command of every client (subscriptions already granted are kept).
+//
+// It also decides key-level access to the key-value store (AuthorizeKey, kvservice.KeyAuthorizer).
+// Refusals are counted (Refused) and logged at info level with the client ID, user name and the
+// topic, filter or key, never a password or payload.
+type ACL struct {
+	Deny *TopicRules
+	file atomic.Pointer[ACLFile]
+	log  *slog.Logger
+
+	refusedPublish, refusedSubscribe, refusedKey atomic.Int64
+
+	now        func() time.Time // the clock of the log's rate limit; tests replace it
+	logMu      sync.Mutex
+	logWindow  time.Time // start of the current second
+	logged     int       // refusals logged in it
+	suppressed int       // refusals not logged since the last summary
+}
+
+// refusalLogsPerSecond bounds the refusal lines: a client publishing in a loop to a topic it may
+// not use must not flood the log (every refusal is still counted).
+const refusalLogsPerSecond = 20
+
+func (a *ACL) logRefusal(msg string, args ...any) {
+	a.logMu.Lock()
+	now := a.now()
+	if now.Sub(a.logWindow) >= time.Second {
+		if a.suppressed > 0 {
+			a.log.Info("authorization refusals not logged (rate limit)", "count", a.suppressed)
+		}
+		a.logWindow, a.logged, a.suppressed = now, 0, 0
+	}
+	ok := a.logged < refusalLogsPerSecond
+	if ok {
+		a.logged++
+	} else {
+		a.suppressed++
+	}
+	a.logMu.Unlock()
+	if ok {
+		a.log.Info(msg, args...)
+	}
+}
+
+// NewACL returns an ACL over deny (nil: none) and file (nil: no file). log nil discards.
+func NewACL(deny *TopicRules, file *ACLFile, log *slog.Logger) *ACL {
+	if deny == nil {
+		deny = &TopicRules{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &ACL{Deny: deny, log: log, now: time.Now}
+	a.file.Store(file)
+	return a
+}
+
+// SetFile replaces the ACL file's rules (a reload).
+func (a *ACL) SetFile(f *ACLFile) { a.file.Store(f) }
+
+// Refused returns the refusals so far: publishes (and wills), subscriptions, key-value commands.
+func (a *ACL) Refused() (publish, subscribe, key int64) {
+	return a.refusedPublish.Load(), a.refusedSubscribe.Load(), a.refusedKey.Load()
+}
+
+// AuthorizePublish implements Authorizer.
+func (a *ACL) AuthorizePublish(ctx context.Context, c Client, topic string) error {
+	err := a.Deny.AuthorizePublish(ctx, c, topic)
+	if f := a.file.Load(); err == nil && f != nil {
+		if ok, denied := f.publish(c, topic); !ok {
+			if denied != "" {
+				err = reasonf(CodeNotAuthorized, "topic %q matches the deny rule %q of %s", topic, denied, f.Path)
+			} else {
+				err = reasonf(CodeNotAuthorized, "no rule of %s grants publishing on %q", f.Path, topic)
+			}
+		}
+	}
+	if err != nil {
+		a.refusedPublish.Add(1)
+		a.logRefusal("publish not authorized", "client", c.ID, "user", c.Username, "topic", topic, "why", err.Error())
+	}
+	return err
+}
+
+// AuthorizeSubscribe implements Authorizer. A shared subscription is judged by its filter.
+func (a *ACL) AuthorizeSubscribe(ctx context.Context, c Client, filter string) error {
+	err := a.Deny.AuthorizeSubscribe(ctx, c, filter)
+	if f := a.file.Load(); err == nil && f != nil {
+		_, tf, _, _ := parseShared(filter)
+		if ok, denied := f.subscribe(c, tf); !ok {
+			if denied != "" {
+				err = reasonf(CodeNotAuthorized, "subscription %q overlaps the deny rule %q of %s", filter, denied, f.Path)
+			} else {
+				err = reasonf(CodeNotAuthorized, "no rule of %s grants subscribing to %q", f.Path, filter)
+			}
+		}
+	}
+	if err != nil {
+		a.refusedSubscribe.Add(1)
+		a.logRefusal("subscribe not authorized", "client", c.ID, "user", c.Username, "filter", filter, "why", err.Error())
+	}
+	return err
+}
+
+// AuthorizeKey decides a key-value command on key (write: SET, DEL, VDEL; else GET, KEYNOTIFY).
+// Without an ACL file every key is allowed.
+func (a *ACL) AuthorizeKey(c Client, key []byte, write bool) error {
+	f := a.file.Load()
+	if f == nil || f.key(c, key, write) {
+		return nil
+	}
+	a.refusedKey.Add(1)
+	access := "read"
+	if write {
+		access = "write"
+	}
+	a.logRefusal("key access not authorized", "client", c.ID, "user", c.Username, "key", strconv.QuoteToASCII(string(key)), "access", access)
+	return reasonf(CodeNotAuthorized, "no rule of %s grants %s on key %q", f.Path, access, key)
 }

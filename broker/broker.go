@@ -422,7 +422,7 @@ func (b *Broker) restore(snap *snapshot) error {
 			return fmt.Errorf("broker: session %q: %w", id, err)
 		}
 		s := newSession(id)
-		s.expiry, s.persistent, s.nextPID, s.v3 = rec.Expiry, true, rec.NextPID, rec.V3
+		s.expiry, s.persistent, s.nextPID, s.v3, s.owner = rec.Expiry, true, rec.NextPID, rec.V3, rec.Owner
 		s.offlineAt = time.Now()
 		if rec.OfflineAt != 0 {
 			s.offlineAt = time.Unix(0, rec.OfflineAt)

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"time"
 
@@ -140,6 +141,19 @@ func (c *conn) connect(p *packets.Connect) bool {
 		return false
 	}
 	s := b.sessions[clientID]
+	owner := ""
+	if b.opts.Authenticator != nil {
+		owner = "u:" + c.username
+	}
+	if s != nil && owner != "" && s.owner != "" && s.owner != owner {
+		// A client ID is no credential: another user's client may neither take the session over
+		// (its subscriptions were granted to that user, its queue holds that user's messages) nor
+		// end it with Clean Start. MQTT v5 §3.2.2.2 0x87 Not authorized (3.1.1: 0x05).
+		b.mu.Unlock()
+		c.log.Info("client ID refused: its session belongs to another user", "user", c.username)
+		c.connack(CodeNotAuthorized, false, nil)
+		return false
+	}
 	if s != nil && s.conn != nil {
 		old := s.conn // session takeover [MQTT-3.1.4-3]
 		old.closeWith(codePtr(CodeSessionTakenOver))
@@ -171,6 +185,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 		present = true // [MQTT-3.2.2-3]
 	}
 	wasPersistent := s.persistent
+	s.owner = owner
 	s.will, s.willAt = w, time.Time{} // a reconnect cancels a delayed will [MQTT-3.1.3-9]
 	s.expiry = expiry
 	s.v3 = c.v3 // deliveries to it follow its protocol's rules (mergeOverlaps)
@@ -240,6 +255,10 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		ClientID: c.clientID, Username: p.Username, Password: p.Password, HasPassword: p.PasswordFlag,
 		Method: method, Data: p.Properties.AuthData, RemoteAddr: c.nc.RemoteAddr(),
 	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		st := tc.ConnectionState() // the handshake is done: CONNECT came through it
+		req.TLS = &st
+	}
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.ConnectTimeout)
 		resp, err := auth.Authenticate(ctx, req)
@@ -255,6 +274,10 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		}
 		if !resp.Continue {
 			c.authState, c.authMeth = resp.State, method
+			if resp.Identity != "" {
+				c.username = resp.Identity
+				c.log = c.log.With("identity", resp.Identity)
+			}
 			ack.AuthMethod, ack.AuthData = method, resp.Data
 			return true
 		}

@@ -42,6 +42,16 @@ func ConnectionOf(ctx context.Context) (ConnID, bool) {
 	return id, ok
 }
 
+type clientKey struct{}
+
+// ClientOf returns the client, as the Authorizer knows it (client ID, user name, authentication
+// state), that sent the PUBLISH a Service.Handle call serves, read from Handle's ctx; false for a
+// ctx that does not come from the broker. The key-value store decides key access with it.
+func ClientOf(ctx context.Context) (Client, bool) {
+	c, ok := ctx.Value(clientKey{}).(Client)
+	return c, ok
+}
+
 // withConnID returns ctx carrying the connection's id for ConnectionOf.
 func withConnID(ctx context.Context, id ConnID) context.Context {
 	return context.WithValue(ctx, connIDKey{}, id)

@@ -190,7 +190,16 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 	}
 	for _, svc := range b.opts.Services {
 		if svc.Match(m.Topic) {
+			if az := b.opts.Authorizer; az != nil && m.ResponseTopic != "" {
+				// The service answers on the Response Topic on the publisher's behalf: the publisher
+				// needs the right to publish there, or a request would reach another tenant's topics.
+				if err := az.AuthorizePublish(c.ctx, c.client(), m.ResponseTopic); err != nil {
+					done(codeOf(err, CodeNotAuthorized))
+					return nil
+				}
+			}
 			b.stats.MessagesIn.Add(1)
+			hctx := context.WithValue(c.ctx, clientKey{}, c.client())
 			// finish acknowledges the PUBLISH once the service has handled it.
 			finish := func(err error) {
 				if err != nil {
@@ -216,8 +225,8 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 			}
 			var err error
 			if as, ok := svc.(AsyncService); ok {
-				err = as.HandleAsync(c.ctx, c.clientID, m, b, finish)
-			} else if err = svc.Handle(c.ctx, c.clientID, m, b); err == nil {
+				err = as.HandleAsync(hctx, c.clientID, m, b, finish)
+			} else if err = svc.Handle(hctx, c.clientID, m, b); err == nil {
 				finish(nil)
 			}
 			if err != nil {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 )
 
@@ -19,6 +20,9 @@ type AuthRequest struct {
 	// Reauth is true for AUTH 0x19 and the steps that follow it on an open connection.
 	Reauth     bool
 	RemoteAddr net.Addr
+	// TLS is the connection's TLS state (its verified client certificate chains, if any); nil on a
+	// plain TCP listener.
+	TLS *tls.ConnectionState
 	// State is what the previous step returned in AuthResponse.State (nil on the first step).
 	State any
 }
@@ -29,6 +33,10 @@ type AuthResponse struct {
 	Continue bool
 	Data     []byte
 	State    any
+	// Identity, when not empty on the final step of a CONNECT, is who the client is for the
+	// Authorizer and the session's owner (Client.Username) instead of the CONNECT's user name: the
+	// identity of a client certificate, or of a token.
+	Identity string
 }
 
 // Authenticator decides who may connect. Authenticate returning an error refuses the client: the

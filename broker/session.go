@@ -115,6 +115,11 @@ type session struct {
 	inbound    map[uint16]bool // QoS 2 packet ids received, PUBREL not yet received [MQTT-4.3.3-9]
 	will       *will
 	willAt     time.Time // when a delayed will is due; zero if none pending
+
+	// owner is "u:" + the user name the session was created or last resumed under when an
+	// Authenticator is set (stored); "" when unknown (no Authenticator, or a record written before
+	// owners were kept). Another user's client may not take the session over (connect).
+	owner string
 }
 
 func newSession(id string) *session {
@@ -181,13 +186,15 @@ type sessionRecord struct {
 	// V3: the session's client speaks MQTT 3.1.1, so messages routed to it after a restart and
 	// before it reconnects follow 3.1.1's rules (one copy for overlapping subscriptions).
 	V3 bool `json:"v3,omitempty"`
+	// Owner: session.owner.
+	Owner string `json:"owner,omitempty"`
 }
 
 // record encodes s for the store. OfflineAt is written only while s has no connection: a session
 // that is connected when the broker stops (or crashes) went offline then, which restore takes as
 // the start time, so its expiry and delayed will count from the restart.
 func (s *session) record() []byte {
-	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID, V3: s.v3}
+	r := sessionRecord{Expiry: s.expiry, NextPID: s.nextPID, V3: s.v3, Owner: s.owner}
 	if s.conn == nil && !s.offlineAt.IsZero() {
 		r.OfflineAt = s.offlineAt.UnixNano()
 	}

@@ -9,7 +9,7 @@ import (
 // key-value store (read: GET, KEYNOTIFY; write: SET, DEL, VDEL). It is called with the store's
 // lock held: it must be quick and must not use the store.
 type KeyAuthorizer interface {
-	AuthorizeKey(c broker.Client, key []byte, access statestore.Access) error
+	AuthorizeKey(c broker.Client, key []byte, write bool) error
 }
 
 // KeyAuthorization returns the engine's key-level authorization hook backed by the broker's
@@ -20,7 +20,7 @@ func KeyAuthorization(az broker.Authorizer) statestore.Authorizer {
 	if !ok {
 		return nil
 	}
-	return func(clientID string, key []byte, access statestore.Access) bool {
-		return ka.AuthorizeKey(broker.Client{ID: clientID}, key, access) == nil
+	return func(clientID, username string, key []byte, access statestore.Access) bool {
+		return ka.AuthorizeKey(broker.Client{ID: clientID, Username: username}, key, access == statestore.AccessWrite) == nil
 	}
 }

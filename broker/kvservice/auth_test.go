@@ -18,11 +18,11 @@ type keyPolicy struct{}
 
 func (keyPolicy) AuthorizePublish(context.Context, broker.Client, string) error   { return nil }
 func (keyPolicy) AuthorizeSubscribe(context.Context, broker.Client, string) error { return nil }
-func (keyPolicy) AuthorizeKey(c broker.Client, key []byte, access statestore.Access) error {
+func (keyPolicy) AuthorizeKey(c broker.Client, key []byte, write bool) error {
 	if c.ID != "reader" {
 		return nil
 	}
-	if bytes.HasPrefix(key, []byte("plant/")) && access == statestore.AccessRead {
+	if bytes.HasPrefix(key, []byte("plant/")) && !write {
 		return nil
 	}
 	return errors.New("denied")

@@ -130,7 +130,11 @@ func (s *Service) HandleAsync(ctx context.Context, clientID string, msg *broker.
 		return &broker.ReasonError{Code: broker.CodeUnspecifiedError, Reason: ErrClosed.Error()}
 	}
 	conn, _ := broker.ConnectionOf(ctx)
-	err := s.engine.Submit(ctx, toRequest(clientID, conn, msg), func(res statestore.Result) {
+	req := toRequest(clientID, conn, msg)
+	if c, ok := broker.ClientOf(ctx); ok {
+		req.Username = c.Username
+	}
+	err := s.engine.Submit(ctx, req, func(res statestore.Result) {
 		s.poke()
 		if err := pub.Publish(ctx, fromMessage(res.Response)); err != nil {
 			s.publishNotifications(ctx, pub, res.Notifications)

@@ -166,7 +166,7 @@ func checkFence(ent *entry, st stamps) string {
 
 // authorized calls the key-level authorization hook, if any.
 func (e *Engine) authorized(c command, key []byte, access Access) bool {
-	return e.opts.Authorize == nil || e.opts.Authorize(c.req.ClientID, key, access)
+	return e.opts.Authorize == nil || e.opts.Authorize(c.req.ClientID, c.req.Username, key, access)
 }
 
 // wantsPersist reports whether a SET is to be persisted
@@ -393,7 +393,7 @@ func (e *Engine) keynotify(c command) reply {
 		}
 		return reply{value: resp3.OK()}
 	}
-	if !e.watch(c.req.ClientID, c.req.Conn, string(key)) {
+	if !e.watch(c.req.ClientID, c.req.Username, c.req.Conn, string(key)) {
 		return errReply(MsgQuotaExceeded)
 	}
 	return reply{value: resp3.OK()}

@@ -50,6 +50,7 @@ type Engine struct {
 	deadlines  deadlineHeap                   // entries with a TTL, earliest first
 	watchers   map[string]map[string]uint64   // key -> client IDs registered by KEYNOTIFY -> their Request.Conn
 	clientKeys map[string]map[string]struct{} // client ID -> keys it watches
+	watchUser  map[string]string              // client ID -> user name of its latest KEYNOTIFY (for Authorize)
 	watchCount int                            // registrations over all clients
 }
 
@@ -79,6 +80,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		keys:       make(map[string]*entry),
 		watchers:   make(map[string]map[string]uint64),
 		clientKeys: make(map[string]map[string]struct{}),
+		watchUser:  make(map[string]string),
 	}
 	e.batch, _ = opts.Store.(BatchStore)
 	e.commitCond = sync.NewCond(&e.mu)

@@ -60,7 +60,7 @@ func TestDefaultLimitsApply(t *testing.T) {
 func TestAuthorization(t *testing.T) {
 	var calls []string
 	h := newHarness(t, func(o *Options) {
-		o.Authorize = func(clientID string, key []byte, access Access) bool {
+		o.Authorize = func(clientID, _ string, key []byte, access Access) bool {
 			calls = append(calls, fmt.Sprintf("%s %s %s", clientID, key, access))
 			switch {
 			case strings.HasPrefix(string(key), "public/"):

@@ -64,6 +64,8 @@ func (p Properties) Get(key string) (string, bool) {
 type Request struct {
 	// ClientID is the MQTT client ID of the sender; KEYNOTIFY registrations are keyed by it.
 	ClientID string
+	// Username is the sender's user name (empty when anonymous), for the Authorizer.
+	Username string
 	// Conn identifies the sender's network connection (the broker's ConnID; 0 when unknown). A
 	// KEYNOTIFY registration belongs to it: ConnectionClosed with the same value ends it, and its
 	// notifications carry it.

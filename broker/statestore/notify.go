@@ -18,7 +18,9 @@ func notifyDeletePayload() []byte {
 	return resp3.EncodeArray([]byte("NOTIFY"), []byte("DELETE"))
 }
 
-// notifications returns one notification per client watching key, in client ID order: QoS 1,
+// notifications returns one notification per client watching key that Options.Authorize (when
+// set) still lets read it, so that a read grant withdrawn since the KEYNOTIFY stops its
+// notifications, in client ID order: QoS 1,
 // content type application/octet-stream, user properties `__ts` = version and `__protVer` (spec
 // docs/state-store-protocol.md#notifications). Each message has its own copy of payload.
 func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Message {
@@ -28,6 +30,9 @@ func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Me
 	}
 	ids := make([]string, 0, len(clients))
 	for id := range clients {
+		if e.opts.Authorize != nil && !e.opts.Authorize(id, e.watchUser[id], key, AccessRead) {
+			continue
+		}
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
@@ -56,14 +61,16 @@ func (e *Engine) notifications(key []byte, version hlc.HLC, payload []byte) []Me
 
 // watch registers (clientID, key) for connection conn; re-registering moves the registration to
 // conn. It returns false when a new registration would exceed Options.MaxWatches.
-func (e *Engine) watch(clientID string, conn uint64, key string) bool {
+func (e *Engine) watch(clientID, username string, conn uint64, key string) bool {
 	if _, ok := e.watchers[key][clientID]; ok {
 		e.watchers[key][clientID] = conn
+		e.watchUser[clientID] = username
 		return true
 	}
 	if e.opts.MaxWatches > 0 && e.watchCount >= e.opts.MaxWatches {
 		return false
 	}
+	e.watchUser[clientID] = username // one user per client ID at a time (the broker refuses others)
 	if e.watchers[key] == nil {
 		e.watchers[key] = make(map[string]uint64)
 	}
@@ -88,6 +95,7 @@ func (e *Engine) unwatch(clientID, key string) bool {
 	delete(e.clientKeys[clientID], key)
 	if len(e.clientKeys[clientID]) == 0 {
 		delete(e.clientKeys, clientID)
+		delete(e.watchUser, clientID)
 	}
 	e.watchCount--
 	return true

@@ -33,8 +33,8 @@ func (a Access) String() string {
 // Authorizer decides key-level access. It is called with the engine's lock held, so it must be quick
 // and must not call back into the Engine. Returning false answers `-ERR not authorized`
 // (docs/state-store-protocol.md#responses). key aliases the request payload and must not be
-// retained.
-type Authorizer func(clientID string, key []byte, access Access) bool
+// retained. username is the sender's (Request.Username).
+type Authorizer func(clientID, username string, key []byte, access Access) bool
 
 // Options configures an Engine. Start from NewDefaultOptions.
 type Options struct {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"github.com/mqdapr/mqdapr/broker"
 	"github.com/mqdapr/mqdapr/broker/kvservice"
 	"github.com/mqdapr/mqdapr/broker/statestore"
 )
@@ -20,7 +21,7 @@ type kvStack struct {
 // openKV builds the key-value store from the configuration and loads its durable keys (TTL
 // deadlines are absolute, so expiry continues across a restart). It returns an empty stack when
 // -kv=false.
-func openKV(cfg config, log *slog.Logger) (*kvStack, error) {
+func openKV(cfg config, az broker.Authorizer, log *slog.Logger) (*kvStack, error) {
 	k := &kvStack{}
 	if !cfg.KV {
 		return k, nil
@@ -28,6 +29,8 @@ func openKV(cfg config, log *slog.Logger) (*kvStack, error) {
 	opts := statestore.NewDefaultOptions()
 	opts.NodeID, opts.MaxKeys, opts.MaxValueBytes = cfg.KVNodeID, cfg.KVMaxKeys, cfg.KVMaxValue
 	opts.PersistAll, opts.Logger = cfg.KVPersistAll, log
+	// Key-level access from the ACL (read: GET, KEYNOTIFY; write: SET, DEL, VDEL).
+	opts.Authorize = kvservice.KeyAuthorization(az)
 	if cfg.DataDir != "" {
 		store, err := kvservice.OpenLogStore(filepath.Join(cfg.DataDir, "kv"))
 		if err != nil {

@@ -4,12 +4,13 @@
 //	mqbroker -ws-addr 127.0.0.1:8080   (also MQTT over WebSocket, subprotocol "mqtt", any path)
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
 //	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
+//	mqbroker passwd /etc/mqbroker/passwd alice   (add or replace a bcrypt entry; password on stdin)
+//	mqbroker -addr 0.0.0.0:1883 -password-file passwd -acl-file acl   (off loopback: authentication)
 package main
 
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -34,6 +36,8 @@ type config struct {
 	TLSKey           string `json:"tls_key"`
 	WSAddr           string `json:"ws_addr"`
 	WSSAddr          string `json:"wss_addr"`
+	TLSClientCA      string `json:"tls_client_ca"`
+	TLSClientAuth    string `json:"tls_client_auth"`
 	DataDir          string `json:"data_dir"`
 	MetricsAddr      string `json:"metrics_addr"`
 	MaxConnections   int    `json:"max_connections"`
@@ -54,6 +58,11 @@ type config struct {
 	// Refusals by topic filter, for every client (until the ACL file of issue 11).
 	DenySubscribe []string `json:"deny_subscribe"`
 	DenyPublish   []string `json:"deny_publish"`
+	// Authentication and authorization (cmd/mqbroker/auth.go, broker/auth.go, broker/aclfile.go).
+	PasswordFile   string `json:"password_file"`
+	ACLFile        string `json:"acl_file"`
+	AllowAnonymous *bool  `json:"allow_anonymous"` // nil: only when every listener is on loopback and no password file
+	AuthWatchMS    int    `json:"auth_watch_ms"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
 	KV           bool   `json:"kv"`
 	KVPersistAll bool   `json:"kv_persist_all"`
@@ -65,6 +74,9 @@ type config struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(healthcheckMain(os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwdMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if err := run(os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "mqbroker:", err)
@@ -82,9 +94,21 @@ func parseConfig(args []string) (config, error) {
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, V3SessionExpiry: d.V3SessionExpiry, LogLevel: "info",
 		TopicAliasMax: d.TopicAliasMaximum, OverlapDelivery: string(d.OverlapDelivery),
-		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
+		AuthWatchMS: 2000,
+		KV:          true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: mqbroker [flags]
+       mqbroker healthcheck [-addr host:port]     probe a broker (exit 0 serving, 1 not)
+       mqbroker passwd [-cost N] FILE USER        add or replace USER's bcrypt entry in FILE
+                                                  (password from the terminal or stdin)
+Authentication: a listener off loopback needs -password-file, or -allow-anonymous to let every
+client in; -acl-file grants topics and keys per user and client ID (deny by default). Both files
+are reloaded on SIGHUP and when they change (README.md, "Security").
+`)
+		fs.PrintDefaults()
+	}
 	configFile := fs.String("config", "", "JSON config file; flags given explicitly override it")
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "MQTT listen address (empty disables)")
 	fs.StringVar(&cfg.TLSAddr, "tls-addr", cfg.TLSAddr, "MQTT over TLS listen address (needs -tls-cert and -tls-key)")
@@ -92,6 +116,8 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
 	fs.StringVar(&cfg.WSAddr, "ws-addr", "", `MQTT over WebSocket listen address, subprotocol "mqtt", any path (empty disables)`)
 	fs.StringVar(&cfg.WSSAddr, "wss-addr", "", `MQTT over WebSocket over TLS listen address (needs -tls-cert and -tls-key; empty disables)`)
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "client CA bundle `FILE` (PEM): the TLS listener verifies client certificates against it, and a client with a verified certificate is its identity (subject CN, else first DNS or URI SAN) for the ACL")
+	fs.StringVar(&cfg.TLSClientAuth, "tls-client-auth", "", "with -tls-client-ca: require (default; a TLS client without a certificate fails the handshake) or optional (one without a certificate authenticates like a plain TCP client)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
@@ -120,6 +146,17 @@ func parseConfig(args []string) (config, error) {
 	var denySub, denyPub []string
 	fs.Func("deny-subscribe", "refuse (SUBACK 0x87) a subscription overlapping this topic filter, for every client; repeatable", appendFlag(&denySub))
 	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
+	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password `FILE` (lines user:bcrypt-hash, written by 'mqbroker passwd'): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
+	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL `FILE` (user/client/anonymous/all sections of 'topic read|write|readwrite|deny <filter>' and 'key read|write|readwrite <prefix>' rules): deny by default; reloaded on SIGHUP and when it changes")
+	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file is given; a listener off loopback without -password-file needs -allow-anonymous)", func(s string) error {
+		v, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", s)
+		}
+		cfg.AllowAnonymous = &v
+		return nil
+	})
+	fs.IntVar(&cfg.AuthWatchMS, "auth-watch-ms", cfg.AuthWatchMS, "how often, in ms, the password and ACL files are checked for a change (0: on SIGHUP only)")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
 	fs.StringVar(&cfg.KVNodeID, "kv-node-id", cfg.KVNodeID, "node id in key versions (no ':')")
@@ -178,24 +215,31 @@ func run(args []string) error {
 	if o.OverlapDelivery, err = broker.ParseOverlap(cfg.OverlapDelivery); err != nil {
 		return fmt.Errorf("-overlap-delivery: %w", err)
 	}
-	if len(cfg.DenySubscribe) > 0 || len(cfg.DenyPublish) > 0 {
-		rules, err := broker.NewTopicRules(cfg.DenySubscribe, cfg.DenyPublish)
-		if err != nil {
-			return fmt.Errorf("-deny-subscribe/-deny-publish: %w", err)
-		}
-		o.Authorizer = rules
+	listeners, clientAuth, err := unauthenticatedListeners(cfg)
+	if err != nil {
+		return err
+	}
+	auth, err := setupAuth(cfg, listeners, log)
+	if err != nil {
+		return err
+	}
+	if auth.authenticator != nil {
+		o.Authenticator = auth.authenticator
+	}
+	if auth.acl != nil {
+		o.Authorizer = auth.acl
 	}
 	if cfg.WSSAddr != "" && (cfg.TLSCert == "" || cfg.TLSKey == "") {
 		return fmt.Errorf("-wss-addr %q needs -tls-cert and -tls-key (the certificate it serves)", cfg.WSSAddr)
 	}
 	if cfg.TLSCert != "" || cfg.TLSKey != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("TLS key pair: %w", err)
+		// Reloaded by the watcher when the files change (tlsreload.go).
+		if auth.tls, err = newTLSFiles(cfg, clientAuth); err != nil {
+			return err
 		}
-		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		o.TLSConfig = auth.tls.config()
 	}
-	kv, err := openKV(cfg, log)
+	kv, err := openKV(cfg, o.Authorizer, log)
 	if err != nil {
 		return err
 	}
@@ -228,6 +272,7 @@ func run(args []string) error {
 		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_ = b.Stats().WriteText(w)
+			auth.writeText(w)
 		})
 		l, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
@@ -243,6 +288,12 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	auth.aclReloaded = func() {
+		if n := b.RecheckSubscriptions(ctx); n > 0 {
+			log.Info("subscriptions no longer granted were removed", "count", n)
+		}
+	}
+	auth.watch(ctx, time.Duration(cfg.AuthWatchMS)*time.Millisecond)
 	<-ctx.Done()
 	log.Info("shutting down")
 	if srv != nil {
