@@ -172,7 +172,7 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 	}
 	for _, svc := range b.opts.Services {
 		if svc.Match(m.Topic) {
-			b.stats.MessagesIn.Add(1)
+			b.stats.in(m.QoS)
 			// finish acknowledges the PUBLISH once the service has handled it.
 			finish := func(err error) {
 				if err != nil {

@@ -92,6 +92,7 @@ type committer struct {
 	interval time.Duration // minimum time between two transactions (more batching), 0 for none
 	commits  atomic.Int64  // backend transactions applied (one fdatasync each with a data directory)
 	ops      atomic.Int64  // ops applied
+	latency  latencies     // time each transaction took (apply: write and fsync)
 
 	mu      sync.Mutex // guards pending, lazyOps, urgent, since and closed
 	pending []batch
@@ -214,10 +215,12 @@ func (c *committer) run() {
 		all = coalesce(all, puts)
 		var err error
 		if len(all) > 0 {
+			t0 := time.Now()
 			err = c.be.apply(all)
 			c.commits.Add(1)
 			c.ops.Add(int64(len(all)))
 			last = time.Now()
+			c.latency.observe(last.Sub(t0))
 		}
 		c.applied <- applied{batches, err}
 	}

@@ -51,6 +51,7 @@ type Engine struct {
 	watchers   map[string]map[string]uint64   // key -> client IDs registered by KEYNOTIFY -> their Request.Conn
 	clientKeys map[string]map[string]struct{} // client ID -> keys it watches
 	watchCount int                            // registrations over all clients
+	ops        opStats                        // requests by command and result (opstats.go)
 }
 
 // NewEngine validates opts and returns an empty engine. It does no I/O. Errors wrap
@@ -236,7 +237,9 @@ func responseMessage(req Request, rep reply) Message {
 }
 
 // execute runs one validated request with the lock held.
-func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply {
+func (e *Engine) execute(ctx context.Context, req Request, now time.Time) (rep reply) {
+	cmd := opOther
+	defer func() { e.ops.count(cmd, rep) }()
 	if v, ok := req.Properties.Get(PropProtocolVersion); ok {
 		if major, _, _ := strings.Cut(v, "."); major != supportedMajor {
 			// RPC-level error (docs/state-store-protocol.md#mqtt-properties): unsupported protocol version.
@@ -253,6 +256,7 @@ func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply 
 		return errReply(MsgSyntaxError)
 	}
 	c := command{req: req, args: args[1:], now: now}
+	cmd = opIndex(args[0])
 	switch string(args[0]) { // docs/state-store-protocol.md#commands: verbs are upper-case.
 	case "SET":
 		return e.set(ctx, c)

@@ -1,6 +1,6 @@
 // Command mqbroker runs mqdapr's MQTT v5 broker.
 //
-//	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
+//	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883   (/metrics, /healthz, /readyz)
 //	mqbroker -ws-addr 127.0.0.1:8080   (also MQTT over WebSocket, subprotocol "mqtt", any path)
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
 //	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
@@ -15,8 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -93,7 +91,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&cfg.WSAddr, "ws-addr", "", `MQTT over WebSocket listen address, subprotocol "mqtt", any path (empty disables)`)
 	fs.StringVar(&cfg.WSSAddr, "wss-addr", "", `MQTT over WebSocket over TLS listen address (needs -tls-cert and -tls-key; empty disables)`)
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
 	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "maximum sessions, connected or kept for offline clients")
 	fs.Int64Var(&cfg.MaxQueuedBytes, "max-queued-bytes", cfg.MaxQueuedBytes, "memory bound for all queued messages, bytes")
@@ -195,6 +193,12 @@ func run(args []string) error {
 		}
 		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	// /metrics, /healthz and /readyz (metrics.go): live from here on, ready once the broker serves.
+	ops, err := startOps(cfg.MetricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
 	kv, err := openKV(cfg, log)
 	if err != nil {
 		return err
@@ -222,32 +226,13 @@ func run(args []string) error {
 		fmt.Printf("websocket %v\n", urls)
 	}
 
-	var srv *http.Server
-	if cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			_ = b.Stats().WriteText(w)
-		})
-		l, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			_ = b.Close()
-			return err
-		}
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", "err", err)
-			}
-		}()
-	}
+	ops.ready(b, kv.engine) // metrics.go
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
 	log.Info("shutting down")
-	if srv != nil {
-		_ = srv.Close()
-	}
+	ops.stopping()
 	return b.Close()
 }
 
