@@ -213,7 +213,7 @@ func (b *Broker) Stats() Stats {
 	if b.store != nil {
 		st.StoreCommits = b.store.commits.Load()
 		st.StoreOps = b.store.ops.Load()
-		st.StoreCommitSeconds = b.store.latency.snapshot()
+		st.StoreCommitSeconds = b.store.latency.Snapshot()
 	}
 	b.mu.Lock()
 	st.Sessions, st.Retained, st.QueuedBytes = len(b.sessions), len(b.retained), b.queuedBytes

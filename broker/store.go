@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqdapr/mqdapr/internal/latency"
 )
 
 // Key spaces of the store. An entry belongs to an owner: a session (ownerSession + client ID) or a
@@ -89,10 +91,10 @@ const (
 // its own.
 type committer struct {
 	be       backend
-	interval time.Duration // minimum time between two transactions (more batching), 0 for none
-	commits  atomic.Int64  // backend transactions applied (one fdatasync each with a data directory)
-	ops      atomic.Int64  // ops applied
-	latency  latencies     // time each transaction took (apply: write and fsync)
+	interval time.Duration      // minimum time between two transactions (more batching), 0 for none
+	commits  atomic.Int64       // backend transactions applied (one fdatasync each with a data directory)
+	ops      atomic.Int64       // ops applied
+	latency  *latency.Histogram // time each transaction took (apply: write and fsync)
 
 	mu      sync.Mutex // guards pending, lazyOps, urgent, since and closed
 	pending []batch
@@ -112,7 +114,7 @@ type applied struct {
 }
 
 func newCommitter(be backend, interval time.Duration) *committer {
-	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), applied: make(chan applied, 1), stopped: make(chan struct{})}
+	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), applied: make(chan applied, 1), stopped: make(chan struct{}), latency: latency.New(CommitBuckets)}
 	go c.run()
 	go c.callbacks()
 	return c
@@ -220,7 +222,7 @@ func (c *committer) run() {
 			c.commits.Add(1)
 			c.ops.Add(int64(len(all)))
 			last = time.Now()
-			c.latency.observe(last.Sub(t0))
+			c.latency.Observe(last.Sub(t0))
 		}
 		c.applied <- applied{batches, err}
 	}

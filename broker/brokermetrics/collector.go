@@ -13,6 +13,7 @@ import (
 
 	"github.com/mqdapr/mqdapr/broker"
 	"github.com/mqdapr/mqdapr/broker/statestore"
+	"github.com/mqdapr/mqdapr/internal/latency"
 )
 
 const ns = "mqdapr_broker_"
@@ -113,10 +114,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descStoreOps, float64(st.StoreOps))
 	h := st.StoreCommitSeconds
 	if h.Buckets == nil { // not started: an empty histogram with the same buckets
-		h.Buckets = map[float64]uint64{}
-		for _, ub := range broker.CommitBuckets {
-			h.Buckets[ub] = 0
-		}
+		h = latency.Empty(broker.CommitBuckets)
 	}
 	ch <- prometheus.MustNewConstHistogram(descStoreCommitSeconds, h.Count, h.Sum, h.Buckets)
 	if c.kv != nil {
