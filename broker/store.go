@@ -91,10 +91,11 @@ const (
 // its own.
 type committer struct {
 	be       backend
-	interval time.Duration      // minimum time between two transactions (more batching), 0 for none
-	commits  atomic.Int64       // backend transactions applied (one fdatasync each with a data directory)
-	ops      atomic.Int64       // ops applied
-	latency  *latency.Histogram // time each transaction took (apply: write and fsync)
+	interval time.Duration // minimum time between two transactions (more batching), 0 for none
+	commits  atomic.Int64  // backend transactions applied (one fdatasync each with a data directory)
+	ops      atomic.Int64  // ops applied
+
+	latency *latency.Histogram // time each transaction took (apply: write and fsync)
 
 	mu      sync.Mutex // guards pending, lazyOps, urgent, since and closed
 	pending []batch
