@@ -41,6 +41,8 @@ type Store struct {
 	closed bool
 
 	hooks testHooks // test seams, set before Init; zero in production
+
+	m *storeMetrics // metrics.go
 }
 
 // New returns an uninitialised store. It does no I/O.
@@ -48,7 +50,7 @@ func New(log logger.Logger) *Store {
 	if log == nil {
 		log = logger.NewLogger("mqttkv-state")
 	}
-	return &Store{log: log}
+	return &Store{log: log, m: newStoreMetrics()}
 }
 
 // Init connects to the broker and subscribes to the response topic; it returns once requests can be
@@ -86,12 +88,14 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		return err
 	}
 	subs := newSubscriber(r, s.log)
+	up := s.m.connectionUp() // metrics.go: reconnections
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
 		Settings:          md.Settings,
 		Kind:              mqttconn.KindState,
 		NoSession:         true, // nothing is ever resent after a reconnection (DESIGN.md)
 		OnPublishReceived: r.onPublish,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			up()
 			subs.connected(cm, r.connectionUp(ca))
 		},
 		OnConnectionDown: r.connectionDown,
