@@ -163,11 +163,12 @@ func metric(url, name string) int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == name {
-			n, err := strconv.ParseInt(f[1], 10, 64)
+			// client_golang writes large counters in exponent form (1.234567e+06).
+			n, err := strconv.ParseFloat(f[1], 64)
 			if err != nil {
 				return -1
 			}
-			return n
+			return int64(n)
 		}
 	}
 	return -1

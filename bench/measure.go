@@ -30,7 +30,7 @@ func (s *stack) measure(step func() error) (usage, error) {
 	}
 	commits0 := int64(-1)
 	if s.brokerMetrics != "" {
-		commits0 = metric(s.brokerMetrics, "mqbroker_store_commits_total")
+		commits0 = metric(s.brokerMetrics, "mqdapr_broker_store_commits_total")
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -64,7 +64,7 @@ func (s *stack) measure(step func() error) (usage, error) {
 	u.self = time.Duration(self1-self0) * time.Second / ticksPerSecond
 	u.commits = -1
 	if commits0 >= 0 {
-		if c := metric(s.brokerMetrics, "mqbroker_store_commits_total"); c >= 0 {
+		if c := metric(s.brokerMetrics, "mqdapr_broker_store_commits_total"); c >= 0 {
 			u.commits = c - commits0
 		}
 	}

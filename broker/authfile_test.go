@@ -161,7 +161,7 @@ func TestPasswordFileAuthPaho(t *testing.T) {
 func TestPasswordFileMosquittoClients(t *testing.T) {
 	pub := mosquittoClient(t, "mosquitto_pub")
 	b := newBroker(t, func(o *Options) { o.Authenticator = NewPasswordAuth(passwdFile(t, "alice", "s3cret"), false) })
-	host, port := splitAddr(t, b.Addrs()[0])
+	host, port := v3SplitAddr(t, b.Addrs()[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run := func(v string, args ...string) (string, error) {
@@ -275,7 +275,7 @@ func TestACLMosquittoClients(t *testing.T) {
 		o.Authenticator = NewPasswordAuth(passwdFile(t, "alice", "a", "bob", "b"), false)
 		o.Authorizer = NewACL(nil, aclFile(t, tenantACL), nil)
 	})
-	host, port := splitAddr(t, b.Addrs()[0])
+	host, port := v3SplitAddr(t, b.Addrs()[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, v := range []string{"mqttv5", "mqttv311"} {
@@ -289,7 +289,7 @@ func TestACLMosquittoClients(t *testing.T) {
 		cmd := exec.CommandContext(ctx, subBin, append(common, "-u", "alice", "-P", "a", "-i", id, "-q", "1", "-t", "tenants/alice/#", "-v", "-C", "1", "-W", "25")...)
 		cmd.Stdout, cmd.Stderr = &got, &got
 		require.NoError(t, cmd.Start())
-		require.Eventually(t, func() bool { return hasSub(b, id, "tenants/alice/#") }, waitFor, 5*time.Millisecond)
+		require.Eventually(t, func() bool { return v3HasSub(b, id, "tenants/alice/#") }, waitFor, 5*time.Millisecond)
 		// bob's publish into alice's tree is refused (v5: PUBACK 0x87; 3.1.1: acknowledged and
 		// dropped, the protocol having no negative acknowledgement), then alice publishes.
 		out, err = exec.CommandContext(ctx, pubBin, append(common, "-u", "bob", "-P", "b", "-q", "1", "-t", "tenants/alice/x", "-m", "forged")...).CombinedOutput()
@@ -331,7 +331,7 @@ func TestSessionOwnerByUser(t *testing.T) {
 	require.Equal(t, CodeNotAuthorized, c.connack.ReasonCode, "clean start on another user's offline session")
 	again := dialClient(t, b, "shared-id", withPassword("alice", "a"), withExpiry(300), resume())
 	require.True(t, again.connack.SessionPresent)
-	require.True(t, hasSub(b, "shared-id", "tenants/alice/#"))
+	require.True(t, v3HasSub(b, "shared-id", "tenants/alice/#"))
 }
 
 // The session's owner is stored with it: after a restart on the same data directory another
@@ -386,9 +386,9 @@ func TestRecheckSubscriptions(t *testing.T) {
 
 	acl.SetFile(aclFile(t, "all\ntopic read public/#\nuser admin\ntopic readwrite #\n"))
 	require.Equal(t, 2, b.RecheckSubscriptions(ctxT(t)))
-	require.False(t, hasSub(b, "alice-1", "tenants/alice/#"))
-	require.False(t, hasSub(b, "bob-1", "$share/g/tenants/bob/jobs"), "the offline session's too")
-	require.True(t, hasSub(b, "alice-1", "public/m"))
+	require.False(t, v3HasSub(b, "alice-1", "tenants/alice/#"))
+	require.False(t, v3HasSub(b, "bob-1", "$share/g/tenants/bob/jobs"), "the offline session's too")
+	require.True(t, v3HasSub(b, "alice-1", "public/m"))
 
 	admin := dialClient(t, b, "admin-1", withPassword("admin", "c"))
 	admin.publish(t, "tenants/alice/x", 1, "after the revocation")

@@ -213,7 +213,11 @@ func (b *Broker) Stats() Stats {
 	if b.store != nil {
 		st.StoreCommits = b.store.commits.Load()
 		st.StoreOps = b.store.ops.Load()
+		st.StoreCommitSeconds = b.store.latency.Snapshot()
 	}
+	b.mu.Lock()
+	st.Sessions, st.Retained, st.QueuedBytes = len(b.sessions), len(b.retained), b.queuedBytes
+	b.mu.Unlock()
 	return st
 }
 
@@ -278,7 +282,7 @@ func (b *Broker) Publish(ctx context.Context, msg *Message) error {
 // routing is durable. pre, if not nil, runs
 // under b.mu after a successful routing and may add ops to the same commit.
 func (b *Broker) publish(m *Message, pre func(ops *[]op), done func(int, error)) {
-	b.stats.MessagesIn.Add(1)
+	b.stats.in(m.QoS)
 	now := time.Now()
 	// Client publishes are stamped on receipt; a will's Message Expiry Interval counts from its
 	// publication (MQTT v5 §3.1.3.2.4), which is now.

@@ -240,7 +240,7 @@ func (c *conn) serve() {
 	if !c.connect(cp.Content.(*packets.Connect)) {
 		return
 	}
-	defer c.b.stats.Connections.Add(-1)
+	defer c.b.stats.connected(c, -1)
 	defer c.b.detach(c)
 	for {
 		if c.keepAlive > 0 {

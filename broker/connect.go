@@ -218,8 +218,7 @@ func (c *conn) connect(p *packets.Connect) bool {
 		}
 	}
 	c.sess = s
-	b.stats.Connections.Add(1)
-	b.stats.ConnectionsTotal.Add(1)
+	b.stats.connected(c, 1)
 	c.connack(CodeSuccess, present, ack)
 	// Unacknowledged PUBLISH (DUP) and PUBREL are resent in order by pump, within the new connection's
 	// Receive Maximum (resendInflight).

@@ -82,7 +82,7 @@ func (b *Broker) Deliver(ctx context.Context, clientID string, id ConnID, msg *M
 	subID := s.ownSubID(m.Topic)
 	if m.QoS == 0 {
 		if s.conn.sendQoS0(m.toPublish(0, false, subID, now)) {
-			b.stats.MessagesOut.Add(1)
+			b.stats.out(0)
 		} else {
 			b.stats.DroppedQoS0.Add(1)
 		}

@@ -198,7 +198,7 @@ func (c *conn) handlePublish(p *packets.Publish) error {
 					return nil
 				}
 			}
-			b.stats.MessagesIn.Add(1)
+			b.stats.in(m.QoS)
 			hctx := context.WithValue(c.ctx, clientKey{}, c.client())
 			// finish acknowledges the PUBLISH once the service has handled it.
 			finish := func(err error) {

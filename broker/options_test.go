@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"testing"
 	"time"
 
@@ -28,8 +27,9 @@ func TestOptionsValidation(t *testing.T) {
 	}
 }
 
-// Counters an operator reads: connections, messages in/out, queued, refusals by reason.
-func TestStatsText(t *testing.T) {
+// Counters an operator reads: connections, sessions, messages in/out by QoS, queued, refusals by
+// reason (brokermetrics exposes them to Prometheus).
+func TestStatsSnapshot(t *testing.T) {
 	b := newBroker(t, func(o *Options) { o.MaxSessionQueue = 1 })
 	sub := dialClient(t, b, "sub", withExpiry(60))
 	sub.subscribe(t, "t", 1)
@@ -37,13 +37,16 @@ func TestStatsText(t *testing.T) {
 	waitOffline(t, b, "sub")
 	pub := dialClient(t, b, "pub")
 	pub.publish(t, "t", 1, "a")
-	_, _ = pub.Publish(ctxT(t), pubMsg("t", "b"))
+	_, _ = pub.Publish(ctxT(t), pubMsg("t", "b")) // the session queue is full: 0x97
 	require.Eventually(t, func() bool { return b.Stats().Connections == 1 }, waitFor, 5*time.Millisecond)
-	var buf bytes.Buffer
-	require.NoError(t, b.Stats().WriteText(&buf))
-	out := buf.String()
-	require.Contains(t, out, "mqbroker_connections 1\n")
-	require.Contains(t, out, "mqbroker_messages_in_total 2\n")
-	require.Contains(t, out, "mqbroker_messages_queued 1\n")
-	require.Contains(t, out, `mqbroker_refused_total{reason="quota_exceeded"} 1`)
+	st := b.Stats()
+	require.EqualValues(t, 1, st.ConnectionsBy[0][transportTCP], "one v5 connection over TCP")
+	require.EqualValues(t, 2, st.ConnectionsTotal)
+	require.Equal(t, 2, st.Sessions, "pub connected, sub kept offline")
+	require.Equal(t, [3]int64{0, 2, 0}, st.MessagesInByQoS)
+	require.EqualValues(t, 2, st.MessagesIn)
+	require.EqualValues(t, 1, st.Queued)
+	require.Greater(t, st.QueuedBytes, int64(0))
+	require.EqualValues(t, 1, st.Refused["quota_exceeded"])
+	require.EqualValues(t, 1, st.RefusedByCode[CodeQuotaExceeded])
 }

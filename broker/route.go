@@ -188,7 +188,7 @@ func (b *Broker) route(m *Message, now time.Time, ops *[]op) (int, []*entry, err
 		if t.qos == 0 {
 			if c := t.sess.conn; c != nil {
 				if c.sendQoS0Packet(publishPacket(m.toPublish(0, retain, t.sub.SubID, now), t.more)) {
-					b.stats.MessagesOut.Add(1)
+					b.stats.out(0)
 				} else {
 					b.stats.DroppedQoS0.Add(1)
 				}
@@ -295,7 +295,7 @@ func (b *Broker) pump(s *session, now time.Time, ops *[]op) {
 			deferSend = deferSend || (e.qos == 2 && !b.memory)
 		}
 		pkts = append(pkts, e.publishPacket(now, false))
-		b.stats.MessagesOut.Add(1)
+		b.stats.out(e.qos)
 	}
 	if s.resending {
 		var all bool

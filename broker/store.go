@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqdapr/mqdapr/internal/latency"
 )
 
 // Key spaces of the store. An entry belongs to an owner: a session (ownerSession + client ID) or a
@@ -93,6 +95,8 @@ type committer struct {
 	commits  atomic.Int64  // backend transactions applied (one fdatasync each with a data directory)
 	ops      atomic.Int64  // ops applied
 
+	latency *latency.Histogram // time each transaction took (apply: write and fsync)
+
 	mu      sync.Mutex // guards pending, lazyOps, urgent, since and closed
 	pending []batch
 	lazyOps int       // ops of pending lazy batches
@@ -111,7 +115,7 @@ type applied struct {
 }
 
 func newCommitter(be backend, interval time.Duration) *committer {
-	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), applied: make(chan applied, 1), stopped: make(chan struct{})}
+	c := &committer{be: be, interval: interval, wake: make(chan struct{}, 1), applied: make(chan applied, 1), stopped: make(chan struct{}), latency: latency.New(CommitBuckets)}
 	go c.run()
 	go c.callbacks()
 	return c
@@ -214,10 +218,12 @@ func (c *committer) run() {
 		all = coalesce(all, puts)
 		var err error
 		if len(all) > 0 {
+			t0 := time.Now()
 			err = c.be.apply(all)
 			c.commits.Add(1)
 			c.ops.Add(int64(len(all)))
 			last = time.Now()
+			c.latency.Observe(last.Sub(t0))
 		}
 		c.applied <- applied{batches, err}
 	}

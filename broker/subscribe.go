@@ -112,7 +112,7 @@ func (c *conn) handleSubscribe(p *packets.Subscribe) error {
 		// filter matching many never overflows the write queue (which would close the connection).
 		for _, p := range qos0 {
 			if c.sendQoS0(p) {
-				b.stats.MessagesOut.Add(1)
+				b.stats.out(0)
 			} else {
 				b.stats.DroppedQoS0.Add(1)
 			}

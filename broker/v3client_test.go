@@ -101,7 +101,7 @@ func TestV3PahoMQTTGolang(t *testing.T) {
 
 // mosquittoClient finds a Mosquitto command-line client, skipped when missing outside CI like
 // Mosquitto itself (internal/testutil.MosquittoPath).
-func v3MosquittoTool(t testing.TB, name string) string {
+func mosquittoClient(t testing.TB, name string) string {
 	t.Helper()
 	if p, err := exec.LookPath(name); err == nil {
 		return p
@@ -124,7 +124,7 @@ func v3HasSub(b *Broker, id, filter string) bool {
 // mosquitto_pub and mosquitto_sub with -V mqttv311: a retained QoS 1 message reaches a later
 // subscriber [MQTT-3.3.1-6], then a QoS 2 message a live one.
 func TestV3MosquittoClients(t *testing.T) {
-	pub, sub := v3MosquittoTool(t, "mosquitto_pub"), v3MosquittoTool(t, "mosquitto_sub")
+	pub, sub := mosquittoClient(t, "mosquitto_pub"), mosquittoClient(t, "mosquitto_sub")
 	b := newBroker(t, nil)
 	host, port := v3SplitAddr(t, b.Addrs()[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

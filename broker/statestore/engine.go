@@ -52,6 +52,7 @@ type Engine struct {
 	clientKeys map[string]map[string]struct{} // client ID -> keys it watches
 	watchUser  map[string]string              // client ID -> user name of its latest KEYNOTIFY (for Authorize)
 	watchCount int                            // registrations over all clients
+	ops        opStats                        // requests by command and result (opstats.go)
 }
 
 // NewEngine validates opts and returns an empty engine. It does no I/O. Errors wrap
@@ -238,7 +239,9 @@ func responseMessage(req Request, rep reply) Message {
 }
 
 // execute runs one validated request with the lock held.
-func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply {
+func (e *Engine) execute(ctx context.Context, req Request, now time.Time) (rep reply) {
+	cmd := opOther
+	defer func() { e.ops.count(cmd, rep) }()
 	if v, ok := req.Properties.Get(PropProtocolVersion); ok {
 		if major, _, _ := strings.Cut(v, "."); major != supportedMajor {
 			// RPC-level error (docs/state-store-protocol.md#mqtt-properties): unsupported protocol version.
@@ -255,6 +258,7 @@ func (e *Engine) execute(ctx context.Context, req Request, now time.Time) reply 
 		return errReply(MsgSyntaxError)
 	}
 	c := command{req: req, args: args[1:], now: now}
+	cmd = opIndex(args[0])
 	switch string(args[0]) { // docs/state-store-protocol.md#commands: verbs are upper-case.
 	case "SET":
 		return e.set(ctx, c)

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/term"
 
 	"github.com/mqdapr/mqdapr/broker"
@@ -217,14 +218,24 @@ func (s *authSetup) reload(onlyChanged bool) {
 	}
 }
 
-// writeText adds the ACL's refusals by kind to /metrics (the MQTT refusals are in
-// mqbroker_refused_total already; key-value refusals are answered inside the protocol).
-func (s *authSetup) writeText(w io.Writer) {
+// collectors are the ACL's refusals by kind for /metrics (the MQTT refusals are in
+// mqdapr_broker_refused_total already; key-value refusals are answered inside the protocol).
+func (s *authSetup) collectors() []prometheus.Collector {
 	if s.acl == nil {
-		return
+		return nil
 	}
-	pub, sub, key := s.acl.Refused()
-	fmt.Fprintf(w, "mqbroker_acl_refused_total{kind=\"publish\"} %d\nmqbroker_acl_refused_total{kind=\"subscribe\"} %d\nmqbroker_acl_refused_total{kind=\"key\"} %d\n", pub, sub, key)
+	var out []prometheus.Collector
+	for i, kind := range []string{"publish", "subscribe", "key"} {
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "mqdapr_broker_acl_refused_total",
+			Help:        "Requests the ACL refused, by kind (publish, subscribe, key).",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 {
+			pub, sub, key := s.acl.Refused()
+			return float64([]int64{pub, sub, key}[i])
+		}))
+	}
+	return out
 }
 
 // watch reloads on SIGHUP, and when a file's content changes (checked every interval; 0: SIGHUP

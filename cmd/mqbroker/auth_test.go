@@ -233,8 +233,8 @@ func TestAuthReloadOnChange(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		return strings.Contains(string(body), `mqbroker_acl_refused_total{kind="subscribe"} 1`) &&
-			strings.Contains(string(body), `mqbroker_refused_total{reason="bad_username_or_password"} 1`)
+		return strings.Contains(string(body), `mqdapr_broker_acl_refused_total{kind="subscribe"} 1`) &&
+			strings.Contains(string(body), `mqdapr_broker_refused_total{code="0x86",reason="bad_username_or_password"} 1`)
 	}, 10*time.Second, 10*time.Millisecond, "refusals counted in /metrics")
 
 	// A broken ACL: reported with file:line, the last good one kept.

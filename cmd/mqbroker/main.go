@@ -1,6 +1,6 @@
 // Command mqbroker runs mqdapr's MQTT v5 broker.
 //
-//	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883
+//	mqbroker -addr 127.0.0.1:1883 -data-dir /var/lib/mqbroker -metrics-addr 127.0.0.1:9883   (/metrics, /healthz, /readyz)
 //	mqbroker -ws-addr 127.0.0.1:8080   (also MQTT over WebSocket, subprotocol "mqtt", any path)
 //	mqbroker -config mqbroker.json   (flags given on the command line override the file)
 //	mqbroker healthcheck -addr 127.0.0.1:1883   (CONNECT/CONNACK; exit 0 when serving, 1 when not)
@@ -16,8 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -119,7 +117,7 @@ are reloaded on SIGHUP and when they change (README.md, "Security").
 	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "client CA bundle `FILE` (PEM): the TLS listener verifies client certificates against it, and a client with a verified certificate is its identity (subject CN, else first DNS or URI SAN) for the ACL")
 	fs.StringVar(&cfg.TLSClientAuth, "tls-client-auth", "", "with -tls-client-ca: require (default; a TLS client without a certificate fails the handshake) or optional (one without a certificate authenticates like a plain TCP client)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory for durable state (empty: in memory)")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving counters at /metrics (empty disables)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "HTTP address serving Prometheus metrics at /metrics, liveness at /healthz and readiness at /readyz (empty disables)")
 	fs.IntVar(&cfg.MaxConnections, "max-connections", cfg.MaxConnections, "maximum simultaneous connections")
 	fs.IntVar(&cfg.MaxSessions, "max-sessions", cfg.MaxSessions, "maximum sessions, connected or kept for offline clients")
 	fs.Int64Var(&cfg.MaxQueuedBytes, "max-queued-bytes", cfg.MaxQueuedBytes, "memory bound for all queued messages, bytes")
@@ -239,6 +237,12 @@ func run(args []string) error {
 		}
 		o.TLSConfig = auth.tls.config()
 	}
+	// /metrics, /healthz and /readyz (metrics.go): live from here on, ready once the broker serves.
+	ops, err := startOps(cfg.MetricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
 	kv, err := openKV(cfg, o.Authorizer, log)
 	if err != nil {
 		return err
@@ -266,26 +270,8 @@ func run(args []string) error {
 		fmt.Printf("websocket %v\n", urls)
 	}
 
-	var srv *http.Server
-	if cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			_ = b.Stats().WriteText(w)
-			auth.writeText(w)
-		})
-		l, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			_ = b.Close()
-			return err
-		}
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", "err", err)
-			}
-		}()
-	}
+	ops.ready(b, kv.engine, auth.collectors()...) // metrics.go
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	auth.aclReloaded = func() {
@@ -296,9 +282,7 @@ func run(args []string) error {
 	auth.watch(ctx, time.Duration(cfg.AuthWatchMS)*time.Millisecond)
 	<-ctx.Done()
 	log.Info("shutting down")
-	if srv != nil {
-		_ = srv.Close()
-	}
+	ops.stopping()
 	return b.Close()
 }
 

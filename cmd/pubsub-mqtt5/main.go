@@ -8,6 +8,9 @@
 //
 // `pubsub-mqtt5 healthcheck` pings the component on that socket (gRPC Ping, as daprd does) and exits 0
 // when it answers, 1 when not, with one line saying which: the image's HEALTHCHECK.
+//
+// MQDAPR_METRICS_ADDR=host:port serves Prometheus metrics at /metrics (off when unset; mqdapr's
+// manifests use :9884).
 package main
 
 import (
@@ -33,8 +36,13 @@ func main() {
 	}
 	stopProfile := startProfile(log, os.Getenv("MQDAPR_PROFILE"))
 	var instances pluggable.Instances
+	metrics := pubsubmqtt5.NewCollector()
+	if err := pluggable.ServeMetrics(log, os.Stdout, metrics); err != nil {
+		log.Errorf("not starting: %v", err)
+		os.Exit(1)
+	}
 	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {
-		return pluggable.Track(&instances, pubsubmqtt5.New(log))
+		return pluggable.Track(&instances, metrics.Add(pubsubmqtt5.New(log)))
 	}))
 	err := dapr.Run()
 	stopProfile()

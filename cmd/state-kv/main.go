@@ -5,6 +5,9 @@
 //
 // `state-kv healthcheck` pings the component on that socket (gRPC Ping, as daprd does) and exits 0
 // when it answers, 1 when not, with one line saying which: the image's HEALTHCHECK.
+//
+// MQDAPR_METRICS_ADDR=host:port serves Prometheus metrics at /metrics (off when unset; mqdapr's
+// manifests use :9885).
 package main
 
 import (
@@ -40,8 +43,13 @@ func main() {
 	}
 	stopProfiles := pluggable.StartProfiles(log)
 	var instances pluggable.Instances
+	metrics := statekv.NewCollector()
+	if err := pluggable.ServeMetrics(log, os.Stdout, metrics); err != nil {
+		log.Errorf("not starting: %v", err)
+		os.Exit(1)
+	}
 	dapr.Register(statekv.ComponentName, dapr.WithStateStore(func() sdkstate.Store {
-		return pluggable.Track(&instances, statekv.NewPluggable(log))
+		return pluggable.Track(&instances, metrics.Add(statekv.NewPluggable(log)))
 	}))
 	err := dapr.Run()
 	stopProfiles()

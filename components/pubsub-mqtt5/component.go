@@ -39,6 +39,7 @@ type PubSub struct {
 	closed bool
 
 	stats Stats
+	m     *instanceMetrics // metrics.go
 }
 
 // Stats are counters an operator can read (and tests assert on).
@@ -63,7 +64,7 @@ func New(log logger.Logger) *PubSub {
 	if log == nil {
 		log = logger.NewLogger("mqttv5-pubsub")
 	}
-	return &PubSub{log: log}
+	return &PubSub{log: log, m: newInstanceMetrics()}
 }
 
 // Init connects to the broker. daprd calls Init again on the same instance when daprd restarts:
@@ -112,6 +113,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 	p.md, p.subs, p.disp, p.closed = md, subs, disp, false
 	p.props = cloneMap(meta.Properties)
 
+	up := p.m.connectionUp() // metrics.go: reconnections
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
 		Settings:         md.Settings,
 		Kind:             mqttconn.KindPubSub,
@@ -120,6 +122,7 @@ func (p *PubSub) Init(ctx context.Context, meta pubsub.Metadata) error {
 		AckFlushInterval: md.AckFlushInterval,
 		OnPublish:        func(rc mqttconn.Received) { p.onPublish(l, rc) },
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			up()
 			disp.goOwned(func() { p.resubscribe(cm, subs, disp) })
 		},
 		Logger: p.log,

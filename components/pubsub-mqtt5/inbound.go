@@ -139,7 +139,7 @@ func (p *PubSub) deliver(l *live, m *inbound, t target, hold func(bool)) bool {
 				break
 			}
 		}
-		err := s.handler(hctx, msg)
+		err := p.callHandler(hctx, s.handler, msg) // metrics.go: timed
 		p.stats.InFlight.Add(-1)
 		streamDone := hctx.Err() != nil
 		cancel()

@@ -53,6 +53,8 @@ type Store struct {
 	releasing map[string]chan struct{} // lock key → closed when this store's release of it is answered
 
 	hooks testHooks // test seams, set before Init; zero in production
+
+	m *storeMetrics // metrics.go
 }
 
 // New returns an uninitialised store. It does no I/O.
@@ -60,7 +62,7 @@ func New(log logger.Logger) *Store {
 	if log == nil {
 		log = logger.NewLogger("mqttkv-state")
 	}
-	return &Store{log: log}
+	return &Store{log: log, m: newStoreMetrics()}
 }
 
 // Init connects to the broker and subscribes to the response topic; it returns once requests can be
@@ -98,6 +100,7 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		return err
 	}
 	subs := newSubscriber(r, s.log)
+	up := s.m.connectionUp() // metrics.go: reconnections
 	conn, err := mqttconn.Dial(ctx, mqttconn.Options{
 		Settings:          md.Settings,
 		Kind:              mqttconn.KindState,
@@ -105,6 +108,7 @@ func (s *Store) Init(ctx context.Context, meta state.Metadata) error {
 		DeferAcks:         ackDelay,
 		OnPublishReceived: r.onPublish,
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+			up()
 			subs.connected(cm, r.connectionUp(ca))
 		},
 		OnConnectionDown: r.connectionDown,

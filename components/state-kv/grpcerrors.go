@@ -3,6 +3,7 @@ package statekv
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/dapr/components-contrib/state"
 	"github.com/dapr/kit/logger"
@@ -25,23 +26,27 @@ func NewPluggable(log logger.Logger) *Pluggable { return &Pluggable{Store: New(l
 
 // Set is Store.Set with ETag errors as gRPC statuses.
 func (p *Pluggable) Set(ctx context.Context, req *state.SetRequest) error {
-	return toGRPC(p.Store.Set(ctx, req))
+	t0 := time.Now() // metrics.go
+	return toGRPC(p.m.done(opSet, t0, p.Store.Set(ctx, req)))
 }
 
 // Delete is Store.Delete with ETag errors as gRPC statuses.
 func (p *Pluggable) Delete(ctx context.Context, req *state.DeleteRequest) error {
-	return toGRPC(p.Store.Delete(ctx, req))
+	t0 := time.Now() // metrics.go
+	return toGRPC(p.m.done(opDelete, t0, p.Store.Delete(ctx, req)))
 }
 
 // BulkSet is Store.BulkSet; if any key failed on its ETag the call fails with that key's status
 // (a per-key error cannot cross the protocol).
 func (p *Pluggable) BulkSet(ctx context.Context, reqs []state.SetRequest, opts state.BulkStoreOpts) error {
-	return toGRPC(p.Store.BulkSet(ctx, reqs, opts))
+	t0 := time.Now() // metrics.go
+	return toGRPC(p.m.done(opBulkSet, t0, p.Store.BulkSet(ctx, reqs, opts)))
 }
 
 // BulkDelete is Store.BulkDelete with the conversion of BulkSet.
 func (p *Pluggable) BulkDelete(ctx context.Context, reqs []state.DeleteRequest, opts state.BulkStoreOpts) error {
-	return toGRPC(p.Store.BulkDelete(ctx, reqs, opts))
+	t0 := time.Now() // metrics.go
+	return toGRPC(p.m.done(opBulkDelete, t0, p.Store.BulkDelete(ctx, reqs, opts)))
 }
 
 // toGRPC converts an error holding a *state.ETagError into the status daprd maps back to it.
