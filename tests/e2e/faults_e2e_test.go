@@ -10,7 +10,10 @@ package e2e
 //	MQDAPR_FAULT_SEED     the seed of the fault order and moments (default: the clock; printed)
 //	MQDAPR_FAULT_READINGS readings in the stream (default 10000)
 //	MQDAPR_FAULT_RATE     readings per second the publisher offers (default 100)
-//	MQDAPR_FAULT_REPEATS  injections of each fault (default 3)
+//	MQDAPR_FAULT_REPEATS  injections of each kill (default 3)
+//	MQDAPR_FAULT_LONG_REPEATS injections of each fault that lasts, frozen or unreachable broker
+//	                      (default 1: 50 s of outage in `make test`; `make chaos` sets 3)
+//	MQDAPR_FAULT_ONLY     only the faults whose name contains one of these comma-separated words
 //	MQDAPR_FAULT_REPORT   write the Markdown report there (relative: to the repository root)
 
 import (
@@ -35,12 +38,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// faultKind is one fault of the matrix: inject kills, restart brings the chain back as production
-// does (a supervisor restarting what died; daprd with a component, since daprd does not
-// re-initialise a component that restarted).
+// faultKind is one fault of the matrix: inject kills (or freezes), the fault lasts (0: a kill
+// healed at once), restart brings the chain back as production does (a supervisor restarting what
+// died; daprd with a component, since daprd does not re-initialise a component that restarted).
 type faultKind struct {
 	name    string
 	inject  func(c *connectorReplica)
+	lasts   time.Duration
 	restart func(c *connectorReplica)
 }
 
@@ -60,21 +64,30 @@ func faultKinds() []faultKind {
 		}
 		c.startDaprd("connector", c.appPort, "grpc")
 	}
+	signal := func(c *connectorReplica, sig syscall.Signal) {
+		require.NoError(c.s.t, c.s.broker.cmd.Process.Signal(sig), "signal %s to the broker", sig)
+	}
 	return []faultKind{
 		{"kill -9 app",
-			func(c *connectorReplica) { c.app.kill(syscall.SIGKILL) },
+			func(c *connectorReplica) { c.app.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { c.startApp() }},
 		{"kill -9 pubsub.mqttv5 (+ daprd)",
-			func(c *connectorReplica) { c.pubsub.kill(syscall.SIGKILL); c.daprd.kill(syscall.SIGKILL) },
+			func(c *connectorReplica) { c.pubsub.kill(syscall.SIGKILL); c.daprd.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { restartComponent(c, "pubsub") }},
 		{"kill -9 state.mqttkv (+ daprd)",
-			func(c *connectorReplica) { c.state.kill(syscall.SIGKILL); c.daprd.kill(syscall.SIGKILL) },
+			func(c *connectorReplica) { c.state.kill(syscall.SIGKILL); c.daprd.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { restartComponent(c, "state") }},
 		{"kill -9 daprd",
-			func(c *connectorReplica) { c.daprd.kill(syscall.SIGKILL) },
+			func(c *connectorReplica) { c.daprd.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { c.startDaprd("connector", c.appPort, "grpc") }},
 		{"kill -9 mqbroker (durable data dir)",
-			func(c *connectorReplica) { c.s.broker.kill(syscall.SIGKILL) },
+			func(c *connectorReplica) { c.s.broker.kill(syscall.SIGKILL) }, 0,
+			func(c *connectorReplica) { c.s.startBroker() }},
+		{"mqbroker frozen (SIGSTOP) 20 s",
+			func(c *connectorReplica) { signal(c, syscall.SIGSTOP) }, 20 * time.Second,
+			func(c *connectorReplica) { signal(c, syscall.SIGCONT) }},
+		{"mqbroker unreachable 30 s (kill -9, restarted after)",
+			func(c *connectorReplica) { c.s.broker.kill(syscall.SIGKILL) }, 30 * time.Second,
 			func(c *connectorReplica) { c.s.startBroker() }},
 	}
 }
@@ -232,22 +245,35 @@ func waitLakeGrows(t *testing.T, lake string, base int64, timeout time.Duration)
 // from the lake and no reading has two rows.
 func TestFaultMatrix(t *testing.T) {
 	needDaprd(t)
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("MQDAPR_FAULT_SEED"); v != "" {
-		var err error
-		seed, err = strconv.ParseUint(v, 10, 64)
-		require.NoError(t, err, "MQDAPR_FAULT_SEED=%q: want an unsigned integer", v)
-	}
+	seed := faultSeed(t)
 	n := int(envInt(t, "MQDAPR_FAULT_READINGS", 10000))
 	rate := float64(envInt(t, "MQDAPR_FAULT_RATE", 100))
 	repeats := int(envInt(t, "MQDAPR_FAULT_REPEATS", 3))
-	t.Logf("fault matrix: seed %d (replay: MQDAPR_FAULT_SEED=%d), %d readings at %.0f/s, each fault %d times",
-		seed, seed, n, rate, repeats)
+	longRepeats := int(envInt(t, "MQDAPR_FAULT_LONG_REPEATS", 1))
+	t.Logf("fault matrix: seed %d (replay: MQDAPR_FAULT_SEED=%d), %d readings at %.0f/s, each kill %d times, each lasting fault %d times",
+		seed, seed, n, rate, repeats, longRepeats)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	kinds := faultKinds()
+	if only := os.Getenv("MQDAPR_FAULT_ONLY"); only != "" {
+		var kept []faultKind
+		for _, k := range kinds {
+			for _, w := range strings.Split(only, ",") {
+				if w != "" && strings.Contains(k.name, w) {
+					kept = append(kept, k)
+					break
+				}
+			}
+		}
+		require.NotEmpty(t, kept, "MQDAPR_FAULT_ONLY=%q matches no fault name", only)
+		kinds = kept
+	}
 	var order []int
 	for k := range kinds {
-		for range repeats {
+		times := repeats
+		if kinds[k].lasts > 0 {
+			times = longRepeats
+		}
+		for range times {
 			order = append(order, k)
 		}
 	}
@@ -283,6 +309,10 @@ func TestFaultMatrix(t *testing.T) {
 		t.Logf("fault %2d/%d: %s", i+1, len(order), kinds[k].name)
 		f := faultRun{kind: kinds[k].name, at: time.Now(), offset: time.Since(began), fromAcked: rec.len()}
 		kinds[k].inject(c)
+		if d := kinds[k].lasts; d > 0 {
+			time.Sleep(d)     // how long the fault lasts: the experiment, not synchronisation
+			f.at = time.Now() // recovery counts from the healing
+		}
 		kinds[k].restart(c)
 		if i == len(order)-1 {
 			close(gate)
@@ -303,9 +333,126 @@ func TestFaultMatrix(t *testing.T) {
 	ids := rec.all()
 	require.GreaterOrEqual(t, len(ids), n, "readings acknowledged by the broker")
 
-	// Every accepted reading in the lake: wait for the count, then check identity.
+	byID := accountLake(t, lake, ids, 3*time.Minute)
+	elapsed := time.Since(began)
+	t.Logf("fault matrix: %d faults in %s", len(runs), elapsed.Round(time.Second))
+
+	if p := os.Getenv("MQDAPR_FAULT_REPORT"); p != "" {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(bins.root, p)
+		}
+		report := faultReport(seed, n, rate, repeats, longRepeats, kinds, runs, ids, byID, elapsed)
+		require.NoError(t, os.WriteFile(p, []byte(report), 0o644))
+		t.Logf("report written to %s", p)
+		reportWritten = p
+	}
+}
+
+// reportWritten is the report TestFaultMatrix wrote in this run; the tests after it add sections.
+var reportWritten string
+
+// faultSeed is MQDAPR_FAULT_SEED, else one from the clock.
+func faultSeed(t *testing.T) uint64 {
+	v := os.Getenv("MQDAPR_FAULT_SEED")
+	if v == "" {
+		return uint64(time.Now().UnixNano())
+	}
+	seed, err := strconv.ParseUint(v, 10, 64)
+	require.NoError(t, err, "MQDAPR_FAULT_SEED=%q: want an unsigned integer", v)
+	return seed
+}
+
+// Two app replicas (each with its components and daprd) split the shared telemetry subscription;
+// mid-stream, at a moment drawn from the seed, one whole replica is killed with kill -9 for good.
+// The broker hands the departed member's unacknowledged readings to the other one: every accepted
+// reading is in the lake once. Recovery: from the kill until every reading accepted before it is
+// in the lake.
+func TestFaultReplicaLostForGood(t *testing.T) {
+	needDaprd(t)
+	seed := faultSeed(t)
+	n := int(envInt(t, "MQDAPR_FAULT_REPLICA_READINGS", 3000))
+	rate := float64(envInt(t, "MQDAPR_FAULT_RATE", 100))
+	t.Logf("replica lost for good: seed %d (replay: MQDAPR_FAULT_SEED=%d), %d readings at %.0f/s", seed, seed, n, rate)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	s := newStack(t)
+	lake := filepath.Join(s.dir, "lake")
+	r1 := s.startConnector("replica-1", lake)
+	r2 := s.startConnector("replica-2", lake)
+	cm := dialPublisher(t, s.mqttURL())
+	warmUp(t, cm, lake)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	gate := make(chan struct{})
+	rec := &acked{}
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- faultPublisher(ctx, t, cm, n, rate, gate, rec) }()
+	require.Eventually(t, func() bool { return r1.counters()["written"] > 10 && r2.counters()["written"] > 10 },
+		60*time.Second, 50*time.Millisecond, "both replicas take part")
+
+	// The random moment: 20-50 % into the stream (the experiment, not synchronisation).
+	time.Sleep(time.Duration((0.2 + 0.3*rng.Float64()) * float64(n) / rate * float64(time.Second)))
+	killedAt, before := time.Now(), rec.len()
+	for _, p := range []*proc{r2.app, r2.pubsub, r2.state, r2.daprd} {
+		p.kill(syscall.SIGKILL)
+	}
+	close(gate)
+	accepted := rec.all()[:before]
+	var recovery time.Duration
+	require.Eventually(t, func() bool {
+		byID, _ := lakeRows(t, lake)
+		for _, id := range accepted {
+			if byID[id] == 0 {
+				return false
+			}
+		}
+		recovery = time.Since(killedAt)
+		return true
+	}, 2*time.Minute, 100*time.Millisecond, "the readings accepted before replica-2 died reach the lake through replica-1")
+	t.Logf("replica-2 killed for good after %d accepted readings; all of them in the lake %s later", before, recovery.Round(time.Millisecond))
+
+	select {
+	case err := <-pubDone:
+		require.NoError(t, err, "publisher")
+	case <-ctx.Done():
+		t.Fatal("the publisher did not finish")
+	}
+	ids := rec.all()
+	byID := accountLake(t, lake, ids, 2*time.Minute)
+	_, byReplica := lakeRows(t, lake)
+	assert.Positive(t, byReplica["replica-2"], "replica-2 wrote rows before it died")
+	assert.Greater(t, byReplica["replica-1"], byReplica["replica-2"], "replica-1 took over")
+
+	if reportWritten != "" {
+		lost, dups := 0, 0
+		for _, id := range ids {
+			if byID[id] == 0 {
+				lost++
+			}
+		}
+		for _, k := range byID {
+			dups += max(0, k-1)
+		}
+		f, err := os.OpenFile(reportWritten, os.O_APPEND|os.O_WRONLY, 0)
+		require.NoError(t, err)
+		defer f.Close()
+		fmt.Fprintf(f, "\n## Two replicas on a shared subscription, one killed for good\n\n")
+		fmt.Fprintf(f, "`TestFaultReplicaLostForGood`, the same seed: two app replicas (each with its components and daprd)\n")
+		fmt.Fprintf(f, "split `$share/connector/devices/+/telemetry`; at a moment drawn from the seed (20–50 %% into the\n")
+		fmt.Fprintf(f, "stream) the whole of replica-2 is killed with SIGKILL and never restarted. Recovery: from the kill\n")
+		fmt.Fprintf(f, "until every reading accepted before it is in the lake (the broker hands the departed member's\n")
+		fmt.Fprintf(f, "unacknowledged readings to replica-1; Mosquitto 2.0.11 does not, so this runs on the embedded broker).\n\n")
+		fmt.Fprintf(f, "| Readings | Accepted before the kill | Rows by replica-1 / replica-2 | Lost | Duplicate rows | Recovery |\n|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(f, "| %d | %d | %d / %d | %d | %d | %.1f s |\n", len(ids), before, byReplica["replica-1"], byReplica["replica-2"], lost, dups, recovery.Seconds())
+	}
+}
+
+// accountLake waits (until timeout) for every accepted reading to be in the lake, then asserts that
+// none is missing, that no reading has two rows and that the lake holds nothing else (but the
+// warm-up's probes); it returns the rows per id.
+func accountLake(t *testing.T, lake string, ids []string, timeout time.Duration) map[string]int {
+	t.Helper()
 	var byID map[string]int
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(timeout)
 	for {
 		byID, _ = lakeRows(t, lake)
 		missing := 0
@@ -337,21 +484,11 @@ func TestFaultMatrix(t *testing.T) {
 			dupIDs = append(dupIDs, id)
 		}
 	}
-	elapsed := time.Since(began)
-	t.Logf("fault matrix: %d readings acknowledged, %d rows, %d lost, %d duplicate rows, %d faults, %s",
-		len(ids), len(byID), lost, dups, len(runs), elapsed.Round(time.Second))
+	t.Logf("%d readings acknowledged, %d rows, %d lost, %d duplicate rows", len(ids), len(byID), lost, dups)
 	assert.Zero(t, lost, "accepted readings missing from the lake (first: %v)", first(lostIDs, 10))
 	assert.Zero(t, dups, "duplicate rows (first: %v)", first(dupIDs, 10))
 	assert.Len(t, byID, len(ids)+probes, "distinct rows in the lake: one per reading, nothing else")
-
-	if p := os.Getenv("MQDAPR_FAULT_REPORT"); p != "" {
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(bins.root, p)
-		}
-		report := faultReport(seed, n, rate, repeats, kinds, runs, ids, byID, elapsed)
-		require.NoError(t, os.WriteFile(p, []byte(report), 0o644))
-		t.Logf("report written to %s", p)
-	}
+	return byID
 }
 
 func first(s []string, n int) []string {
@@ -364,7 +501,7 @@ func first(s []string, n int) []string {
 
 // faultReport is docs/reliability.md: per fault, the readings accepted between the injection and
 // the recovery (the ones at risk), how many of those are missing or have more than one row.
-func faultReport(seed uint64, n int, rate float64, repeats int, kinds []faultKind, runs []faultRun, ids []string,
+func faultReport(seed uint64, n int, rate float64, repeats, longRepeats int, kinds []faultKind, runs []faultRun, ids []string,
 	byID map[string]int, elapsed time.Duration) string {
 	var b strings.Builder
 	load, _ := os.ReadFile("/proc/loadavg")
@@ -372,15 +509,16 @@ func faultReport(seed uint64, n int, rate float64, repeats int, kinds []faultKin
 	fmt.Fprintf(&b, "Generated by `TestFaultMatrix` (tests/e2e/faults_e2e_test.go); do not edit by hand.\n\n")
 	fmt.Fprintf(&b, "One stream of %d QoS 1 readings (at least %d, and on until the last fault; 8 devices, offered at %.0f/s)\nthrough the whole chain: a paho.golang ", len(ids), n, rate)
 	fmt.Fprintf(&b, "publisher → mqbroker (data directory) → pubsub.mqttv5 → daprd → the connector app (app/) → the lake,\n")
-	fmt.Fprintf(&b, "with state.mqttkv in use. Each fault %d times, in an order and at moments drawn from the seed (after each\n", repeats)
+	fmt.Fprintf(&b, "with state.mqttkv in use. Each kill %d times, each fault that lasts %d times, in an order and at moments drawn from the seed (after each\n", repeats, longRepeats)
 	fmt.Fprintf(&b, "recovery, a gap uniform in [0.5, 1.5] × ¾ of the stream's length / (faults + 1), at least 1 s); every process is killed with SIGKILL and restarted as a supervisor would\n")
 	fmt.Fprintf(&b, "(daprd with a component: it does not re-initialise a component that restarted).\n\n")
 	fmt.Fprintf(&b, "- Seed: %d\n", seed)
-	fmt.Fprintf(&b, "- Command: `MQDAPR_FAULT_SEED=%d MQDAPR_FAULT_READINGS=%d MQDAPR_FAULT_RATE=%.0f MQDAPR_FAULT_REPORT=docs/reliability.md go test -count=1 -run '^TestFaultMatrix$' -v ./tests/e2e/` (or `make chaos`)\n", seed, n, rate)
+	fmt.Fprintf(&b, "- Command: `MQDAPR_FAULT_SEED=%d MQDAPR_FAULT_READINGS=%d MQDAPR_FAULT_RATE=%.0f MQDAPR_FAULT_REPEATS=%d MQDAPR_FAULT_LONG_REPEATS=%d MQDAPR_FAULT_REPORT=docs/reliability.md go test -count=1 -run '^TestFault(Matrix|ReplicaLostForGood)$' -v ./tests/e2e/` (or `make chaos`)\n", seed, n, rate, repeats, longRepeats)
 	fmt.Fprintf(&b, "- Run: %s on %d CPUs, load average at the end %s\n\n", elapsed.Round(time.Second), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Fprintf(&b, "Readings: accepted (PUBACKed to the publisher) between the injection and the recovery. Lost: of those,\n")
 	fmt.Fprintf(&b, "missing from the lake. Duplicate rows: of those, rows beyond one. Recovery: from the injection to the\n")
-	fmt.Fprintf(&b, "next row written after the restarted processes were ready (restart time included).\n\n")
+	fmt.Fprintf(&b, "next row written after the restarted processes were ready (restart time included); for a fault that\n")
+	fmt.Fprintf(&b, "lasts (frozen, unreachable), from its end.\n\n")
 	fmt.Fprintf(&b, "| Fault | Times | Readings | Lost | Duplicate rows | Max recovery |\n|---|---:|---:|---:|---:|---:|\n")
 	type agg struct {
 		times, readings, lost, dups int
