@@ -13,13 +13,17 @@ package e2e
 //	MQDAPR_FAULT_REPEATS  injections of each kill (default 3)
 //	MQDAPR_FAULT_LONG_REPEATS injections of each fault that lasts, frozen or unreachable broker
 //	                      (default 1: 50 s of outage in `make test`; `make chaos` sets 3)
+//	MQDAPR_FAULT_REPLICA_READINGS, MQDAPR_FAULT_SLOW_READINGS the streams of the replica and the
+//	                      slow-consumer tests (default 3000, 2000)
 //	MQDAPR_FAULT_ONLY     only the faults whose name contains one of these comma-separated words
 //	MQDAPR_FAULT_REPORT   write the Markdown report there (relative: to the repository root)
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -36,6 +40,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
 // faultKind is one fault of the matrix: inject kills (or freezes), the fault lasts (0: a kill
@@ -191,7 +197,7 @@ func faultPublisher(ctx context.Context, t *testing.T, cm *autopaho.ConnectionMa
 		payload := fmt.Sprintf(`{"deviceId":%q,"seq":%d,"ts":%d,"metrics":{"temperature":{"value":%d.5,"unit":"C"}}}`,
 			dev, seq, time.Now().UnixMilli(), 20+i%10)
 		pub := &paho.Publish{QoS: 1, Topic: "devices/" + dev + "/telemetry", Payload: []byte(payload)}
-		for {
+		for attempt := 0; ; attempt++ {
 			if err := cm.AwaitConnection(ctx); err != nil {
 				return err
 			}
@@ -208,7 +214,14 @@ func faultPublisher(ctx context.Context, t *testing.T, cm *autopaho.ConnectionMa
 			if err == nil && res != nil && res.ReasonCode != 0x97 { // anything but quota exceeded is a failure
 				return fmt.Errorf("reading %s/%d refused: reason code 0x%02x", dev, seq, res.ReasonCode)
 			}
-			t.Logf("publisher: reading %s/%d not acknowledged (%v); sending it again", dev, seq, err)
+			if attempt == 0 {
+				t.Logf("publisher: reading %s/%d not acknowledged (%v); sending it again", dev, seq, err)
+			}
+			select { // again at the offered rate (a refusal with 0x97 is answered at once)
+			case <-tick.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 }
@@ -423,15 +436,7 @@ func TestFaultReplicaLostForGood(t *testing.T) {
 	assert.Greater(t, byReplica["replica-1"], byReplica["replica-2"], "replica-1 took over")
 
 	if reportWritten != "" {
-		lost, dups := 0, 0
-		for _, id := range ids {
-			if byID[id] == 0 {
-				lost++
-			}
-		}
-		for _, k := range byID {
-			dups += max(0, k-1)
-		}
+		lost, dups := lakeLoss(ids, byID)
 		f, err := os.OpenFile(reportWritten, os.O_APPEND|os.O_WRONLY, 0)
 		require.NoError(t, err)
 		defer f.Close()
@@ -513,7 +518,7 @@ func faultReport(seed uint64, n int, rate float64, repeats, longRepeats int, kin
 	fmt.Fprintf(&b, "recovery, a gap uniform in [0.5, 1.5] × ¾ of the stream's length / (faults + 1), at least 1 s); every process is killed with SIGKILL and restarted as a supervisor would\n")
 	fmt.Fprintf(&b, "(daprd with a component: it does not re-initialise a component that restarted).\n\n")
 	fmt.Fprintf(&b, "- Seed: %d\n", seed)
-	fmt.Fprintf(&b, "- Command: `MQDAPR_FAULT_SEED=%d MQDAPR_FAULT_READINGS=%d MQDAPR_FAULT_RATE=%.0f MQDAPR_FAULT_REPEATS=%d MQDAPR_FAULT_LONG_REPEATS=%d MQDAPR_FAULT_REPORT=docs/reliability.md go test -count=1 -run '^TestFault(Matrix|ReplicaLostForGood)$' -v ./tests/e2e/` (or `make chaos`)\n", seed, n, rate, repeats, longRepeats)
+	fmt.Fprintf(&b, "- Command: `MQDAPR_FAULT_SEED=%d MQDAPR_FAULT_READINGS=%d MQDAPR_FAULT_RATE=%.0f MQDAPR_FAULT_REPEATS=%d MQDAPR_FAULT_LONG_REPEATS=%d MQDAPR_FAULT_REPORT=docs/reliability.md go test -count=1 -run '^TestFault(Matrix|ReplicaLostForGood|SlowConsumer)$' -v ./tests/e2e/` (or `make chaos`)\n", seed, n, rate, repeats, longRepeats)
 	fmt.Fprintf(&b, "- Run: %s on %d CPUs, load average at the end %s\n\n", elapsed.Round(time.Second), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
 	fmt.Fprintf(&b, "Readings: accepted (PUBACKed to the publisher) between the injection and the recovery. Lost: of those,\n")
 	fmt.Fprintf(&b, "missing from the lake. Duplicate rows: of those, rows beyond one. Recovery: from the injection to the\n")
@@ -558,4 +563,123 @@ func faultReport(seed uint64, n int, rate float64, repeats, longRepeats int, kin
 		fmt.Fprintf(&b, "%d. at %.1f s: %s, recovered in %.1f s\n", i+1, r.offset.Seconds(), r.kind, r.recovery.Seconds())
 	}
 	return b.String()
+}
+
+// rssKB is the resident set size of process pid (VmRSS), -1 when it cannot be read.
+func rssKB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// A slow consumer: the app's handler runs half of the time (SIGSTOP 250 ms, SIGCONT 250 ms, over
+// and over: the real process, slowed), slower than the publish rate, while pubsub.mqttv5 holds at
+// most receiveMaximum=4 deliveries in flight. The backlog stays in the broker, whose queue is bounded
+// (-max-group-queue: beyond it a publish is refused with 0x97 and the publisher sends it again);
+// the component's memory stays flat; every accepted reading lands once.
+func TestFaultSlowConsumer(t *testing.T) {
+	const groupQueue, recvMax = 400, 4
+	n := int(envInt(t, "MQDAPR_FAULT_SLOW_READINGS", 2000))
+	rate := float64(envInt(t, "MQDAPR_FAULT_RATE", 100))
+	metricsPort := testutil.FreePort(t)
+	s := newStackArgs(t, "-metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort), "-max-group-queue", fmt.Sprint(groupQueue))
+	lake := filepath.Join(s.dir, "lake")
+	c := s.startConnectorMeta("replica-1", lake, map[string]string{"receiveMaximum": fmt.Sprint(recvMax)})
+	cm := dialPublisher(t, s.mqttURL())
+	warmUp(t, cm, lake)
+	baseRSS := rssKB(c.pubsub.cmd.Process.Pid)
+	require.Positive(t, baseRSS)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	gate := make(chan struct{})
+	close(gate) // no fault to wait for
+	rec := &acked{}
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- faultPublisher(ctx, t, cm, n, rate, gate, rec) }()
+
+	// Slow the handler down until the publisher is done; sample the broker's queue and the
+	// component's memory meanwhile.
+	var maxQueued, maxRSS int64
+	var pubErr error
+	app := c.app.cmd.Process
+slow:
+	for {
+		require.NoError(t, app.Signal(syscall.SIGSTOP))
+		for phase := range 2 { // stopped, then running
+			select {
+			case pubErr = <-pubDone:
+				require.NoError(t, app.Signal(syscall.SIGCONT))
+				break slow
+			case <-time.After(250 * time.Millisecond): // the duty cycle: the experiment, not synchronisation
+			}
+			maxQueued = max(maxQueued, metric(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), "mqbroker_messages_queued"))
+			maxRSS = max(maxRSS, rssKB(c.pubsub.cmd.Process.Pid))
+			if phase == 0 {
+				require.NoError(t, app.Signal(syscall.SIGCONT))
+			}
+		}
+	}
+	require.NoError(t, pubErr, "publisher")
+	refused := metric(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), `mqbroker_refused_total{reason="quota_exceeded"}`)
+	t.Logf("slow consumer: broker queue at most %d (bound %d), %d publishes refused with 0x97; pubsub.mqttv5 RSS %d kB before, at most %d kB",
+		maxQueued, groupQueue, refused, baseRSS, maxRSS)
+	assert.GreaterOrEqual(t, maxQueued, int64(groupQueue/2), "the consumer was slower than the publisher (a backlog built up)")
+	assert.LessOrEqual(t, maxQueued, int64(groupQueue+2*recvMax+8), "the broker's queue stays within -max-group-queue")
+	assert.Less(t, maxRSS, baseRSS+32<<10, "the component's memory stays flat (within 32 MiB of its idle size)")
+	ids := rec.all()
+	byID := accountLake(t, lake, ids, 3*time.Minute)
+
+	if reportWritten != "" {
+		lost, dups := lakeLoss(ids, byID)
+		f, err := os.OpenFile(reportWritten, os.O_APPEND|os.O_WRONLY, 0)
+		require.NoError(t, err)
+		defer f.Close()
+		fmt.Fprintf(f, "\n## A slow consumer held by Receive Maximum\n\n")
+		fmt.Fprintf(f, "`TestFaultSlowConsumer`: the app is stopped (SIGSTOP) 250 ms out of every 500 ms, slower than the\n")
+		fmt.Fprintf(f, "%.0f readings/s offered; pubsub.mqttv5 has `receiveMaximum: %d`; mqbroker `-max-group-queue %d`. The\n", rate, recvMax, groupQueue)
+		fmt.Fprintf(f, "broker's queue (`mqbroker_messages_queued`: the group's queue, the deliveries in flight and the other\n")
+		fmt.Fprintf(f, "sessions) and the component's RSS are sampled every 250 ms; a publish beyond the bound is refused\n")
+		fmt.Fprintf(f, "with 0x97 and sent again by the publisher.\n\n")
+		fmt.Fprintf(f, "| Readings | Max broker queue (bound) | Refused 0x97 | pubsub.mqttv5 RSS idle → max | Lost | Duplicate rows |\n|---:|---:|---:|---:|---:|---:|\n")
+		fmt.Fprintf(f, "| %d | %d (%d) | %d | %.1f → %.1f MiB | %d | %d |\n", len(ids), maxQueued, groupQueue, refused,
+			float64(baseRSS)/1024, float64(maxRSS)/1024, lost, dups)
+	}
+}
+
+// lakeLoss counts the accepted readings missing from the lake and the rows beyond one per id.
+func lakeLoss(ids []string, byID map[string]int) (lost, dups int) {
+	for _, id := range ids {
+		if byID[id] == 0 {
+			lost++
+		}
+	}
+	for _, k := range byID {
+		dups += max(0, k-1)
+	}
+	return lost, dups
+}
+
+// metric reads one value of a Prometheus text page; -1 when it is not there.
+func metric(t *testing.T, url, name string) int64 {
+	resp, err := http.Get(url)
+	require.NoError(t, err, "GET %s", url)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			require.NoError(t, err, "%s in %s", name, url)
+			return n
+		}
+	}
+	return -1
 }
