@@ -31,7 +31,12 @@ type connectorReplica struct {
 }
 
 func (s *stack) startConnector(name, lake string, appArgs ...string) *connectorReplica {
-	r := s.newReplica(name, nil).withState()
+	return s.startConnectorMeta(name, lake, nil, appArgs...)
+}
+
+// startConnectorMeta is startConnector with more metadata of the pub/sub component.
+func (s *stack) startConnectorMeta(name, lake string, pubsubMeta map[string]string, appArgs ...string) *connectorReplica {
+	r := s.newReplica(name, pubsubMeta).withState()
 	c := &connectorReplica{replica: r, lake: lake, appArgs: appArgs}
 	r.startComponents()
 	c.startApp()

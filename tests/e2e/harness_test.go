@@ -112,12 +112,20 @@ type stack struct {
 	dir      string
 	mqttPort int
 	broker   *proc
+	// brokerArgs are more flags of mqbroker (newStackArgs).
+	brokerArgs []string
 }
 
 func newStack(t testing.TB) *stack {
 	t.Helper()
+	return newStackArgs(t)
+}
+
+// newStackArgs is newStack with more flags of mqbroker.
+func newStackArgs(t testing.TB, brokerArgs ...string) *stack {
+	t.Helper()
 	needDaprd(t)
-	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t)}
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), brokerArgs: brokerArgs}
 	s.startBroker()
 	return s
 }
@@ -127,7 +135,7 @@ func (s *stack) mqttURL() string { return fmt.Sprintf("mqtt://127.0.0.1:%d", s.m
 func (s *stack) startBroker() {
 	addr := fmt.Sprintf("127.0.0.1:%d", s.mqttPort)
 	s.broker = start(s.t, "broker", s.dir, nil, filepath.Join(bins.dir, "mqbroker"),
-		"-addr", addr, "-data-dir", filepath.Join(s.dir, "broker-data"))
+		append([]string{"-addr", addr, "-data-dir", filepath.Join(s.dir, "broker-data")}, s.brokerArgs...)...)
 	testutil.WaitListening(s.t, addr, 10*time.Second, s.broker.exited())
 }
 
