@@ -10,7 +10,7 @@ import (
 const ServerEnv = "MQDAPR_PUBSUB_SERVER"
 
 // DefaultServer is the server used when ServerEnv is unset or empty.
-const DefaultServer = "sdk"
+const DefaultServer = "own"
 
 // Own reports whether ServerEnv (or DefaultServer) selects this package's server; a value other
 // than "own" or "sdk" is an error naming both.
