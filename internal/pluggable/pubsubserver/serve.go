@@ -6,24 +6,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 
 	"github.com/dapr/components-contrib/pubsub"
 	"github.com/dapr/kit/logger"
 	"google.golang.org/grpc"
 )
-
-// ServerOptions are the gRPC server's settings, for CPU per message over a local socket: a fixed
-// 1 MiB flow-control window (it also turns off grpc's window estimation, whose pings follow the
-// data) and a pool of stream workers (one per CPU) instead of a new goroutine for every call.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.InitialWindowSize(1 << 20),
-		grpc.InitialConnWindowSize(1 << 20),
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-	}
-}
 
 // Run serves the pub/sub component on the unix socket socket (replacing a stale file there) until
 // SIGINT, SIGTERM, SIGHUP or SIGQUIT, or until serving fails. On the signal it stops accepting
@@ -40,7 +28,7 @@ func Run(socket string, log logger.Logger, newInstance func() pubsub.PubSub) err
 		return fmt.Errorf("listening on %s: %w", socket, err)
 	}
 	log.Infof("serving the pub/sub component on %s", socket)
-	s := grpc.NewServer(ServerOptions()...)
+	s := grpc.NewServer()
 	Register(s, log, newInstance)
 
 	sig := make(chan os.Signal, 1)
