@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 
@@ -143,7 +144,10 @@ func (s *server) PullMessages(stream proto.PubSub_PullMessagesServer) error {
 		if err != nil {
 			// io.EOF: daprd closed its side (the subscription ends). Either way the deferred
 			// cancel ends the subscription and every handler still waiting.
-			return nil
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
 		}
 		if !p.ack(req.GetAckMessageId(), req.GetAckError()) {
 			s.log.Debugf("pub/sub stream of topic %s: ack for unknown message id %q (its handler already returned)", topic.GetName(), req.GetAckMessageId())
@@ -180,7 +184,8 @@ func newPull(stream proto.PubSub_PullMessagesServer, done <-chan struct{}) *pull
 // ackChans recycles the one-slot channels of acknowledged messages.
 var ackChans = sync.Pool{New: func() any { return make(chan error, 1) }}
 
-// ackResult is an ack's outcome: nil, or daprd's error message (the app's error).
+// ackError is what a handler returns when daprd acked its message with an error: daprd's error
+// message (the app's error), as components-go-sdk returned it.
 type ackError string
 
 func (e ackError) Error() string { return string(e) }
