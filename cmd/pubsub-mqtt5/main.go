@@ -3,6 +3,9 @@
 // On SIGINT/SIGTERM it stops taking messages, lets running handlers finish so their messages are
 // acknowledged, disconnects keeping the MQTT session, and removes its socket.
 //
+// MQDAPR_PUBSUB_SERVER chooses the gRPC server: "own" (internal/pluggable/pubsubserver, free of
+// components-go-sdk v0.3.0's ack race) or "sdk" (components-go-sdk); see pubsubserver.DefaultServer.
+//
 // MQDAPR_PROFILE=<prefix> writes a CPU profile (<prefix>.cpu) and the allocations (<prefix>.allocs)
 // of the process's life, at exit (profiling under load; off by default).
 //
@@ -19,10 +22,12 @@ import (
 
 	dapr "github.com/dapr-sandbox/components-go-sdk"
 	sdkpubsub "github.com/dapr-sandbox/components-go-sdk/pubsub/v1"
+	"github.com/dapr/components-contrib/pubsub"
 	"github.com/dapr/kit/logger"
 
 	pubsubmqtt5 "github.com/mqdapr/mqdapr/components/pubsub-mqtt5"
 	"github.com/mqdapr/mqdapr/internal/pluggable"
+	"github.com/mqdapr/mqdapr/internal/pluggable/pubsubserver"
 )
 
 func main() {
@@ -34,6 +39,11 @@ func main() {
 		log.Errorf("not starting: %v", err)
 		os.Exit(1)
 	}
+	own, err := pubsubserver.Own()
+	if err != nil {
+		log.Errorf("not starting: %v", err)
+		os.Exit(1)
+	}
 	stopProfile := startProfile(log, os.Getenv("MQDAPR_PROFILE"))
 	var instances pluggable.Instances
 	metrics := pubsubmqtt5.NewCollector()
@@ -41,10 +51,15 @@ func main() {
 		log.Errorf("not starting: %v", err)
 		os.Exit(1)
 	}
-	dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub {
+	newInstance := func() *pubsubmqtt5.PubSub {
 		return pluggable.Track(&instances, metrics.Add(pubsubmqtt5.New(log)))
-	}))
-	err := dapr.Run()
+	}
+	if own {
+		err = pubsubserver.Run(pluggable.SocketPath(pubsubmqtt5.ComponentName), log, func() pubsub.PubSub { return newInstance() })
+	} else {
+		dapr.Register(pubsubmqtt5.ComponentName, dapr.WithPubSub(func() sdkpubsub.PubSub { return newInstance() }))
+		err = dapr.Run()
+	}
 	stopProfile()
 	pluggable.Finish(log, &instances, err)
 }

@@ -101,14 +101,12 @@ func start(t *testing.T, name string, env []string, bin string, args ...string) 
 }
 
 // checkNoRace fails the test when the race detector reported a data race in the process's
-// output, except the one known race of components-go-sdk v0.3.0 (knownSDKRace), which is logged.
+// output. There is no exception any more: the pub/sub component is served by mqdapr's own gRPC
+// server (internal/pluggable/pubsubserver), not by components-go-sdk v0.3.0, whose ack race
+// (testdata/sdk-ack-race.txt) this harness used to let through.
 func (p *proc) checkNoRace(t *testing.T) {
 	b, _ := os.ReadFile(p.log)
 	for _, report := range raceReports(string(b)) {
-		if knownSDKRace(report) {
-			t.Logf("%s: the known data race of components-go-sdk v0.3.0 internal/ack.go (not in mqdapr's code; see tests/conformance/README.md):\n%s", p.name, report)
-			continue
-		}
 		t.Errorf("%s reported a data race:\n%s", p.name, report)
 	}
 }
@@ -122,43 +120,6 @@ func raceReports(log string) []string {
 		}
 	}
 	return out
-}
-
-// knownSDKRace reports whether both accesses of a race report happen in components-go-sdk
-// v0.3.0's AcknowledgementManager (internal/ack.go): Ack looks the message's channel up under the
-// read lock, releases it and then sends, while the handler's cleanup (Get's func) closes the
-// channel under the write lock once the handler returned, also when it returned because its
-// context ended (the subscription stream closed) rather than with the ack. A send after the close
-// would panic the component process. It happens when daprd closes a subscription while an ack is
-// on its way; upstream code, not mqdapr's (no release after v0.3.0 to move to).
-func knownSDKRace(report string) bool {
-	accesses := 0
-	lines := strings.Split(report, "\n")
-	for i, l := range lines {
-		l = strings.TrimSpace(l)
-		if !(strings.HasPrefix(l, "Write at") || strings.HasPrefix(l, "Read at") ||
-			strings.HasPrefix(l, "Previous write at") || strings.HasPrefix(l, "Previous read at")) {
-			continue
-		}
-		accesses++
-		// The first frame outside the Go runtime must be in the SDK's ack.go.
-		found := false
-		for j := i + 1; j+1 < len(lines); j += 2 {
-			fn := strings.TrimSpace(lines[j])
-			if fn == "" {
-				break
-			}
-			if strings.HasPrefix(fn, "runtime.") {
-				continue
-			}
-			found = strings.Contains(lines[j+1], "github.com/dapr-sandbox/components-go-sdk@v0.3.0/internal/ack.go:")
-			break
-		}
-		if !found {
-			return false
-		}
-	}
-	return accesses == 2
 }
 
 func (p *proc) tail(n int) string {
