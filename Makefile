@@ -19,7 +19,9 @@ FUZZ_TARGETS := \
 	./internal/resp3:FuzzDecodeArray \
 	./internal/resp3:FuzzDecodeResponse \
 	./internal/resp3:FuzzEncodeDecodeArray \
-	./components/pubsub-mqtt5/partition:FuzzParse
+	./components/pubsub-mqtt5/partition:FuzzParse \
+	./components/pubsub-mqtt5:FuzzParseMetadata \
+	./components/state-kv:FuzzParseMetadata
 
 .PHONY: all build images test fuzz vet run bench bench-harness chaos clean
 
