@@ -38,7 +38,8 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 waitfor() { for _ in $(seq 600); do eval "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "timeout: $1" >&2; return 1; }
 # mqbroker's packets in (each state request is one), messages in and store commits, space-separated.
-bmetrics() { curl -s "127.0.0.1:$bp/metrics" | awk '$1=="mqbroker_packets_in_total"{p=$2} $1=="mqbroker_messages_in_total"{m=$2} $1=="mqbroker_store_commits_total"{c=$2} END{print p, m, c}'; }
+# messages_in_total has a series per QoS: summed. printf %d: client_golang may write 1.2e+06.
+bmetrics() { curl -s "127.0.0.1:$bp/metrics" | awk '$1=="mqdapr_broker_packets_in_total"{p=$2} $1 ~ /^mqdapr_broker_messages_in_total[{]/{m+=$2} $1=="mqdapr_broker_store_commits_total"{c=$2} END{printf "%d %d %d\n", p, m, c}'; }
 metric() { curl -s "127.0.0.1:$hp/metrics" | awk -v k="mqdapr_connector_$1_total" '$1==k{print $2}'; }
 tck=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system ticks of a live process

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -152,15 +153,42 @@ func (m *Mosquitto) Log() string {
 	return string(b)
 }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// handedOut are the ports FreePort returned in this process.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago and that it has not returned
+// before in this process: the kernel may give a port that was just closed to the next bind to
+// port 0, so two calls in a row (an app's health port and its daprd's gRPC port, say) could
+// otherwise return the same port, and the second program would fail to listen.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	var held []net.Listener // kept open while retrying, so the kernel offers other ports
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, l)
+		if p := l.Addr().(*net.TCPAddr).Port; !handedOut.ports[p] {
+			handedOut.ports[p] = true
+			return p
+		}
+	}
+	t.Fatal("FreePort: no port not handed out before in 100 tries")
+	return 0
 }
 
 // WaitListening polls addr until it accepts a TCP connection, the process ends (exited), or the

@@ -614,15 +614,19 @@ func TestFaultSlowConsumer(t *testing.T) {
 	// slowed down until the publisher is done; the broker's queue and the component's memory are
 	// sampled meanwhile.
 	var maxQueued, maxRSS int64
+	queuedSeen := false // the gauge is always exported: never seeing it means a wrong name
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-	quota := `mqbroker_refused_total{reason="quota_exceeded"}`
+	quota := `mqdapr_broker_refused_total{code="0x97",reason="quota_exceeded"}`
 	sample := func() {
-		maxQueued = max(maxQueued, metric(t, metrics, "mqbroker_messages_queued"))
+		q, ok := metric(t, metrics, "mqdapr_broker_queued_messages")
+		queuedSeen = queuedSeen || ok
+		maxQueued = max(maxQueued, q)
 		maxRSS = max(maxRSS, rssKB(c.pubsub.cmd.Process.Pid))
 	}
 	app := c.app.cmd.Process
 	require.NoError(t, app.Signal(syscall.SIGSTOP))
-	require.Eventually(t, func() bool { sample(); return metric(t, metrics, quota) > 0 }, 60*time.Second, 100*time.Millisecond,
+	// The refusal counter of a code appears with its first refusal.
+	require.Eventually(t, func() bool { sample(); n, _ := metric(t, metrics, quota); return n > 0 }, 60*time.Second, 100*time.Millisecond,
 		"the backlog reaches -max-group-queue and the broker refuses a publish with 0x97")
 	require.NoError(t, app.Signal(syscall.SIGCONT))
 	var pubErr error
@@ -643,7 +647,8 @@ slow:
 		}
 	}
 	require.NoError(t, pubErr, "publisher")
-	refused := metric(t, metrics, quota)
+	refused, _ := metric(t, metrics, quota)
+	require.True(t, queuedSeen, "mqdapr_broker_queued_messages never in %s", metrics)
 	t.Logf("slow consumer: broker queue at most %d (bound %d), %d publishes refused with 0x97; pubsub.mqttv5 RSS %d kB before, at most %d kB",
 		maxQueued, groupQueue, refused, baseRSS, maxRSS)
 	assert.LessOrEqual(t, maxQueued, int64(groupQueue+2*recvMax+8), "the broker's queue stays within -max-group-queue")
@@ -659,7 +664,7 @@ slow:
 		fmt.Fprintf(f, "\n## A slow consumer held by Receive Maximum\n\n")
 		fmt.Fprintf(f, "`TestFaultSlowConsumer`: the app is stopped (SIGSTOP) until the backlog reaches the bound, then 250 ms\n")
 		fmt.Fprintf(f, "out of every 500 ms, against %.0f readings/s offered; pubsub.mqttv5 has `receiveMaximum: %d`; mqbroker `-max-group-queue %d`. The\n", rate, recvMax, groupQueue)
-		fmt.Fprintf(f, "broker's queue (`mqbroker_messages_queued`: the group's queue, the deliveries in flight and the other\n")
+		fmt.Fprintf(f, "broker's queue (`mqdapr_broker_queued_messages`: the group's queue, the deliveries in flight and the other\n")
 		fmt.Fprintf(f, "sessions) and the component's RSS are sampled every 250 ms; a publish beyond the bound is refused\n")
 		fmt.Fprintf(f, "with 0x97 and sent again by the publisher.\n\n")
 		fmt.Fprintf(f, "| Readings | Max broker queue (bound) | Refused 0x97 | pubsub.mqttv5 RSS idle → max | Lost | Duplicate rows |\n|---:|---:|---:|---:|---:|---:|\n")
@@ -681,18 +686,19 @@ func lakeLoss(ids []string, byID map[string]int) (lost, dups int) {
 	return lost, dups
 }
 
-// metric reads one value of a Prometheus text page; -1 when it is not there.
-func metric(t *testing.T, url, name string) int64 {
+// metric reads one value of a Prometheus text page, and whether it is there.
+func metric(t *testing.T, url, name string) (int64, bool) {
 	resp, err := http.Get(url)
 	require.NoError(t, err, "GET %s", url)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			// client_golang writes large values in exponent form (1.2e+06).
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			require.NoError(t, err, "%s in %s", name, url)
-			return n
+			return int64(f), true
 		}
 	}
-	return -1
+	return 0, false
 }
