@@ -19,6 +19,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/mqdapr/mqdapr/internal/testutil"
 )
@@ -84,6 +85,27 @@ func TestDockerfileCommandStarts(t *testing.T) {
 	require.NoError(t, err)
 	_, err = setupAuth(cfg, []string{cfg.Addr}, nil)
 	require.Error(t, err)
+}
+
+// The Compose file replaces the image's command for the broker: that command too must pass the
+// off-loopback check (it listens on 0.0.0.0 inside the Compose network).
+func TestComposeBrokerCommandStarts(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yaml"))
+	require.NoError(t, err)
+	var compose struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+		} `yaml:"services"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &compose))
+	args := compose.Services["broker"].Command
+	require.NotEmpty(t, args, "docker-compose.yaml: services.broker.command")
+	cfg, err := parseConfig(args)
+	require.NoError(t, err, "command %q", args)
+	listeners, _, err := unauthenticatedListeners(cfg)
+	require.NoError(t, err)
+	_, err = setupAuth(cfg, listeners, nil)
+	require.NoError(t, err, "docker-compose.yaml broker command %q", args)
 }
 
 // `mqbroker passwd` takes the password from stdin, never from the command line.
