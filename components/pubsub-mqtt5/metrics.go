@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqdapr/mqdapr/internal/latency"
+	"github.com/mqdapr/mqdapr/internal/pluggable"
 )
 
 // The component's Prometheus metrics: Collector reads each instance's Stats at scrape time (the
@@ -69,20 +70,14 @@ func (m *instanceMetrics) connectionUp() func() {
 // Collector is a prometheus.Collector over every instance of the component in the process (daprd
 // creates one per Component of this type), summed.
 type Collector struct {
-	mu   sync.Mutex // guards list
-	list []*PubSub
+	instances pluggable.List[*PubSub]
 }
 
 // NewCollector returns a collector with no instance.
 func NewCollector() *Collector { return &Collector{} }
 
 // Add makes the collector count p; it returns p, for use in the SDK's factory.
-func (c *Collector) Add(p *PubSub) *PubSub {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.list = append(c.list, p)
-	return p
-}
+func (c *Collector) Add(p *PubSub) *PubSub { return c.instances.Add(p) }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -94,9 +89,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	list := append([]*PubSub(nil), c.list...)
-	c.mu.Unlock()
+	list := c.instances.All()
 	var received, delivered, acked, failures, dl, dlf, exhausted, released, reconnects uint64
 	var held, inFlight, maxInFlight int64
 	h := latency.Empty(latency.HandlerBuckets)

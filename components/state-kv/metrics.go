@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqdapr/mqdapr/internal/latency"
+	"github.com/mqdapr/mqdapr/internal/pluggable"
 )
 
 // The component's Prometheus metrics, kept where daprd's calls come in (Pluggable): each call is
@@ -136,20 +137,14 @@ func (p *Pluggable) BulkGet(ctx context.Context, reqs []state.GetRequest, opts s
 // Collector is a prometheus.Collector over every Pluggable instance in the process (daprd creates
 // one per Component of this type), summed.
 type Collector struct {
-	mu   sync.Mutex // guards list
-	list []*Pluggable
+	instances pluggable.List[*Pluggable]
 }
 
 // NewCollector returns a collector with no instance.
 func NewCollector() *Collector { return &Collector{} }
 
 // Add makes the collector count p; it returns p, for use in the SDK's factory.
-func (c *Collector) Add(p *Pluggable) *Pluggable {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.list = append(c.list, p)
-	return p
-}
+func (c *Collector) Add(p *Pluggable) *Pluggable { return c.instances.Add(p) }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -161,9 +156,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	list := append([]*Pluggable(nil), c.list...)
-	c.mu.Unlock()
+	list := c.instances.All()
 	var secs [numOps]latency.Snapshot
 	var errs [numOps][numErrs]uint64
 	var conflicts, reconnects uint64

@@ -22,30 +22,46 @@ func NewLogger(name string) logger.Logger {
 	return log
 }
 
-// Instances remembers the component instances the SDK creates (one per Component name).
-type Instances struct {
-	mu   sync.Mutex // guards list
-	list []io.Closer
+// List holds the component instances of one kind that the server created (one per Component
+// name), in creation order: for closing them all at the end (Instances) and for summing their
+// counters at a scrape (the components' metrics collectors).
+type List[T any] struct {
+	mu    sync.Mutex // guards items
+	items []T
 }
+
+// Add records v and returns it, for use inside a server's factory.
+func (l *List[T]) Add(v T) T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.items = append(l.items, v)
+	return v
+}
+
+// All returns the instances recorded so far.
+func (l *List[T]) All() []T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]T(nil), l.items...)
+}
+
+// Instances remembers the component instances the SDK creates, to close them (Finish).
+type Instances = List[io.Closer]
 
 // Track records c and returns it, for use inside an SDK factory.
 func Track[T io.Closer](in *Instances, c T) T {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	in.list = append(in.list, c)
+	in.Add(c)
 	return c
 }
 
 // Finish closes every instance after the SDK server returned runErr, and exits non-zero when it
 // was an error.
 func Finish(log logger.Logger, in *Instances, runErr error) {
-	in.mu.Lock()
-	for _, c := range in.list {
+	for _, c := range in.All() {
 		if err := c.Close(); err != nil {
 			log.Warnf("closing component instance: %v", err)
 		}
 	}
-	in.mu.Unlock()
 	if runErr != nil {
 		log.Errorf("component server stopped: %v", runErr)
 		os.Exit(1)
