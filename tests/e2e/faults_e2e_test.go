@@ -21,9 +21,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -616,7 +614,8 @@ func TestFaultSlowConsumer(t *testing.T) {
 	var maxQueued, maxRSS int64
 	queuedSeen := false // the gauge is always exported: never seeing it means a wrong name
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
-	quota := `mqdapr_broker_refused_total{code="0x97",reason="quota_exceeded"}`
+	const refusedTotal = "mqdapr_broker_refused_total"
+	quota := []string{"code", "0x97", "reason", "quota_exceeded"}
 	sample := func() {
 		q, ok := metric(t, metrics, "mqdapr_broker_queued_messages")
 		queuedSeen = queuedSeen || ok
@@ -626,7 +625,7 @@ func TestFaultSlowConsumer(t *testing.T) {
 	app := c.app.cmd.Process
 	require.NoError(t, app.Signal(syscall.SIGSTOP))
 	// The refusal counter of a code appears with its first refusal.
-	require.Eventually(t, func() bool { sample(); n, _ := metric(t, metrics, quota); return n > 0 }, 60*time.Second, 100*time.Millisecond,
+	require.Eventually(t, func() bool { sample(); n, _ := metric(t, metrics, refusedTotal, quota...); return n > 0 }, 60*time.Second, 100*time.Millisecond,
 		"the backlog reaches -max-group-queue and the broker refuses a publish with 0x97")
 	require.NoError(t, app.Signal(syscall.SIGCONT))
 	var pubErr error
@@ -647,7 +646,7 @@ slow:
 		}
 	}
 	require.NoError(t, pubErr, "publisher")
-	refused, _ := metric(t, metrics, quota)
+	refused, _ := metric(t, metrics, refusedTotal, quota...)
 	require.True(t, queuedSeen, "mqdapr_broker_queued_messages never in %s", metrics)
 	t.Logf("slow consumer: broker queue at most %d (bound %d), %d publishes refused with 0x97; pubsub.mqttv5 RSS %d kB before, at most %d kB",
 		maxQueued, groupQueue, refused, baseRSS, maxRSS)
@@ -686,19 +685,8 @@ func lakeLoss(ids []string, byID map[string]int) (lost, dups int) {
 	return lost, dups
 }
 
-// metric reads one value of a Prometheus text page, and whether it is there.
-func metric(t *testing.T, url, name string) (int64, bool) {
-	resp, err := http.Get(url)
-	require.NoError(t, err, "GET %s", url)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			// client_golang writes large values in exponent form (1.2e+06).
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			require.NoError(t, err, "%s in %s", name, url)
-			return int64(f), true
-		}
-	}
-	return 0, false
+// metric reads one sample (labels as name, value pairs) of a /metrics page, and whether it is there.
+func metric(t *testing.T, url, name string, labels ...string) (int64, bool) {
+	m := testutil.Scrape(t, url)
+	return int64(m.Value(name, labels...)), m.Has(name, labels...)
 }
