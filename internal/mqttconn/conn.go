@@ -92,14 +92,16 @@ type Conn struct {
 	maxPacketSize atomic.Uint32 // broker's Maximum Packet Size from the last CONNACK; 0 = none given
 	connects      atomic.Uint64
 	reauths       atomic.Uint64
+	firstUp       chan struct{} // closed once the first connection's up callbacks have returned
+	firstUpOnce   sync.Once
 
 	mu        sync.Mutex // guards the fields below
 	lastToken []byte
 	lastErr   error
 }
 
-// Dial validates the settings, connects, and waits for the first CONNACK up to the settings'
-// ConnectTimeout (or ctx). A broker that refuses the connection for a reason retrying cannot fix
+// Dial validates the settings, connects, and waits for the first CONNACK, and for the connection-up
+// callbacks it runs, up to the settings' ConnectTimeout (or ctx). A broker that refuses the connection for a reason retrying cannot fix
 // (bad credentials, not authorized, ...) fails at once with the CONNACK reason.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
 	s := o.Settings
@@ -123,7 +125,8 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			return nil, err
 		}
 	}
-	c := &Conn{settings: s, noSession: o.NoSession, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval}
+	c := &Conn{settings: s, noSession: o.NoSession, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval,
+		firstUp: make(chan struct{})}
 	if c.ackFlush <= 0 {
 		c.ackFlush = DefaultAckFlushInterval
 	}
@@ -178,6 +181,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			if o.OnConnectionUp != nil {
 				o.OnConnectionUp(cm, ca)
 			}
+			c.firstUpOnce.Do(func() { close(c.firstUp) })
 		},
 		OnConnectionDown: func() bool {
 			c.connected.Store(false)
@@ -288,7 +292,19 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	wctx, wcancel := context.WithTimeout(ctx, s.ConnectTimeout)
 	defer wcancel()
 	awaited := make(chan error, 1)
-	go func() { awaited <- cm.AwaitConnection(wctx) }()
+	go func() {
+		err := cm.AwaitConnection(wctx)
+		if err == nil {
+			// autopaho releases AwaitConnection before it calls OnConnectionUp: wait for the
+			// callbacks, so that what the CONNACK said (MaxPacketSize, ...) is in place on return.
+			select {
+			case <-c.firstUp:
+			case <-wctx.Done():
+				err = wctx.Err()
+			}
+		}
+		awaited <- err
+	}()
 	select {
 	case err = <-awaited:
 	case err = <-firstErr:
