@@ -52,18 +52,20 @@ type faultKind struct {
 	restart func(c *connectorReplica)
 }
 
-func faultKinds() []faultKind {
+// With partitions, the components run in a network namespace of their own (newStackNet) and the
+// matrix has a network partition between them and the broker.
+func faultKinds(partitions bool) []faultKind {
 	restartComponent := func(c *connectorReplica, which string) {
 		t, s := c.s.t, c.s
 		switch which {
 		case "pubsub":
 			_ = os.Remove(filepath.Join(c.sockets, "mqttv5.sock")) // a kill -9 leaves the socket behind
-			c.pubsub = start(t, c.name+"-pubsub", s.dir, append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
+			c.pubsub = s.startComponent(c.name+"-pubsub", append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
 				filepath.Join(bins.dir, "pubsub-mqtt5"))
 			waitFile(t, filepath.Join(c.sockets, "mqttv5.sock"), 20*time.Second)
 		case "state":
 			_ = os.Remove(filepath.Join(c.sockets, "mqttkv.sock"))
-			c.state = start(t, c.name+"-state", s.dir, c.socketEnv(), filepath.Join(bins.dir, "state-kv"))
+			c.state = s.startComponent(c.name+"-state", c.socketEnv(), filepath.Join(bins.dir, "state-kv"))
 			waitFile(t, filepath.Join(c.sockets, "mqttkv.sock"), 20*time.Second)
 		}
 		c.startDaprd("connector", c.appPort, "grpc")
@@ -71,7 +73,7 @@ func faultKinds() []faultKind {
 	signal := func(c *connectorReplica, sig syscall.Signal) {
 		require.NoError(c.s.t, c.s.broker.cmd.Process.Signal(sig), "signal %s to the broker", sig)
 	}
-	return []faultKind{
+	kinds := []faultKind{
 		{"kill -9 app",
 			func(c *connectorReplica) { c.app.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { c.startApp() }},
@@ -94,6 +96,12 @@ func faultKinds() []faultKind {
 			func(c *connectorReplica) { c.s.broker.kill(syscall.SIGKILL) }, 30 * time.Second,
 			func(c *connectorReplica) { c.s.startBroker() }},
 	}
+	if partitions {
+		kinds = append(kinds, faultKind{"network partition components ↔ mqbroker 20 s (packets dropped both ways)",
+			func(c *connectorReplica) { c.s.net.partition() }, 20 * time.Second,
+			func(c *connectorReplica) { c.s.net.heal() }})
+	}
+	return kinds
 }
 
 // faultRun is one injection and what followed.
@@ -264,7 +272,14 @@ func TestFaultMatrix(t *testing.T) {
 	t.Logf("fault matrix: seed %d (replay: MQDAPR_FAULT_SEED=%d), %d readings at %.0f/s, each kill %d times, each lasting fault %d times",
 		seed, seed, n, rate, repeats, longRepeats)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	kinds := faultKinds()
+	net, err := newCompNet(t)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the network partition needs a network namespace: %v", err)
+		}
+		t.Logf("the network partition is left out: %v", err)
+	}
+	kinds := faultKinds(net != nil)
 	if only := os.Getenv("MQDAPR_FAULT_ONLY"); only != "" {
 		var kept []faultKind
 		for _, k := range kinds {
@@ -291,7 +306,12 @@ func TestFaultMatrix(t *testing.T) {
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 
 	began := time.Now()
-	s := newStack(t)
+	var s *stack
+	if net != nil {
+		s = newStackNet(t, net)
+	} else {
+		s = newStack(t)
+	}
 	lake := filepath.Join(s.dir, "lake")
 	c := s.startConnector("replica-1", lake)
 

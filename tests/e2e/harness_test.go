@@ -114,6 +114,9 @@ type stack struct {
 	broker   *proc
 	// brokerArgs are more flags of mqbroker (newStackArgs).
 	brokerArgs []string
+	// net, when set (newStackNet), is the components' own network namespace: the broker listens
+	// on net.hostIP, which the components reach through a veth pair and everything else directly.
+	net *compNet
 }
 
 func newStack(t testing.TB) *stack {
@@ -130,13 +133,41 @@ func newStackArgs(t testing.TB, brokerArgs ...string) *stack {
 	return s
 }
 
-func (s *stack) mqttURL() string { return fmt.Sprintf("mqtt://127.0.0.1:%d", s.mqttPort) }
+// newStackNet is newStack with the components in a network namespace of their own (compNet), so
+// that the network between them and the broker can fail.
+func newStackNet(t testing.TB, net *compNet) *stack {
+	t.Helper()
+	needDaprd(t)
+	// Off loopback (on the veth pair's address): the broker refuses anonymous clients unless told.
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), net: net, brokerArgs: []string{"-allow-anonymous"}}
+	s.startBroker()
+	return s
+}
+
+func (s *stack) brokerHost() string {
+	if s.net != nil {
+		return s.net.hostIP
+	}
+	return "127.0.0.1"
+}
+
+func (s *stack) mqttURL() string { return fmt.Sprintf("mqtt://%s:%d", s.brokerHost(), s.mqttPort) }
 
 func (s *stack) startBroker() {
-	addr := fmt.Sprintf("127.0.0.1:%d", s.mqttPort)
+	addr := fmt.Sprintf("%s:%d", s.brokerHost(), s.mqttPort)
 	s.broker = start(s.t, "broker", s.dir, nil, filepath.Join(bins.dir, "mqbroker"),
 		append([]string{"-addr", addr, "-data-dir", filepath.Join(s.dir, "broker-data")}, s.brokerArgs...)...)
 	testutil.WaitListening(s.t, addr, 10*time.Second, s.broker.exited())
+}
+
+// startComponent starts a component process of the stack: inside the components' network
+// namespace when the stack has one.
+func (s *stack) startComponent(name string, env []string, bin string) *proc {
+	if s.net != nil {
+		b, args := s.net.wrap(bin)
+		return start(s.t, name, s.dir, env, b, args...)
+	}
+	return start(s.t, name, s.dir, env, bin)
 }
 
 // replica is what runs beside one app replica: its components (one socket folder) and daprd.
@@ -201,10 +232,10 @@ func (r *replica) startComponents() {
 	t := r.s.t
 	// The record of the session's filters (stateDir's default) stays inside the scenario's folder.
 	env := append(r.socketEnv(), "XDG_STATE_HOME="+filepath.Join(r.s.dir, "state"))
-	r.pubsub = start(t, r.name+"-pubsub", r.s.dir, env, filepath.Join(bins.dir, "pubsub-mqtt5"))
+	r.pubsub = r.s.startComponent(r.name+"-pubsub", env, filepath.Join(bins.dir, "pubsub-mqtt5"))
 	waitFile(t, filepath.Join(r.sockets, "mqttv5.sock"), 20*time.Second)
 	if r.hasState {
-		r.state = start(t, r.name+"-state", r.s.dir, r.socketEnv(), filepath.Join(bins.dir, "state-kv"))
+		r.state = r.s.startComponent(r.name+"-state", r.socketEnv(), filepath.Join(bins.dir, "state-kv"))
 		waitFile(t, filepath.Join(r.sockets, "mqttkv.sock"), 20*time.Second)
 	}
 }
