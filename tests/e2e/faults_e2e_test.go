@@ -73,6 +73,29 @@ func faultKinds(partitions bool) []faultKind {
 	signal := func(c *connectorReplica, sig syscall.Signal) {
 		require.NoError(c.s.t, c.s.broker.cmd.Process.Signal(sig), "signal %s to the broker", sig)
 	}
+	// The crash case of the correctness issue: a client resumed its session (the broker rewrote
+	// the session record on CONNECT) and has not subscribed again yet, when the broker dies. The
+	// restarted pub/sub component and daprd come up without the app, so that daprd, which
+	// subscribes once the app is there, leaves the component in that window until the broker
+	// has been killed and restarted; the readings queued in the session meanwhile must survive.
+	resumedThenBrokerCrash := func(c *connectorReplica) {
+		t, s := c.s.t, c.s
+		resumed := "(session present: true)"
+		const subscribed = "app is subscribed to the following topics" // daprd 1.16, processor/subscriber
+		before, subsBefore := logCount(c.pubsub.log, resumed), logCount(c.daprd.log, subscribed)
+		_ = os.Remove(filepath.Join(c.sockets, "mqttv5.sock"))
+		c.pubsub = s.startComponent(c.name+"-pubsub", append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
+			filepath.Join(bins.dir, "pubsub-mqtt5"))
+		waitFile(t, filepath.Join(c.sockets, "mqttv5.sock"), 20*time.Second)
+		c.startDaprdNoWait("connector", c.appPort, "grpc")
+		require.Eventually(t, func() bool { return logCount(c.pubsub.log, resumed) > before }, 60*time.Second, 20*time.Millisecond,
+			"the restarted pub/sub component resumes its session")
+		require.Equal(t, subsBefore, logCount(c.daprd.log, subscribed), "daprd has not subscribed yet")
+		s.broker.kill(syscall.SIGKILL)
+		s.startBroker()
+		c.startApp()
+		c.waitDaprd()
+	}
 	kinds := []faultKind{
 		{"kill -9 app",
 			func(c *connectorReplica) { c.app.kill(syscall.SIGKILL) }, 0,
@@ -89,6 +112,12 @@ func faultKinds(partitions bool) []faultKind {
 		{"kill -9 mqbroker (durable data dir)",
 			func(c *connectorReplica) { c.s.broker.kill(syscall.SIGKILL) }, 0,
 			func(c *connectorReplica) { c.s.startBroker() }},
+		{"session resumed without resubscribing, then kill -9 mqbroker (app, pubsub.mqttv5, daprd killed first)",
+			func(c *connectorReplica) {
+				c.app.kill(syscall.SIGKILL)
+				c.pubsub.kill(syscall.SIGKILL)
+				c.daprd.kill(syscall.SIGKILL)
+			}, 0, resumedThenBrokerCrash},
 		{"mqbroker frozen (SIGSTOP) 20 s",
 			func(c *connectorReplica) { signal(c, syscall.SIGSTOP) }, 20 * time.Second,
 			func(c *connectorReplica) { signal(c, syscall.SIGCONT) }},

@@ -242,6 +242,17 @@ func (r *replica) startComponents() {
 
 // startDaprd starts daprd for the replica (appPort 0: no app) and waits until it is healthy.
 func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
+	r.startDaprdNoWait(appID, appPort, appProtocol)
+	r.waitDaprd()
+}
+
+// waitDaprd waits until the replica's daprd is healthy.
+func (r *replica) waitDaprd() {
+	waitHTTP(r.s.t, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", r.httpPort), 60*time.Second, r.daprd.exited())
+}
+
+// startDaprdNoWait starts daprd for the replica and returns at once.
+func (r *replica) startDaprdNoWait(appID string, appPort int, appProtocol string) {
 	t := r.s.t
 	if r.httpPort == 0 {
 		r.httpPort = testutil.FreePort(t)
@@ -264,7 +275,6 @@ func (r *replica) startDaprd(appID string, appPort int, appProtocol string) {
 		bin = r.daprdBin
 	}
 	r.daprd = start(t, r.name+"-daprd", r.s.dir, r.socketEnv(), bin, args...)
-	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/v1.0/healthz", r.httpPort), 60*time.Second, r.daprd.exited())
 }
 
 func (r *replica) daprURL(path string) string {
@@ -310,18 +320,22 @@ func waitHTTP(t testing.TB, url string, timeout time.Duration, exited <-chan str
 }
 
 // logContains reports whether a process log has a line containing s.
-func logContains(path, s string) bool {
+func logContains(path, s string) bool { return logCount(path, s) > 0 }
+
+// logCount is the number of lines of a process log that contain s.
+func logCount(path, s string) int {
 	f, err := os.Open(path)
 	if err != nil {
-		return false
+		return 0
 	}
 	defer f.Close()
+	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if strings.Contains(sc.Text(), s) {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
