@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./components/pubsub-mqtt5:FuzzParseMetadata \
 	./components/state-kv:FuzzParseMetadata
 
-.PHONY: all build images test fuzz vet run bench bench-harness chaos clean
+.PHONY: all build images test fuzz vet run bench bench-harness chaos test-daprd-1.15 clean
 
 all: build
 
@@ -91,6 +91,17 @@ chaos:
 	MQDAPR_FAULT_SEED=$(MQDAPR_FAULT_SEED) MQDAPR_FAULT_READINGS=$(MQDAPR_FAULT_READINGS) MQDAPR_FAULT_RATE=$(MQDAPR_FAULT_RATE) \
 	  MQDAPR_FAULT_LONG_REPEATS=$(MQDAPR_FAULT_LONG_REPEATS) MQDAPR_FAULT_REPORT=docs/reliability.md \
 	  $(GO) test -count=1 -timeout 20m -run '^TestFault(Matrix|ReplicaLostForGood|SlowConsumer)$$' -v ./tests/e2e/
+
+## test-daprd-1.15: the end-to-end exactly-once, kill and fault tests again through daprd 1.15.0,
+## which hands a pluggable component's messages to the app concurrently (1.16 one at a time per
+## subscription), so Receive Maximum parallelism (the connector's 8 device topics, ordering: topic)
+## reaches the app through a real daprd. Builds daprd 1.15.0 once (~10-15 min cold), so not in
+## `make test`; ~8 min once built.
+test-daprd-1.15:
+	./scripts/install-test-deps.sh
+	DAPRD_VERSION=v1.15.0 ./scripts/daprd.sh >/dev/null
+	DAPRD_VERSION=v1.15.0 $(GO) test -count=1 -timeout 30m -v -run '^(TestConnectorExactlyOnceAndRedelivery|TestConnectorSurvivesStateComponentKill|TestConnectorReplicasSplitSurviveKillAndShareConfig|TestDaprdPublishSubscribeAndRedelivery|TestComponentKilledAndRestartedWithDaprd|TestPartitionedSubscriptionSurvivesKills|TestFault(Matrix|ReplicaLostForGood|SlowConsumer))$$' ./tests/e2e/
+	MQDAPR_DAPRD_V1_15=$$(DAPRD_VERSION=v1.15.0 ./scripts/daprd.sh) $(GO) test -count=1 -v -run '^TestReceiveMaximumParallelismByDaprdVersion$$' ./tests/e2e/
 
 ## bench: Go benchmarks (figures, never assertions), then bench-harness.
 bench:
