@@ -39,7 +39,7 @@ type boltBackend struct {
 }
 
 func openBolt(dir string) (*boltBackend, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: data directory %q: %w", dir, err)
 	}
 	db, err := bolt.Open(filepath.Join(dir, oldBoltName), 0o600, &bolt.Options{Timeout: 5 * time.Second})

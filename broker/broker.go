@@ -82,6 +82,9 @@ func (b *Broker) Start() error {
 		if open == nil {
 			open = func(dir string) (backend, error) { return openLog(dir) }
 		}
+		if err := prepareDataDir(b.opts.DataDir, b.log); err != nil {
+			return err
+		}
 		bb, err := open(b.opts.DataDir)
 		if err != nil {
 			return err

@@ -179,7 +179,7 @@ type logBackend struct {
 // by a migration cut short after the log was in place, and is removed too), and rewrites the log.
 // A log of another format fails with ErrDataDirVersion.
 func openLog(dir string) (*logBackend, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: data directory %q: %w", dir, err)
 	}
 	l := &logBackend{dir: dir, live: newLiveState()}

@@ -35,7 +35,7 @@ func main() {
 		os.Exit(pluggable.Healthcheck(os.Args[2:], os.Stdout, pubsubmqtt5.ComponentName, pluggable.PubSub))
 	}
 	log := pluggable.NewLogger("mqttv5-pubsub")
-	if err := pluggable.CheckSocketFolder(pubsubmqtt5.ComponentName); err != nil {
+	if err := pluggable.PrepareSocket(log, pubsubmqtt5.ComponentName); err != nil {
 		log.Errorf("not starting: %v", err)
 		os.Exit(1)
 	}

@@ -55,3 +55,12 @@ func TestUnusableSocketFolderExits(t *testing.T) {
 	require.Equal(t, 1, ee.ExitCode(), "%s", out)
 	require.Contains(t, string(out), "cannot create the socket "+filepath.Join(missing, "mqttv5.sock"))
 }
+
+// The socket is Srwxrwx--- (daprd runs as the component's user or in its group; other users may
+// not connect) and a world-writable socket folder is warned about, with mqdapr's server and the SDK's.
+func TestSocketMode(t *testing.T) {
+	t.Run("own server", func(t *testing.T) { testutil.CheckSocketMode(t, "mqttv5", helperEnv+"=1") })
+	t.Run("sdk server", func(t *testing.T) {
+		testutil.CheckSocketMode(t, "mqttv5", helperEnv+"=1", "MQDAPR_PUBSUB_SERVER=sdk")
+	})
+}

@@ -37,7 +37,7 @@ func main() {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	log := pluggable.NewLogger("mqttkv-state")
-	if err := pluggable.CheckSocketFolder(statekv.ComponentName); err != nil {
+	if err := pluggable.PrepareSocket(log, statekv.ComponentName); err != nil {
 		log.Errorf("not starting: %v", err)
 		os.Exit(1)
 	}

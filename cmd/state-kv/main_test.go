@@ -22,6 +22,7 @@ import (
 	"github.com/mqdapr/mqdapr/broker"
 	"github.com/mqdapr/mqdapr/broker/kvservice"
 	"github.com/mqdapr/mqdapr/broker/statestore"
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
 // helperEnv makes the test binary run main() instead of the tests (the component process).
@@ -118,4 +119,11 @@ func TestServesOverUnixSocket(t *testing.T) {
 	}
 	_, err = os.Stat(sock)
 	require.True(t, os.IsNotExist(err), "socket removed")
+}
+
+// The socket is Srwxrwx--- (daprd runs as the component's user or in its group; other users may
+// not connect) although components-go-sdk sets the umask to 0, and a world-writable socket folder
+// is warned about.
+func TestSocketMode(t *testing.T) {
+	testutil.CheckSocketMode(t, "mqttkv", helperEnv+"=1")
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/dapr/kit/logger"
 )
@@ -83,4 +84,27 @@ func CheckSocketFolder(name string) error {
 	}
 	f.Close()
 	return os.Remove(f.Name())
+}
+
+// SocketUmask is the umask a component process runs with (PrepareSocket): its socket is created
+// srwxrwx--- (connecting to a unix socket needs write permission on it, so daprd must run as the
+// component's user or in its group), and every file it writes (the pub/sub's stateDir) is closed to
+// other users. components-go-sdk v0.3.0 sets the umask to 0 in its package init, which left the
+// socket srwxrwxrwx: any local user could call the component as daprd does.
+const SocketUmask = 0o007
+
+// PrepareSocket is the first thing a component command does: it sets SocketUmask, checks that
+// the socket of the component registered as name can be created (CheckSocketFolder), and warns
+// when the socket folder is writable by every user (another user could then put a socket of its
+// own where daprd looks for the component's, while the component is not running).
+func PrepareSocket(log logger.Logger, name string) error {
+	syscall.Umask(SocketUmask)
+	if err := CheckSocketFolder(name); err != nil {
+		return err
+	}
+	dir := filepath.Dir(SocketPath(name))
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o002 != 0 {
+		log.Warnf("the socket folder %s is writable by every user (mode %v): another user could create a socket there in the component's place, which daprd would then connect to; make it 0750 or 0770, owned by the user or group of daprd and the components", dir, fi.Mode())
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +23,18 @@ type Component struct {
 // The process is killed at the end of the test.
 func StartComponent(t testing.TB, name string, env ...string) *Component {
 	t.Helper()
-	c := &Component{Folder: t.TempDir(), exited: make(chan struct{})}
+	return StartComponentIn(t, name, t.TempDir(), nil, append([]string{"MQDAPR_LOG_LEVEL=fatal"}, env...)...)
+}
+
+// StartComponentIn is StartComponent serving in folder, with the process's stdout and stderr
+// written to out (nil: discarded).
+func StartComponentIn(t testing.TB, name, folder string, out io.Writer, env ...string) *Component {
+	t.Helper()
+	c := &Component{Folder: folder, exited: make(chan struct{})}
 	c.Socket = filepath.Join(c.Folder, name+".sock")
 	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	c.cmd.Env = append(append(os.Environ(), env...), "DAPR_COMPONENT_SOCKETS_FOLDER="+c.Folder, "MQDAPR_LOG_LEVEL=fatal")
+	c.cmd.Env = append(append(os.Environ(), env...), "DAPR_COMPONENT_SOCKETS_FOLDER="+c.Folder)
+	c.cmd.Stdout, c.cmd.Stderr = out, out
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
