@@ -1,41 +1,23 @@
 package broker
 
 import (
-	"bytes"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for the broker's goroutines to log into.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
 
 // The broker creates a missing data directory (and its missing parents) 0700, whatever the umask
 // lets through, and says nothing about it.
 func TestDataDirCreated0700(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "parent", "data")
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	newBroker(t, func(o *Options) {
 		o.DataDir = dir
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -61,7 +43,7 @@ func TestDataDirOpenModeWarned(t *testing.T) {
 	for _, mode := range []fs.FileMode{0o755, 0o770, 0o701} {
 		dir := t.TempDir()
 		require.NoError(t, os.Chmod(dir, mode))
-		var logs syncBuffer
+		var logs testutil.SyncBuffer
 		b := newBroker(t, func(o *Options) {
 			o.DataDir = dir
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -76,7 +58,7 @@ func TestDataDirOpenModeWarned(t *testing.T) {
 	}
 	dir := t.TempDir()
 	require.NoError(t, os.Chmod(dir, 0o700))
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	b := newBroker(t, func(o *Options) {
 		o.DataDir = dir
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))

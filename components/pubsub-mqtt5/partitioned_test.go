@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mqdapr/mqdapr/components/pubsub-mqtt5/partition"
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
 // delivery is one successful handler call of a partitioned subscription.
@@ -192,30 +193,12 @@ func TestOrderingKeyFromUserProperty(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination tests read while the component writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // When the app subscribes to only some partitions, the messages of the missing ones go to the open
 // ones after unsubscribeGrace (nothing lost or stuck) and keep their order, and an error names
 // the missing partition; once it opens, its topics go back to it.
 func TestMissingPartitionMessagesGoToOpenPartitions(t *testing.T) {
 	b := startBroker(t)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	log := logger.NewLogger("mqttv5-partition-test")
 	log.SetOutput(&logs)
 	ps := New(log)

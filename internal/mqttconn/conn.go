@@ -100,9 +100,10 @@ type Conn struct {
 	lastErr   error
 }
 
-// Dial validates the settings, connects, and waits for the first CONNACK, and for the connection-up
-// callbacks it runs, up to the settings' ConnectTimeout (or ctx). A broker that refuses the connection for a reason retrying cannot fix
-// (bad credentials, not authorized, ...) fails at once with the CONNACK reason.
+// Dial validates the settings, connects, and waits for the first CONNACK and the connection-up
+// callbacks it runs, up to the settings' ConnectTimeout (or ctx). A broker that refuses the
+// connection for a reason retrying cannot fix (bad credentials, not authorized, ...) fails at once
+// with the CONNACK reason.
 func Dial(ctx context.Context, o Options) (*Conn, error) {
 	s := o.Settings
 	if err := s.Validate(); err != nil {

@@ -1,33 +1,13 @@
 package testutil
 
 import (
-	"bytes"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// lockedBuffer collects a child process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // worldWritableWarning is what pluggable.PrepareSocket logs about a socket folder every user may write.
 const worldWritableWarning = "is writable by every user"
@@ -43,7 +23,7 @@ func CheckSocketMode(t *testing.T, name string, env ...string) {
 	if err := os.Mkdir(folder, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out SyncBuffer
 	c := StartComponentIn(t, name, folder, &out, append(env, "MQDAPR_LOG_LEVEL=info")...)
 	fi, err := os.Lstat(c.Socket)
 	if err != nil {
@@ -65,7 +45,7 @@ func CheckSocketMode(t *testing.T, name string, env ...string) {
 	if err := os.Chmod(open, 0o777|fs.ModeSticky); err != nil {
 		t.Fatal(err)
 	}
-	var out2 lockedBuffer
+	var out2 SyncBuffer
 	c = StartComponentIn(t, name, open, &out2, append(env, "MQDAPR_LOG_LEVEL=info")...)
 	line := waitForOutput(t, &out2, worldWritableWarning)
 	for _, want := range []string{"the socket folder " + open + " ", "mode dtrwxrwxrwx"} {
@@ -79,7 +59,7 @@ func CheckSocketMode(t *testing.T, name string, env ...string) {
 }
 
 // waitForOutput waits (up to 30 s) for a line of out holding any of subs and returns it.
-func waitForOutput(t *testing.T, out *lockedBuffer, subs ...string) string {
+func waitForOutput(t *testing.T, out *SyncBuffer, subs ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
