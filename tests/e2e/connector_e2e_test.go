@@ -209,9 +209,7 @@ func TestConnectorSurvivesStateComponentKill(t *testing.T) {
 		"the connector is writing")
 	c.state.kill(syscall.SIGKILL)
 	c.daprd.kill(syscall.SIGKILL)
-	_ = os.Remove(filepath.Join(c.sockets, "mqttkv.sock")) // a kill -9 leaves the socket behind
-	c.state = start(t, c.name+"-state-2", s.dir, c.socketEnv(), filepath.Join(bins.dir, "state-kv"))
-	waitFile(t, filepath.Join(c.sockets, "mqttkv.sock"), 20*time.Second)
+	c.startState()
 	c.startDaprd("connector", c.appPort, "grpc")
 
 	assertExactlyOnce(t, waitRows(t, lake, 300, 120*time.Second), 300)

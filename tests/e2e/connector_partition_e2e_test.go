@@ -76,10 +76,7 @@ func TestConnectorOnPartitionsSurvivesKills(t *testing.T) {
 	waitLake(t, lake, 100)
 	c.pubsub.kill(syscall.SIGKILL)
 	c.daprd.kill(syscall.SIGKILL)
-	_ = os.Remove(filepath.Join(c.sockets, "mqttv5.sock")) // a kill -9 leaves the socket behind
-	c.pubsub = start(t, c.name+"-pubsub-2", s.dir, append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
-		filepath.Join(bins.dir, "pubsub-mqtt5"))
-	waitFile(t, filepath.Join(c.sockets, "mqttv5.sock"), 20*time.Second)
+	c.startPubsub()
 	c.startDaprd("connector", c.appPort, "grpc")
 
 	waitLake(t, lake, 500)

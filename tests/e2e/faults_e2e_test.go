@@ -56,17 +56,11 @@ type faultKind struct {
 // matrix has a network partition between them and the broker.
 func faultKinds(partitions bool) []faultKind {
 	restartComponent := func(c *connectorReplica, which string) {
-		t, s := c.s.t, c.s
 		switch which {
 		case "pubsub":
-			_ = os.Remove(filepath.Join(c.sockets, "mqttv5.sock")) // a kill -9 leaves the socket behind
-			c.pubsub = s.startComponent(c.name+"-pubsub", append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
-				filepath.Join(bins.dir, "pubsub-mqtt5"))
-			waitFile(t, filepath.Join(c.sockets, "mqttv5.sock"), 20*time.Second)
+			c.startPubsub()
 		case "state":
-			_ = os.Remove(filepath.Join(c.sockets, "mqttkv.sock"))
-			c.state = s.startComponent(c.name+"-state", c.socketEnv(), filepath.Join(bins.dir, "state-kv"))
-			waitFile(t, filepath.Join(c.sockets, "mqttkv.sock"), 20*time.Second)
+			c.startState()
 		}
 		c.startDaprd("connector", c.appPort, "grpc")
 	}
@@ -80,13 +74,10 @@ func faultKinds(partitions bool) []faultKind {
 	// has been killed and restarted; the readings queued in the session meanwhile must survive.
 	resumedThenBrokerCrash := func(c *connectorReplica) {
 		t, s := c.s.t, c.s
-		resumed := "(session present: true)"
+		const resumed = "(session present: true)"                      // mqttconn's log line on connecting
 		const subscribed = "app is subscribed to the following topics" // daprd 1.16, processor/subscriber
 		before, subsBefore := logCount(c.pubsub.log, resumed), logCount(c.daprd.log, subscribed)
-		_ = os.Remove(filepath.Join(c.sockets, "mqttv5.sock"))
-		c.pubsub = s.startComponent(c.name+"-pubsub", append(c.socketEnv(), "XDG_STATE_HOME="+filepath.Join(s.dir, "state")),
-			filepath.Join(bins.dir, "pubsub-mqtt5"))
-		waitFile(t, filepath.Join(c.sockets, "mqttv5.sock"), 20*time.Second)
+		c.startPubsub()
 		c.startDaprdNoWait("connector", c.appPort, "grpc")
 		require.Eventually(t, func() bool { return logCount(c.pubsub.log, resumed) > before }, 60*time.Second, 20*time.Millisecond,
 			"the restarted pub/sub component resumes its session")

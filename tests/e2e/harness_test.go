@@ -229,15 +229,28 @@ func (r *replica) socketEnv() []string {
 
 // startComponents starts both component processes and waits for their sockets.
 func (r *replica) startComponents() {
-	t := r.s.t
+	r.startPubsub()
+	if r.hasState {
+		r.startState()
+	}
+}
+
+// startPubsub starts (or restarts) the pub/sub component and waits for its socket.
+func (r *replica) startPubsub() {
+	sock := filepath.Join(r.sockets, "mqttv5.sock")
+	_ = os.Remove(sock) // a kill -9 leaves the socket behind
 	// The record of the session's filters (stateDir's default) stays inside the scenario's folder.
 	env := append(r.socketEnv(), "XDG_STATE_HOME="+filepath.Join(r.s.dir, "state"))
 	r.pubsub = r.s.startComponent(r.name+"-pubsub", env, filepath.Join(bins.dir, "pubsub-mqtt5"))
-	waitFile(t, filepath.Join(r.sockets, "mqttv5.sock"), 20*time.Second)
-	if r.hasState {
-		r.state = r.s.startComponent(r.name+"-state", r.socketEnv(), filepath.Join(bins.dir, "state-kv"))
-		waitFile(t, filepath.Join(r.sockets, "mqttkv.sock"), 20*time.Second)
-	}
+	waitFile(r.s.t, sock, 20*time.Second)
+}
+
+// startState starts (or restarts) the state component and waits for its socket.
+func (r *replica) startState() {
+	sock := filepath.Join(r.sockets, "mqttkv.sock")
+	_ = os.Remove(sock)
+	r.state = r.s.startComponent(r.name+"-state", r.socketEnv(), filepath.Join(bins.dir, "state-kv"))
+	waitFile(r.s.t, sock, 20*time.Second)
 }
 
 // startDaprd starts daprd for the replica (appPort 0: no app) and waits until it is healthy.
