@@ -37,11 +37,14 @@ type Config struct {
 	// alternated with the others round by round. "" runs none.
 	PubsubB string
 	// ConnectorApps are other builds of the connector app (label → binary, e.g. main's), each a
-	// contender "connector@<label>" / "connector-part4@<label>" beside this checkout's app.
+	// contender "connector@<label>" / "connector-part<K>@<label>" beside this checkout's app.
 	ConnectorApps map[string]string
-	Command       string    // the command line, printed in the report
-	Note          string    // a line for the report's header (e.g. what else ran on the machine)
-	Log           io.Writer // progress lines
+	// ConnectorPartitions are the -telemetry-partitions counts the connector runs with, one
+	// contender each ("connector" for 1, "connector-part<K>" otherwise); empty: 1 and 4.
+	ConnectorPartitions []int
+	Command             string    // the command line, printed in the report
+	Note                string    // a line for the report's header (e.g. what else ran on the machine)
+	Log                 io.Writer // progress lines
 }
 
 func (c *Config) rounds() int {
@@ -300,8 +303,21 @@ func (h *harness) stateSuite(ctx context.Context) {
 	h.roundRobin(ctx, "state", ids, func(ctx context.Context, i, round int) error { return runs[i].run(ctx, round) })
 }
 
-// connectorPartitions is the partition count of the connector's partitioned runs.
-const connectorPartitions = 4
+// connectorPartitions are the partition counts of the connector's runs (Config.ConnectorPartitions).
+func (c *Config) connectorPartitions() []int {
+	if len(c.ConnectorPartitions) == 0 {
+		return []int{1, 4}
+	}
+	return c.ConnectorPartitions
+}
+
+// connectorID is the contender id of the connector on k partitions.
+func connectorID(k int) string {
+	if k > 1 {
+		return fmt.Sprintf("connector-part%d", k)
+	}
+	return "connector"
+}
 
 func (h *harness) connectorSuite(ctx context.Context) {
 	var runs []*connectorRun
@@ -312,12 +328,9 @@ func (h *harness) connectorSuite(ctx context.Context) {
 			apps = append(apps, label)
 		}
 		sort.Strings(apps[1:])
-		for _, k := range []int{1, connectorPartitions} {
+		for _, k := range h.cfg.connectorPartitions() {
 			for _, label := range apps {
-				id := "connector"
-				if k > 1 {
-					id = fmt.Sprintf("connector-part%d", k)
-				}
+				id := connectorID(k)
 				bin := h.bin("app")
 				if label != "" {
 					id, bin = id+"@"+label, h.cfg.ConnectorApps[label]

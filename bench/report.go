@@ -223,7 +223,7 @@ func (h *harness) stateReport(b *strings.Builder) {
 func (h *harness) connectorReport(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The sample connector (app/)\n\n")
-	w("As `make run` runs it (and with `-telemetry-partitions %d`: partitioned subscriptions): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", connectorPartitions, h.cfg.connectorReadings(), publishers)
+	w("As `make run` runs it (`-telemetry-partitions` K: K partitioned subscriptions; 1 is one plain subscription): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", h.cfg.connectorReadings(), publishers)
 	w("| daprd, partitions, app | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
 	apps := []string{""} // this checkout's app, then the -connector-apps builds
 	for label := range h.cfg.ConnectorApps {
@@ -231,12 +231,9 @@ func (h *harness) connectorReport(b *strings.Builder) {
 	}
 	sort.Strings(apps[1:])
 	for _, d := range h.daprds() {
-		for _, part := range []int{1, connectorPartitions} {
+		for _, part := range h.cfg.connectorPartitions() {
 			for _, label := range apps {
-				id := "connector"
-				if part > 1 {
-					id = fmt.Sprintf("connector-part%d", part)
-				}
+				id := connectorID(part)
 				app := "this checkout"
 				if label != "" {
 					id, app = id+"@"+label, label
@@ -372,10 +369,14 @@ func (h *harness) goalsReport(b *strings.Builder) {
 	add("state Get, data directory / in memory", v, ok, 0.9, false, "×")
 	v, ok = ratio("mqttkv-disk", "ops/set", "mqttkv", "ops/set")
 	add("state Set, data directory / in memory", v, ok, 0.5, false, "×")
-	v, ok = ratio("connector", "rows/s", "noop", "msgs/ce")
-	add("connector rows/s / pub/sub floor", v, ok, 0.5, false, "×")
-	v, ok = ratio(fmt.Sprintf("connector-part%d", connectorPartitions), "rows/s", "noop", "msgs/ce")
-	add(fmt.Sprintf("connector rows/s, %d partitions / pub/sub floor", connectorPartitions), v, ok, 0.5, false, "×")
+	for _, k := range h.cfg.connectorPartitions() {
+		v, ok = ratio(connectorID(k), "rows/s", "noop", "msgs/ce")
+		title := "connector rows/s / pub/sub floor"
+		if k > 1 {
+			title = fmt.Sprintf("connector rows/s, %d partitions / pub/sub floor", k)
+		}
+		add(title, v, ok, 0.5, false, "×")
+	}
 
 	fmt.Fprintf(b, "## Goals of issue 13 in this run (daprd %s)\n\n| goal | measured | target | met |\n|---|---|---|---|\n", h.daprd.version)
 	for _, g := range gs {

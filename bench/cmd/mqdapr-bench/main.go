@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -33,10 +34,11 @@ func run() error {
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "one round with few messages: a smoke run (env BENCH_QUICK=1)")
 	rounds := fs.Int("rounds", 0, "rounds per contender (0: 3, or 1 with -quick)")
 	suites := fs.String("suites", "", "comma-separated: pubsub, state, connector (empty: all)")
-	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, mqttkv-base (with MQDAPR_BENCH_STATEKV_BASE=<a state-kv binary>), connector, connector-part4, and connector@<label>, connector-part4@<label> of -connector-apps (empty: all)")
+	contenders := fs.String("contenders", "", "comma-separated contender ids: noop, in-memory, mqtt3-mosquitto, mqttv5-mosquitto, mqttv5-mqbroker, mqttv5-mqbroker-disk, mqttv5-mqbroker-part4, mqttv5-mqbroker-disk-part4, redis, redis-aof, mqttkv, mqttkv-disk, mqttkv-base (with MQDAPR_BENCH_STATEKV_BASE=<a state-kv binary>), connector, connector-part<K> (see -connector-partitions), and connector@<label>, connector-part<K>@<label> of -connector-apps (empty: all)")
 	note := fs.String("note", os.Getenv("BENCH_NOTE"), "a line for the report's header, e.g. what else ran on the machine (env BENCH_NOTE)")
 	pubsubB := fs.String("pubsub-b", "", "a second pubsub-mqtt5 binary (e.g. built from main) to run beside the one built here: every selected mqttv5 contender also runs with it as <id>-b, alternated round by round")
 	apps := fs.String("connector-apps", "", "comma-separated label=binary: other builds of the connector app, each run as contenders connector@label and connector-part4@label (e.g. main=/tmp/app-main)")
+	connParts := fs.String("connector-partitions", "1,4", "comma-separated -telemetry-partitions counts of the connector runs (contenders connector for 1, connector-part<K> for K)")
 	daprd115 := fs.Bool("daprd115", true, "also run on daprd 1.15.0 when scripts/daprd.sh has it (never builds it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
@@ -76,6 +78,14 @@ func run() error {
 		}
 		connectorApps[label] = bin
 	}
+	var partitions []int
+	for _, p := range split(*connParts) {
+		k, err := strconv.Atoi(p)
+		if err != nil || k < 1 || k > 256 {
+			return fmt.Errorf("-connector-partitions: %q; want integers 1…256, e.g. 1,4,8", p)
+		}
+		partitions = append(partitions, k)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	command := "go run ./bench/cmd/mqdapr-bench " + strings.Join(os.Args[1:], " ")
@@ -87,6 +97,6 @@ func run() error {
 	}
 	return bench.Run(ctx, bench.Config{
 		Root: root, Out: *out, Quick: *quick, Rounds: *rounds, Suites: split(*suites), Contenders: split(*contenders),
-		Daprd115: *daprd115, PubsubB: *pubsubB, ConnectorApps: connectorApps, Command: strings.TrimSpace(command), Note: *note, Log: os.Stderr,
+		Daprd115: *daprd115, PubsubB: *pubsubB, ConnectorApps: connectorApps, ConnectorPartitions: partitions, Command: strings.TrimSpace(command), Note: *note, Log: os.Stderr,
 	})
 }
