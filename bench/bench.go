@@ -61,7 +61,7 @@ func (c *Config) rounds() int {
 func (c *Config) pubsubMessages() int { return c.pick(300, 3000) }
 func (c *Config) singleMessages() int { return c.pick(100, 500) }
 func (c *Config) connectorReadings() int {
-	return c.pick(80, 800)
+	return c.pick(300, 3000)
 }
 func (c *Config) stateOps(op string) int {
 	switch op {

@@ -223,8 +223,8 @@ func (h *harness) stateReport(b *strings.Builder) {
 func (h *harness) connectorReport(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	w("## The sample connector (app/)\n\n")
-	w("As `make run` runs it (`-telemetry-partitions` K: K partitioned subscriptions; 1 is one plain subscription): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices as fast as the broker acknowledges them; rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", h.cfg.connectorReadings(), publishers)
-	w("| daprd, partitions, app | rows/s | × pub/sub floor (CE) | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|\n")
+	w("As `make run` runs it (`-telemetry-partitions` K: K partitioned subscriptions; 1 is one plain subscription): mqbroker with a data directory, pubsub.mqttv5 and state.mqttkv, daprd and the app; devicesim publishes %d readings from %d devices, all devices at once, each device's readings in order, as fast as the broker acknowledges them (published/s: the readings over devicesim's run); rows/s is from the start of devicesim to the last row written to the lake (durable, exactly once: the lake is checked for a row per reading and no duplicate after each round; a failure is listed below). CPU µs per row by process (total first), memory MiB idle→load.\n\n", h.cfg.connectorReadings(), publishers)
+	w("| daprd, partitions, app | rows/s | × pub/sub floor (CE) | published/s | exactly once | CPU µs per row | mqbroker store commits per row | memory MiB |\n|---|---|---|---|---|---|---|---|\n")
 	apps := []string{""} // this checkout's app, then the -connector-apps builds
 	for label := range h.cfg.ConnectorApps {
 		apps = append(apps, label)
@@ -247,8 +247,8 @@ func (h *harness) connectorReport(b *strings.Builder) {
 				for _, v := range checked {
 					ok += int(v)
 				}
-				w("| %s, %d, %s | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, part, app, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
-					ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
+				w("| %s, %d, %s | %s | %s | %s | %d of %d rounds | %s | %s | %s |\n", d.version, part, app, h.cell(k, "rows/s", 0), h.ratioTo(k, "rows/s", h.key("noop", d), "msgs/ce"),
+					h.cell(k, "published/s", 0), ok, len(checked), h.perProcess(k, "cpu", 0, true), h.cell(k, "commits", 2), h.memory(k))
 			}
 		}
 	}

@@ -29,6 +29,7 @@ func main() {
 	fs.BoolVar(&cfg.messageID, "message-id", false, "identify messages by a message-id user property instead of seq in the payload")
 	fs.Int64Var(&cfg.invalidEvery, "invalid-every", 0, "make every n-th message invalid (dead-letter demo); 0: never")
 	fs.Int64Var(&cfg.seqStart, "seq-start", -1, "first sequence number; -1: the current Unix time in µs, so that a later run never reuses a number (while each device stays under 1,000,000 msg/s)")
+	fs.IntVar(&cfg.inflight, "inflight", 1, "devices that may have a publish awaiting the broker's acknowledgement at once (each device's readings stay in order; at most -devices); 1: one publish at a time")
 	seed := fs.Uint64("seed", 1, "random seed of the simulated values")
 	_ = fs.Parse(os.Args[1:])
 	cfg.seed = *seed
@@ -36,8 +37,8 @@ func main() {
 		cfg.seqStart = time.Now().UnixMicro() // < 2^53 until the year 2255
 
 	}
-	if cfg.devices < 1 || cfg.assets < 1 || cfg.count < 0 || cfg.rate < 0 {
-		fmt.Fprintln(os.Stderr, "devicesim: -devices and -assets must be ≥ 1, -count and -rate ≥ 0")
+	if cfg.devices < 1 || cfg.assets < 1 || cfg.count < 0 || cfg.rate < 0 || cfg.inflight < 1 {
+		fmt.Fprintln(os.Stderr, "devicesim: -devices, -assets and -inflight must be ≥ 1, -count and -rate ≥ 0")
 		os.Exit(2)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -27,6 +28,18 @@ type simConfig struct {
 	invalidEvery    int64 // every n-th message is invalid (dead-letter demo); 0: never
 	seqStart        int64
 	seed            uint64
+	// inflight is how many devices may have a publish awaiting its PUBACK at once (each device's
+	// readings stay in order); 1 publishes one reading at a time.
+	inflight int
+}
+
+// reading is one telemetry message ready to publish.
+type reading struct {
+	topic, device string
+	payload       []byte
+	props         map[string]string
+	seq           int64
+	bad           bool
 }
 
 // summary is what a run did.
@@ -51,7 +64,8 @@ func (s summary) print(w io.Writer) {
 }
 
 // simulate publishes the retained asset configuration (if asked), then telemetry round robin over
-// the devices at cfg.rate until count, duration or ctx ends. A failed publish is counted and the
+// the devices at cfg.rate (with up to cfg.inflight devices publishing at once) until count,
+// duration or ctx ends. A failed publish is counted and the
 // run goes on (the sequence number is used up: the lake shows the gap).
 func simulate(ctx context.Context, cfg simConfig, pub publisher, now func() time.Time) (summary, error) {
 	f := newFleet(cfg.devices, cfg.assets, cfg.seqStart, cfg.seed)
@@ -77,6 +91,33 @@ func simulate(ctx context.Context, cfg simConfig, pub publisher, now func() time
 		defer t.Stop()
 		tick = t.C
 	}
+	// The readings are made here in round-robin order; worker i publishes the readings of
+	// devices i, i+w, … one at a time, so a device's readings reach the broker in order while up to
+	// w devices have a publish in flight.
+	w := max(1, min(cfg.inflight, len(f.devices)))
+	queues := make([]chan reading, w)
+	var mu sync.Mutex // guards s from the workers
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan reading, 1)
+		wg.Go(func() {
+			for r := range queues[i] {
+				err := pub.Publish(ctx, r.topic, r.payload, false, r.props)
+				mu.Lock()
+				switch {
+				case err != nil && ctx.Err() == nil:
+					s.Failed++
+				case err == nil:
+					s.Published++
+					if r.bad {
+						s.Invalid++
+					}
+					s.LastSeq[r.device] = r.seq
+				}
+				mu.Unlock()
+			}
+		})
+	}
 	for i := int64(0); cfg.count == 0 || i < cfg.count; i++ {
 		if tick != nil {
 			select {
@@ -87,34 +128,29 @@ func simulate(ctx context.Context, cfg simConfig, pub publisher, now func() time
 		if ctx.Err() != nil {
 			break
 		}
-		d := f.devices[i%int64(len(f.devices))]
+		di := int(i % int64(len(f.devices)))
+		d := f.devices[di]
 		at := now()
-		var payload []byte
-		var seq int64
-		bad := cfg.invalidEvery > 0 && (i+1)%cfg.invalidEvery == 0
-		if bad {
-			payload, seq = invalid(d, at), d.seq
+		r := reading{topic: cfg.topicPrefix + "/" + d.id + "/telemetry", device: d.id}
+		r.bad = cfg.invalidEvery > 0 && (i+1)%cfg.invalidEvery == 0
+		if r.bad {
+			r.payload, r.seq = invalid(d, at), d.seq
 			d.seq++
 		} else {
-			payload, seq = f.next(d, at, !cfg.messageID)
+			r.payload, r.seq = f.next(d, at, !cfg.messageID)
 		}
-		var props map[string]string
 		if cfg.messageID {
-			props = map[string]string{"message-id": d.id + "-" + strconv.FormatInt(seq, 10)}
+			r.props = map[string]string{"message-id": d.id + "-" + strconv.FormatInt(r.seq, 10)}
 		}
-		if err := pub.Publish(ctx, cfg.topicPrefix+"/"+d.id+"/telemetry", payload, false, props); err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			s.Failed++
-			continue
+		select {
+		case queues[di%w] <- r:
+		case <-ctx.Done():
 		}
-		s.Published++
-		if bad {
-			s.Invalid++
-		}
-		s.LastSeq[d.id] = seq
 	}
+	for _, q := range queues {
+		close(q)
+	}
+	wg.Wait()
 	s.Elapsed = now().Sub(start)
 	return s, nil
 }

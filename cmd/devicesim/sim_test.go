@@ -122,6 +122,67 @@ func TestFailedPublishIsCountedAndRunGoesOn(t *testing.T) {
 	}
 }
 
+// TestInflightPublishesDevicesAtOnceInOrder: with -inflight 4, four devices' publishes await
+// their acknowledgement at the same time, never two of one device, and each device's readings
+// are published in sequence order.
+func TestInflightPublishesDevicesAtOnceInOrder(t *testing.T) {
+	const inflight = 4
+	var mu sync.Mutex
+	busy := map[string]bool{} // device → a publish of it is in flight
+	last := map[string]int64{}
+	all := make(chan struct{})
+	var n, peak int
+	pub := publisherFunc(func(ctx context.Context, topic string, payload []byte, _ bool, _ map[string]string) error {
+		var p struct {
+			DeviceID string `json:"deviceId"`
+			Seq      int64  `json:"seq"`
+		}
+		if err := json.Unmarshal(payload, &p); err != nil {
+			return err
+		}
+		mu.Lock()
+		if busy[p.DeviceID] {
+			t.Errorf("two publishes of %s in flight", p.DeviceID)
+		}
+		if s, ok := last[p.DeviceID]; ok && p.Seq != s+1 {
+			t.Errorf("%s: seq %d after %d", p.DeviceID, p.Seq, s)
+		}
+		busy[p.DeviceID], last[p.DeviceID] = true, p.Seq
+		n++
+		peak = max(peak, n)
+		if n == inflight {
+			select {
+			case <-all:
+			default:
+				close(all) // the first time four are in flight at once, everyone goes on
+			}
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second): // a deadline, not synchronisation
+			t.Errorf("only %d publishes in flight at once; want %d", peak, inflight)
+		}
+		mu.Lock()
+		busy[p.DeviceID] = false
+		n--
+		mu.Unlock()
+		return nil
+	})
+	s, err := simulate(context.Background(), simConfig{devices: 8, assets: 2, count: 80, topicPrefix: "d", seqStart: 1, inflight: inflight}, pub, clock())
+	if err != nil || s.Published != 80 || s.Failed != 0 {
+		t.Fatalf("summary %+v err %v", s, err)
+	}
+	if peak != inflight {
+		t.Fatalf("at most %d publishes in flight; want %d", peak, inflight)
+	}
+	for d, seq := range s.LastSeq {
+		if seq != 10 {
+			t.Errorf("%s: last seq %d, want 10", d, seq)
+		}
+	}
+}
+
 type publisherFunc func(ctx context.Context, topic string, payload []byte, retain bool, props map[string]string) error
 
 func (f publisherFunc) Publish(ctx context.Context, topic string, payload []byte, retain bool, props map[string]string) error {
