@@ -52,6 +52,9 @@ type Settings struct {
 	ClientKeyFile  string `mapstructure:"clientKeyFile"`
 	// TLSServerName overrides the name checked against the broker's certificate.
 	TLSServerName string `mapstructure:"tlsServerName"`
+	// InsecureSkipVerify turns off every check of the broker's certificate (its CA and its name).
+	// For a test set-up only: Dial warns about it each time.
+	InsecureSkipVerify bool `mapstructure:"insecureSkipVerify"`
 
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
@@ -171,6 +174,9 @@ func (s *Settings) Validate() error {
 	}
 	if !UsesTLS(u) && (s.CAFile != "" || s.CACert != "" || s.ClientCert != "" || s.ClientCertFile != "") {
 		return fmt.Errorf("%w: TLS material given but the broker URL is not a TLS one; use mqtts:// (or useTls: true)", ErrSettings)
+	}
+	if !UsesTLS(u) && (s.InsecureSkipVerify || s.TLSServerName != "") {
+		return fmt.Errorf("%w: insecureSkipVerify or tlsServerName given but the broker URL is not a TLS one; use mqtts:// (or useTls: true), or remove them", ErrSettings)
 	}
 	if s.KeepAlive < time.Second || s.KeepAlive > 65535*time.Second {
 		return fmt.Errorf("%w: keepAlive=%s: want from 1s to 65535s", ErrSettings, s.KeepAlive)
