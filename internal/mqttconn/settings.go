@@ -122,12 +122,19 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 	if raw == "" {
 		raw = DefaultURL
 	}
+	// Errors show the URL without its user information: a URL may carry a password, and daprd
+	// logs Init errors.
+	shown := redactRaw(raw)
 	if !strings.Contains(raw, "://") {
-		return nil, fmt.Errorf("%w: url=%q: want scheme://host:port with scheme mqtt, tcp, mqtts, ssl or tls", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q: want scheme://host:port with scheme mqtt, tcp, mqtts, ssl or tls", ErrSettings, shown)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: url=%q: %v; want scheme://host:port", ErrSettings, raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL
+		}
+		return nil, fmt.Errorf("%w: url=%q: %v; want scheme://host:port", ErrSettings, shown, err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp":
@@ -135,10 +142,10 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 	case "mqtts", "ssl", "tls":
 		u.Scheme = "mqtts"
 	default:
-		return nil, fmt.Errorf("%w: url=%q: scheme %q is not supported; want mqtt, tcp, mqtts, ssl or tls", ErrSettings, raw, u.Scheme)
+		return nil, fmt.Errorf("%w: url=%q: scheme %q is not supported; want mqtt, tcp, mqtts, ssl or tls", ErrSettings, shown, u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("%w: url=%q has no host", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q has no host", ErrSettings, shown)
 	}
 	if u.Port() == "" {
 		port := "1883"
@@ -151,10 +158,28 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 		return nil, fmt.Errorf("%w: url=%q carries credentials; use the username and password fields (secret references keep them out of YAML)", ErrSettings, redact(u))
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("%w: url=%q has a path; want scheme://host:port", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q has a path; want scheme://host:port", ErrSettings, shown)
 	}
 	u.Path = ""
 	return u, nil
+}
+
+// redactRaw replaces the user information of a URL that may not parse ("user:password@" before
+// the host) by REDACTED.
+func redactRaw(raw string) string {
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + 3
+	}
+	end := len(raw)
+	if i := strings.IndexAny(raw[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	at := strings.LastIndexByte(raw[start:end], '@')
+	if at < 0 {
+		return raw
+	}
+	return raw[:start] + "REDACTED" + raw[start+at:]
 }
 
 func redact(u *url.URL) string {
