@@ -31,6 +31,7 @@ import (
 	"time"
 
 	proto "github.com/dapr/dapr/pkg/proto/components/v1"
+	pahomqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -274,7 +275,7 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
-	var grpcErrors []string // what daprd would get back and log
+	var grpcErrors []string // what daprd (and a device) would get back and log
 	type initCase struct {
 		name  string
 		props map[string]string
@@ -337,6 +338,25 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 		require.NoError(t, err, name)
 		require.Equal(t, "v", string(g.Data))
 	}
+	// An MQTT 3.1.1 device (Paho's 3.1.1 client, the one of Dapr's pubsub.mqtt3) with the right and
+	// a wrong password: the broker's 3.1.1 path logs its refusal too.
+	for i, p := range []string{password, wrongPassword} {
+		o := pahomqtt.NewClientOptions().AddBroker(tcpURL).SetClientID(fmt.Sprintf("device-%d", i)).
+			SetProtocolVersion(4).SetUsername("app").SetPassword(p).SetAutoReconnect(false).SetConnectRetry(false).
+			SetConnectTimeout(10 * time.Second)
+		dev := pahomqtt.NewClient(o)
+		tok := dev.Connect()
+		require.True(t, tok.WaitTimeout(10*time.Second), "3.1.1 CONNACK")
+		if p == password {
+			require.NoError(t, tok.Error())
+			dev.Disconnect(0)
+		} else {
+			require.Error(t, tok.Error())
+			grpcErrors = append(grpcErrors, "3.1.1 client: "+tok.Error().Error())
+		}
+	}
+	mq.waitFor(t, "client=device-1")
+
 	// The token rotates: both components re-authenticate inside their connections.
 	require.NoError(t, os.WriteFile(tokenFile, []byte(token2), 0o600))
 	ps.waitFor(t, "re-authenticated with the rotated service-account token")
@@ -368,18 +388,18 @@ func TestNoSecretInLogsOrErrors(t *testing.T) {
 		newSecret("stolen service-account token", []byte(stolen)),
 	}
 	all := map[string]string{
-		"mqbroker output":                  mq.out.String(),
-		"pubsub-mqtt5 output":              ps.out.String(),
-		"state-kv output":                  st.out.String(),
-		"embedded K8S-SAT broker's log":    satLog.String(),
-		"errors returned over the sockets": strings.Join(grpcErrors, "\n"),
-		"mqbroker /metrics":                string(metrics),
+		"mqbroker output":               mq.out.String(),
+		"pubsub-mqtt5 output":           ps.out.String(),
+		"state-kv output":               st.out.String(),
+		"embedded K8S-SAT broker's log": satLog.String(),
+		"errors returned to clients":    strings.Join(grpcErrors, "\n"), // Init over the sockets, the 3.1.1 CONNECT
+		"mqbroker /metrics":             string(metrics),
 	}
 	for where, text := range all {
 		scan(t, where, text, secrets)
 	}
 	// The scan looked at real output: the refusals were written and returned.
-	require.Contains(t, all["errors returned over the sockets"], "0x86")
+	require.Contains(t, all["errors returned to clients"], "0x86")
 	require.Contains(t, all["pubsub-mqtt5 output"], "connected to")
 	for where, text := range all {
 		lines := 0
