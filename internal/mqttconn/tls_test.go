@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -188,4 +190,37 @@ func TestTLSBelow12Refused(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "protocol version not supported")
 	assert.Contains(t, err.Error(), "TLS 1.2")
+}
+
+// caFile is read again at each connection attempt: a bundle that no longer loads (a half-written
+// file, a wrong mount) keeps the CAs last read and is logged once, not at every attempt; a new
+// good bundle is taken and logged.
+func TestCAFileReloadKeepsLastGood(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ca.crt")
+	ca1, ca2 := testutil.NewCA(t, "CA 1"), testutil.NewCA(t, "CA 2")
+	require.NoError(t, os.WriteFile(file, ca1.PEM, 0o600))
+	s := Settings{CAFile: file}
+	base, err := s.TLSConfig("broker", true)
+	require.NoError(t, err)
+	r, err := newCAReloader(file, base)
+	require.NoError(t, err)
+	log := &recLogger{}
+	require.Same(t, base, r.config(log), "unchanged: the configuration of Dial")
+
+	require.NoError(t, os.WriteFile(file, []byte("-----BEGIN CERTIFICATE-----\ntruncated"), 0o600))
+	for range 3 {
+		require.Same(t, base, r.config(log), "a bundle that does not load keeps the last good CAs")
+	}
+	assert.Equal(t, 1, strings.Count(log.String(), "error mqtt: caFile not reloaded, keeping the CAs last read"), log.String())
+
+	require.NoError(t, os.WriteFile(file, ca2.PEM, 0o600))
+	next := r.config(log)
+	require.NotSame(t, base, next)
+	assert.Equal(t, "broker", next.ServerName)
+	assert.Equal(t, uint16(tls.VersionTLS12), next.MinVersion)
+	want := x509.NewCertPool()
+	want.AppendCertsFromPEM(ca2.PEM)
+	assert.True(t, want.Equal(next.RootCAs), "the new CA alone")
+	assert.Contains(t, log.String(), "info mqtt: caFile "+file+" changed")
+	require.Same(t, next, r.config(log), "read again, unchanged")
 }
