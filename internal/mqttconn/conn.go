@@ -117,6 +117,12 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cas *caReloader // re-reads caFile at every connection attempt (a rotated trust bundle)
+	if tlsCfg != nil && s.CAFile != "" && !s.InsecureSkipVerify {
+		if cas, err = newCAReloader(s.CAFile, tlsCfg); err != nil {
+			return nil, err
+		}
+	}
 	clientID, err := s.ResolveClientID(o.Kind)
 	if err != nil {
 		return nil, err
@@ -133,6 +139,21 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 	}
 	if c.log == nil {
 		c.log = nopLogger{}
+	}
+	if tlsCfg != nil && s.InsecureSkipVerify {
+		c.log.Warnf("%s", s.insecureWarning(u.Redacted()))
+	}
+	// attempt is one connection attempt: the TLS configuration of the moment (caFile re-read),
+	// and a failed handshake explained.
+	attempt := func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL, t *subIDTap) (net.Conn, error) {
+		if cas != nil {
+			cc.TlsCfg = cas.config(c.log)
+		}
+		nc, err := dial(ctx, cc, u, t)
+		if err != nil && cc.TlsCfg != nil {
+			err = explainTLS(err, cc.TlsCfg.ServerName)
+		}
+		return nc, err
 	}
 
 	dialURL := *u
@@ -242,7 +263,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 			t := newSubIDTap()
 			c.tap.Store(t) // the previous connection's client has shut down (autopaho waits for it)
-			nc, err := dial(ctx, cc, u, t)
+			nc, err := attempt(ctx, cc, u, t)
 			if o.ManualAcks {
 				var q *ackQueue
 				if err == nil {
@@ -271,7 +292,7 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 		}}
 	} else {
 		cfg.AttemptConnection = func(ctx context.Context, cc autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			conn, err := dial(ctx, cc, u, nil) // buffered reads (bufferedTCPConn), coalesced writes
+			conn, err := attempt(ctx, cc, u, nil) // buffered reads (bufferedTCPConn), coalesced writes
 			if cc, ok := conn.(*coalescingConn); ok {
 				cc.deferAcks = o.DeferAcks
 			}

@@ -52,6 +52,9 @@ type Settings struct {
 	ClientKeyFile  string `mapstructure:"clientKeyFile"`
 	// TLSServerName overrides the name checked against the broker's certificate.
 	TLSServerName string `mapstructure:"tlsServerName"`
+	// InsecureSkipVerify turns off every check of the broker's certificate (its CA and its name).
+	// For a test set-up only: Dial warns about it each time.
+	InsecureSkipVerify bool `mapstructure:"insecureSkipVerify"`
 
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
@@ -119,12 +122,19 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 	if raw == "" {
 		raw = DefaultURL
 	}
+	// Errors show the URL without its user information: a URL may carry a password, and daprd
+	// logs Init errors.
+	shown := redactRaw(raw)
 	if !strings.Contains(raw, "://") {
-		return nil, fmt.Errorf("%w: url=%q: want scheme://host:port with scheme mqtt, tcp, mqtts, ssl or tls", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q: want scheme://host:port with scheme mqtt, tcp, mqtts, ssl or tls", ErrSettings, shown)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: url=%q: %v; want scheme://host:port", ErrSettings, raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL
+		}
+		return nil, fmt.Errorf("%w: url=%q: %v; want scheme://host:port", ErrSettings, shown, err)
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp":
@@ -132,10 +142,10 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 	case "mqtts", "ssl", "tls":
 		u.Scheme = "mqtts"
 	default:
-		return nil, fmt.Errorf("%w: url=%q: scheme %q is not supported; want mqtt, tcp, mqtts, ssl or tls", ErrSettings, raw, u.Scheme)
+		return nil, fmt.Errorf("%w: url=%q: scheme %q is not supported; want mqtt, tcp, mqtts, ssl or tls", ErrSettings, shown, u.Scheme)
 	}
 	if u.Hostname() == "" {
-		return nil, fmt.Errorf("%w: url=%q has no host", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q has no host", ErrSettings, shown)
 	}
 	if u.Port() == "" {
 		port := "1883"
@@ -148,10 +158,28 @@ func (s *Settings) BrokerURL() (*url.URL, error) {
 		return nil, fmt.Errorf("%w: url=%q carries credentials; use the username and password fields (secret references keep them out of YAML)", ErrSettings, redact(u))
 	}
 	if u.Path != "" && u.Path != "/" {
-		return nil, fmt.Errorf("%w: url=%q has a path; want scheme://host:port", ErrSettings, raw)
+		return nil, fmt.Errorf("%w: url=%q has a path; want scheme://host:port", ErrSettings, shown)
 	}
 	u.Path = ""
 	return u, nil
+}
+
+// redactRaw replaces the user information of a URL that may not parse ("user:password@" before
+// the host) by REDACTED.
+func redactRaw(raw string) string {
+	start := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		start = i + 3
+	}
+	end := len(raw)
+	if i := strings.IndexAny(raw[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	at := strings.LastIndexByte(raw[start:end], '@')
+	if at < 0 {
+		return raw
+	}
+	return raw[:start] + "REDACTED" + raw[start+at:]
 }
 
 func redact(u *url.URL) string {
@@ -171,6 +199,9 @@ func (s *Settings) Validate() error {
 	}
 	if !UsesTLS(u) && (s.CAFile != "" || s.CACert != "" || s.ClientCert != "" || s.ClientCertFile != "") {
 		return fmt.Errorf("%w: TLS material given but the broker URL is not a TLS one; use mqtts:// (or useTls: true)", ErrSettings)
+	}
+	if !UsesTLS(u) && (s.InsecureSkipVerify || s.TLSServerName != "") {
+		return fmt.Errorf("%w: insecureSkipVerify or tlsServerName given but the broker URL is not a TLS one; use mqtts:// (or useTls: true), or remove them", ErrSettings)
 	}
 	if s.KeepAlive < time.Second || s.KeepAlive > 65535*time.Second {
 		return fmt.Errorf("%w: keepAlive=%s: want from 1s to 65535s", ErrSettings, s.KeepAlive)

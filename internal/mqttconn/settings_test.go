@@ -131,3 +131,24 @@ func TestTLSConfigLoadsCAFolder(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, plain)
 }
+
+// A URL carrying a password is refused, and so is one wrong in some other way as well; no error
+// repeats the password (daprd logs Init errors).
+func TestBrokerURLErrorsHideCredentials(t *testing.T) {
+	const pw = "s3cret-pw-42"
+	for _, raw := range []string{
+		"mqtt://app:" + pw + "@127.0.0.1:1883",
+		"mqtt://app:" + pw + "@[127.0.0.1:1883",  // does not parse
+		"http://app:" + pw + "@127.0.0.1:1883",   // unsupported scheme
+		"app:" + pw + "@127.0.0.1:1883",          // no scheme
+		"mqtt://app:" + pw + "@",                 // no host
+		"mqtt://app:" + pw + "@127.0.0.1:1883/x", // a path
+		"mqtt://" + pw + "@127.0.0.1:1883",       // the password where the user name goes
+	} {
+		s := Settings{URL: raw}
+		_, err := s.BrokerURL()
+		require.ErrorIs(t, err, ErrSettings, raw)
+		assert.NotContains(t, err.Error(), pw, raw)
+		assert.Contains(t, err.Error(), "url=", raw)
+	}
+}
