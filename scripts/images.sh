@@ -11,7 +11,8 @@
 #
 # For each architecture A: `go build` with CGO_ENABLED=0 GOOS=linux GOARCH=A into bin/linux_A/,
 # then per program P a build context bin/images/linux_A/P/ (P's Dockerfile, the binary, and an
-# empty folder that the Dockerfile copies in as each writable path, owned by 65532), then
+# empty folder that the Dockerfile copies in as each writable path, owned by 65532, and a 0700 one
+# under private/ for a data directory), then
 # `docker build --platform linux/A` of that folder. The container tests (tests/containers) build
 # the same contexts with IMAGES_NO_DOCKER=1 and hand them to testcontainers-go. Tags: $IMAGE_PREFIX/P:$VERSION-A, and
 # $IMAGE_PREFIX/P:$VERSION for the host's architecture. Works with the legacy builder (Docker
@@ -78,6 +79,11 @@ for arch in $ARCHES; do
     rm -rf "$ctx"
     mkdir -p "$ctx/empty"
     chmod 0755 "$ctx/empty"
+    # private/<program>: a 0700 folder for a Dockerfile to copy in as /var/lib/<program> (COPY of
+    # private/ into /var/lib/: a copied folder's own mode is not kept by the legacy builder, the
+    # modes of what it holds are).
+    mkdir -p "$ctx/private/$name"
+    chmod 0700 "$ctx/private/$name"
     cp "$dockerfile" "$ctx/Dockerfile"
     ln "$out/$name" "$ctx/$name" 2>/dev/null || cp "$out/$name" "$ctx/$name"
   done

@@ -16,7 +16,9 @@ import (
 func main() {
 	var cfg simConfig
 	fs := flag.NewFlagSet("devicesim", flag.ExitOnError)
-	broker := fs.String("broker", "mqtt://127.0.0.1:1883", "MQTT v5 broker URL (mqtt://, tcp://, mqtts://; user:password@ allowed)")
+	broker := fs.String("broker", "mqtt://127.0.0.1:1883", "MQTT v5 broker URL (mqtt://, tcp://, mqtts://; user:password@ allowed, -username/-password-file keep the password off the command line)")
+	username := fs.String("username", "", "MQTT user name")
+	passwordFile := fs.String("password-file", "", "`FILE` holding the MQTT password (white space around it trimmed); needs -username")
 	clientID := fs.String("client-id", "devicesim", "MQTT client id (its persistent session is reused across runs)")
 	fs.IntVar(&cfg.devices, "devices", 5, "number of devices")
 	fs.IntVar(&cfg.assets, "assets", 2, "number of assets the devices are spread over")
@@ -42,10 +44,16 @@ func main() {
 		os.Exit(2)
 	}
 
+	creds, err := loadCredentials(*username, *passwordFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "devicesim:", err)
+		os.Exit(2)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := dial(dctx, *broker, *clientID, time.Hour)
+	pub, err := dial(dctx, *broker, *clientID, creds, time.Hour)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devicesim:", err)

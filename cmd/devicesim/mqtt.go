@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -22,12 +24,42 @@ type mqttPublisher struct {
 	cm *autopaho.ConnectionManager
 }
 
-// dial connects to brokerURL (mqtt://, tcp://, mqtts://) as clientID and waits for the first
-// connection until ctx ends.
-func dial(ctx context.Context, brokerURL, clientID string, sessionExpiry time.Duration) (*mqttPublisher, error) {
+// credentials are the user name and password of CONNECT (none: an anonymous client).
+type credentials struct {
+	username string
+	password []byte
+}
+
+// loadCredentials builds the CONNECT credentials from -username and -password-file (the file's
+// content, white space around it trimmed); an error names the file, never its content.
+func loadCredentials(username, passwordFile string) (credentials, error) {
+	c := credentials{username: username}
+	if passwordFile == "" {
+		return c, nil
+	}
+	if username == "" {
+		return c, fmt.Errorf("-password-file %s without -username: the broker looks the password up by user name", passwordFile)
+	}
+	b, err := os.ReadFile(passwordFile)
+	if err != nil {
+		return c, fmt.Errorf("-password-file: %w", err)
+	}
+	if c.password = bytes.TrimSpace(b); len(c.password) == 0 {
+		return c, fmt.Errorf("-password-file %s is empty: want the password on its first line", passwordFile)
+	}
+	return c, nil
+}
+
+// dial connects to brokerURL (mqtt://, tcp://, mqtts://) as clientID with creds (or the URL's
+// user:password, not both) and waits for the first connection until ctx ends. A CONNACK refusal
+// (bad user name or password, not authorized, ...) ends the wait at once: retrying cannot fix it.
+func dial(ctx context.Context, brokerURL, clientID string, creds credentials, sessionExpiry time.Duration) (*mqttPublisher, error) {
 	u, err := url.Parse(brokerURL)
 	if err != nil {
 		return nil, fmt.Errorf("broker URL %q: %w", brokerURL, err)
+	}
+	if u.User != nil && (creds.username != "" || creds.password != nil) {
+		return nil, fmt.Errorf("broker URL %s carries credentials and -username/-password-file are given too: give one", u.Redacted())
 	}
 	switch u.Scheme {
 	case "mqtt", "tcp":
@@ -47,15 +79,42 @@ func dial(ctx context.Context, brokerURL, clientID string, sessionExpiry time.Du
 	if pw, ok := u.User.Password(); ok {
 		cfg.ConnectUsername, cfg.ConnectPassword = u.User.Username(), []byte(pw)
 	}
+	if creds.username != "" {
+		cfg.ConnectUsername, cfg.ConnectPassword = creds.username, creds.password
+	}
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cfg.OnConnectError = func(err error) {
+		var ce *autopaho.ConnackError
+		if errors.As(err, &ce) {
+			cancel(fmt.Errorf("the broker refused the connection: CONNACK 0x%02X %s", ce.ReasonCode, connackReason(ce.ReasonCode)))
+		}
+	}
 	cm, err := autopaho.NewConnection(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", u.Redacted(), err)
 	}
-	if err := cm.AwaitConnection(ctx); err != nil {
+	if err := cm.AwaitConnection(wctx); err != nil {
 		_ = cm.Disconnect(context.Background())
+		if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
+			err = cause
+		}
 		return nil, fmt.Errorf("connecting to %s: %w", u.Redacted(), err)
 	}
 	return &mqttPublisher{cm: cm}, nil
+}
+
+// connackReason names the CONNACK refusals a client can cause by its credentials.
+func connackReason(code byte) string {
+	switch code {
+	case 0x86:
+		return "bad user name or password"
+	case 0x87:
+		return "not authorized"
+	case 0x8C:
+		return "bad authentication method"
+	}
+	return "refused"
 }
 
 // Publish implements publisher.

@@ -202,7 +202,7 @@ func TestAgainstEmbeddedBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pub, err := dial(ctx, b.URL(false), "devicesim-test", time.Minute)
+	pub, err := dial(ctx, b.URL(false), "devicesim-test", credentials{}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

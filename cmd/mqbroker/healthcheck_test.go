@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/mqdapr/mqdapr/broker"
 
 	"github.com/mqdapr/mqdapr/internal/testutil"
 )
@@ -59,4 +63,59 @@ func TestHealthcheckProcess(t *testing.T) {
 
 	code, _ = testutil.Healthcheck(t, env, "-addr", addr, "extra")
 	require.Equal(t, 2, code)
+}
+
+// With a password file, `healthcheck -metrics-addr` probes /readyz: healthy, and the broker logs
+// no "authentication refused" for it, where the MQTT probe (no credentials) costs one such line
+// each time (Compose probes every 2 s). With nothing at -metrics-addr it falls back to the MQTT
+// probe; once the broker has stopped it is unhealthy.
+func TestHealthcheckReadyzWithPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "passwd")
+	require.NoError(t, broker.SetPassword(users, "u", []byte("pw"), bcrypt.MinCost))
+	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-tls-addr", "", "-data-dir", filepath.Join(dir, "data"),
+		"-password-file", users, "-metrics-addr", "127.0.0.1:0", "-log-level", "info")
+	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	var logs testutil.SyncBuffer
+	cmd.Stderr = &logs
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { testutil.Stop(cmd.Process, exited, syscall.SIGKILL, 0) })
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n') // "listening [127.0.0.1:port]"
+	require.NoError(t, err)
+	addr := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "listening ["), "]")
+	line, err = r.ReadString('\n') // "metrics http://127.0.0.1:port/metrics"
+	require.NoError(t, err)
+	metrics := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "metrics http://"), "/metrics")
+
+	env := []string{helperEnv + "=1"}
+	for range 3 {
+		code, stdout := testutil.Healthcheck(t, env, "-addr", addr, "-metrics-addr", metrics)
+		require.Equal(t, 0, code, stdout)
+		require.Contains(t, stdout, "healthy: http://"+metrics+"/readyz: HTTP 200")
+	}
+	_, port, _ := strings.Cut(metrics, ":")
+	code, stdout := testutil.Healthcheck(t, env, "-addr", addr, "-metrics-addr", "0.0.0.0:"+port)
+	require.Equal(t, 0, code, stdout)
+	require.NotContains(t, logs.String(), "authentication refused", "the /readyz probe makes no MQTT connection")
+
+	code, stdout = testutil.Healthcheck(t, env, "-addr", addr)
+	require.Equal(t, 0, code, stdout)
+	require.Contains(t, stdout, "CONNACK 0x87: the probe has no credentials")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "authentication refused") }, 10*time.Second, 20*time.Millisecond,
+		"the MQTT probe is refused and logged (what the /readyz probe avoids)")
+
+	free := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	code, stdout = testutil.Healthcheck(t, env, "-addr", addr, "-metrics-addr", free)
+	require.Equal(t, 0, code, stdout)
+	require.Contains(t, stdout, "(nothing listens at http://"+free+"/readyz)")
+
+	testutil.Stop(cmd.Process, exited, syscall.SIGTERM, 10*time.Second)
+	code, stdout = testutil.Healthcheck(t, env, "-addr", addr, "-metrics-addr", metrics)
+	require.Equal(t, 1, code, stdout)
+	require.Contains(t, stdout, "unhealthy: ")
 }

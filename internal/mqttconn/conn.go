@@ -132,6 +132,11 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			return nil, err
 		}
 	}
+	if s.PasswordFile != "" {
+		if _, err := readPassword(s.PasswordFile); err != nil {
+			return nil, err
+		}
+	}
 	c := &Conn{settings: s, noSession: o.NoSession, log: o.Logger, url: u, clientID: clientID, ackFlush: o.AckFlushInterval,
 		firstUp: make(chan struct{})}
 	if c.ackFlush <= 0 {
@@ -182,6 +187,15 @@ func Dial(ctx context.Context, o Options) (*Conn, error) {
 			if o.ReceiveMaximum > 0 {
 				rm := o.ReceiveMaximum
 				cp.Properties.ReceiveMaximum = &rm
+			}
+			if s.PasswordFile != "" {
+				// Read at every CONNECT: a rotated secret (a Compose or Kubernetes secret file)
+				// is used from the next reconnection on.
+				pw, err := readPassword(s.PasswordFile)
+				if err != nil {
+					return nil, err
+				}
+				cp.Password, cp.PasswordFlag = pw, true
 			}
 			// No MaximumPacketSize: a broker silently discards messages larger than the client's
 			// maximum as if they were delivered [MQTT-3.1.2-25].

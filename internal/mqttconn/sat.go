@@ -42,6 +42,20 @@ func readToken(file string) ([]byte, error) {
 	return token, nil
 }
 
+// readPassword reads the password file; an empty file is an error, not a login without password.
+// The error names the file, never its content.
+func readPassword(file string) ([]byte, error) {
+	pw, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%w: passwordFile=%q: %v", ErrSettings, file, err)
+	}
+	pw = bytes.TrimSpace(pw)
+	if len(pw) == 0 {
+		return nil, fmt.Errorf("%w: passwordFile=%q is empty; want the password on its first line", ErrSettings, file)
+	}
+	return pw, nil
+}
+
 // watchToken re-authenticates inside the open connection whenever the token file changes, so that
 // a rotated token never forces a reconnect (which would void every pending acknowledgement and
 // cause a burst of redeliveries). It returns when ctx ends.

@@ -58,6 +58,10 @@ type Settings struct {
 
 	Username string `mapstructure:"username"`
 	Password string `mapstructure:"password"`
+	// PasswordFile is a file holding the password (surrounding white space trimmed), read at every
+	// CONNECT so that a rotated secret is used at the next reconnection; it keeps the password out
+	// of the component YAML. Mutually exclusive with Password.
+	PasswordFile string `mapstructure:"passwordFile"`
 	// SATAuthFile is a Kubernetes service-account token file used with enhanced authentication
 	// K8S-SAT. When the file changes, the client re-authenticates inside the open connection.
 	SATAuthFile string `mapstructure:"satAuthFile"`
@@ -230,7 +234,13 @@ func (s *Settings) Validate() error {
 	if s.CACert != "" && s.CAFile != "" {
 		return fmt.Errorf("%w: give caCert or caFile, not both", ErrSettings)
 	}
-	if s.SATAuthFile != "" && (s.Username != "" || s.Password != "") {
+	if s.Password != "" && s.PasswordFile != "" {
+		return fmt.Errorf("%w: password and passwordFile both given; give one", ErrSettings)
+	}
+	if s.PasswordFile != "" && s.Username == "" {
+		return fmt.Errorf("%w: passwordFile=%q without username; the broker looks the password up by user name", ErrSettings, s.PasswordFile)
+	}
+	if s.SATAuthFile != "" && (s.Username != "" || s.Password != "" || s.PasswordFile != "") {
 		return fmt.Errorf("%w: satAuthFile and username/password both given; the broker takes one authentication method", ErrSettings)
 	}
 	return nil

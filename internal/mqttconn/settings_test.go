@@ -66,6 +66,9 @@ func TestValidate(t *testing.T) {
 		{"both CA forms", func(s *Settings) { s.URL = "mqtts://h"; s.CACert = "x"; s.CAFile = "y" }, "caCert or caFile, not both"},
 		{"tls material on plain url", func(s *Settings) { s.CAFile = "y" }, "not a TLS one"},
 		{"sat and password", func(s *Settings) { s.SATAuthFile = "f"; s.Username = "u" }, "one authentication method"},
+		{"password and password file", func(s *Settings) { s.Username = "u"; s.Password = "p"; s.PasswordFile = "f" }, "password and passwordFile both given"},
+		{"password file without user", func(s *Settings) { s.PasswordFile = "f" }, "passwordFile=\"f\" without username"},
+		{"sat and password file", func(s *Settings) { s.SATAuthFile = "t"; s.Username = "u"; s.PasswordFile = "f" }, "one authentication method"},
 		{"sat refresh too fast", func(s *Settings) { s.SATRefreshInterval = time.Millisecond }, "satRefreshInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

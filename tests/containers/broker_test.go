@@ -11,21 +11,24 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
-// startBroker runs the mqbroker image with the named volume on its data directory and waits
+// startBroker runs the mqbroker image with the named volume on its data directory, auth's password
+// file and ACL (brokerCmd), and waits
 // until Docker reports the image's HEALTHCHECK healthy. The container is removed at the end of the
 // test; it returns the container and the host's address of its MQTT port.
-func startBroker(t *testing.T, image, vol string) (*testcontainers.DockerContainer, string) {
+func startBroker(t *testing.T, image, vol string, auth *brokerAuth) (*testcontainers.DockerContainer, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c, err := testcontainers.Run(ctx, image,
 		testcontainers.WithExposedPorts("1883/tcp"),
 		testcontainers.WithMounts(testcontainers.VolumeMount(vol, "/var/lib/mqbroker")),
+		testcontainers.WithCmd(brokerCmd()...), auth.brokerFiles(),
 		testcontainers.WithWaitStrategy(wait.ForHealthCheck().WithStartupTimeout(90*time.Second)),
 	)
 	testcontainers.CleanupContainer(t, c)
@@ -43,9 +46,9 @@ type mqttClient struct {
 	msgs chan *paho.Publish
 }
 
-// connect opens an MQTT v5 session as id: cleanStart false resumes it; the session outlives the
-// connection by an hour.
-func connect(t *testing.T, addr, id string, cleanStart bool) (*mqttClient, *paho.Connack) {
+// connect opens an MQTT v5 session as id with user's credentials: cleanStart false resumes it; the
+// session outlives the connection by an hour.
+func connect(t *testing.T, addr, id, user, password string, cleanStart bool) (*mqttClient, *paho.Connack) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -63,6 +66,7 @@ func connect(t *testing.T, addr, id string, cleanStart bool) (*mqttClient, *paho
 	})
 	expiry := uint32(3600)
 	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: cleanStart,
+		Username: user, UsernameFlag: user != "", Password: []byte(password), PasswordFlag: password != "",
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	require.NoError(t, err)
 	require.Equal(t, byte(0), ca.ReasonCode)
@@ -72,6 +76,25 @@ func connect(t *testing.T, addr, id string, cleanStart bool) (*mqttClient, *paho
 		<-c.Done()
 	})
 	return c, ca
+}
+
+// connackCode is the CONNACK reason code the broker answers a clean session with these credentials.
+func connackCode(t *testing.T, addr, user, password string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	require.NoError(t, err)
+	defer nc.Close()
+	c := paho.NewClient(paho.ClientConfig{ClientID: "ctest-refused", Conn: nc})
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: "ctest-refused", KeepAlive: 30, CleanStart: true,
+		Username: user, UsernameFlag: user != "", Password: []byte(password), PasswordFlag: password != ""})
+	require.NotNil(t, ca, "no CONNACK: %v", err)
+	if ca.ReasonCode == 0 {
+		_ = c.Disconnect(&paho.Disconnect{})
+	}
+	return ca.ReasonCode
 }
 
 // healthLog is the output of the container's last HEALTHCHECK run.
@@ -89,8 +112,10 @@ func healthLog(t *testing.T, c *testcontainers.DockerContainer) (container.Healt
 
 // The broker image keeps QoS 1 messages queued for an offline persistent session through a
 // `docker kill` of its container: a new container on the same named volume delivers every one,
-// once, to the session resumed. Both containers report healthy through the image's HEALTHCHECK
-// (`mqbroker healthcheck`: CONNECT/CONNACK inside the container).
+// once, to the session resumed. The broker requires credentials (a password file and an ACL, as
+// off loopback); both containers report healthy through the image's HEALTHCHECK (`mqbroker
+// healthcheck`: GET /readyz inside the container), and the data directory, the image's 0700
+// folder on a fresh volume, draws no warning.
 func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	requireDocker(t)
 	t.Parallel()
@@ -98,18 +123,27 @@ func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	image := buildImages(t, "mqbroker")["mqbroker"]
 	vol := volume(t)
 	cli := dockerClient(t)
+	auth := newBrokerAuth(t, "user ctest\ntopic readwrite ctest/#\n", "ctest")
+	pw := auth.passwords["ctest"]
 
-	first, addr := startBroker(t, image, vol)
+	first, addr := startBroker(t, image, vol, auth)
 	status, out := healthLog(t, first)
 	require.Equal(t, container.Healthy, status)
-	require.Equal(t, "healthy: 127.0.0.1:1883 accepted an MQTT v5 connection", out)
+	require.Equal(t, "healthy: http://127.0.0.1:9883/readyz: HTTP 200", out)
+	logs := containerLogs(t, first)
+	require.NotContains(t, logs, "data directory is accessible")
+	require.NotContains(t, logs, "authentication refused", "the health check makes no MQTT connection")
+	// From the host, through the published port: no credentials, a wrong password, refused.
+	assert.Equal(t, byte(0x87), connackCode(t, addr, "", ""), "an anonymous client")
+	assert.Equal(t, byte(0x86), connackCode(t, addr, "ctest", "not-the-password"), "a wrong password")
+	require.NotContains(t, containerLogs(t, first), "not-the-password")
 	in, err := first.Inspect(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, "65532:65532", in.Config.User)
 	require.Equal(t, "test", in.Config.Labels["org.opencontainers.image.version"])
 
 	// The subscriber's session, subscribed at QoS 1, then offline.
-	sub, _ := connect(t, addr, "ctest-sub", true)
+	sub, _ := connect(t, addr, "ctest-sub", "ctest", pw, true)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err = sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "ctest/#", QoS: 1}}})
@@ -118,7 +152,7 @@ func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	<-sub.Done()
 
 	// Every PUBACK is the broker's promise that the message is durable.
-	pub, _ := connect(t, addr, "ctest-pub", true)
+	pub, _ := connect(t, addr, "ctest-pub", "ctest", pw, true)
 	for i := range n {
 		r, err := pub.Publish(ctx, &paho.Publish{Topic: fmt.Sprintf("ctest/%d", i%10), QoS: 1, Payload: fmt.Appendf(nil, "%d", i)})
 		require.NoError(t, err)
@@ -129,12 +163,12 @@ func TestBrokerContainerKeepsMessagesAcrossKill(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, first.Terminate(ctx)) // the volume stays; a new container uses it
 
-	second, addr := startBroker(t, image, vol)
+	second, addr := startBroker(t, image, vol, auth)
 	status, out = healthLog(t, second)
 	require.Equal(t, container.Healthy, status)
 	require.Contains(t, out, "healthy: ")
 
-	sub, ca := connect(t, addr, "ctest-sub", false)
+	sub, ca := connect(t, addr, "ctest-sub", "ctest", pw, false)
 	require.True(t, ca.SessionPresent, "the persistent session was lost")
 	seen := make(map[string]int, n)
 	for len(seen) < n {

@@ -47,6 +47,7 @@ type chain struct {
 	net    *testcontainers.DockerNetwork
 	broker *testcontainers.DockerContainer
 	lake   string // the lake volume
+	auth   *brokerAuth
 }
 
 // replica is one app replica's pod: its components, its daprd and the app, with a stable
@@ -68,10 +69,13 @@ func newChain(t *testing.T, images map[string]string) *chain {
 	nw, err := network.New(ctx)
 	testcontainers.CleanupNetwork(t, nw) // registered first, so removed after the containers on it
 	require.NoError(t, err)
-	c := &chain{t: t, images: images, cli: dockerClient(t), net: nw, lake: volume(t)}
+	// With credentials, as off loopback: a password file and an ACL (chainACL); each client gets
+	// its password as a file.
+	c := &chain{t: t, images: images, cli: dockerClient(t), net: nw, lake: volume(t), auth: newBrokerAuth(t, chainACL, chainUser, devicesUser)}
 	c.broker = c.run("broker", images["mqbroker"],
 		network.WithNetwork([]string{"broker"}, nw),
-		testcontainers.WithMounts(testcontainers.VolumeMount(volume(t), "/var/lib/mqbroker")))
+		testcontainers.WithMounts(testcontainers.VolumeMount(volume(t), "/var/lib/mqbroker")),
+		testcontainers.WithCmd(brokerCmd()...), c.auth.brokerFiles())
 	return c
 }
 
@@ -118,8 +122,8 @@ func (c *chain) startReplica(name string) *replica {
 	c.t.Helper()
 	r := &replica{name: name, c: c, socketVol: volume(c.t)}
 	sockets := testcontainers.WithMounts(testcontainers.VolumeMount(r.socketVol, socketDir))
-	r.pubsub = c.run(name+"-pubsub", c.images["pubsub-mqtt5"], network.WithNetwork([]string{name + "-pubsub"}, c.net), sockets)
-	r.state = c.run(name+"-state", c.images["state-kv"], network.WithNetwork([]string{name + "-state"}, c.net), sockets)
+	r.pubsub = c.run(name+"-pubsub", c.images["pubsub-mqtt5"], network.WithNetwork([]string{name + "-pubsub"}, c.net), sockets, c.auth.secret(chainUser))
+	r.state = c.run(name+"-state", c.images["state-kv"], network.WithNetwork([]string{name + "-state"}, c.net), sockets, c.auth.secret(chainUser))
 	// The app owns the pod's network namespace, which daprd joins.
 	r.app = c.run(name+"-app", c.images["app"], network.WithNetwork([]string{name + "-app"}, c.net),
 		testcontainers.WithMounts(testcontainers.VolumeMount(c.lake, lakeDir)),
@@ -207,7 +211,8 @@ func (r *replica) restartDaprd() {
 }
 
 // resources are the replica's component resources, those `make run` writes (cmd/mqdapr-run):
-// the replica's name is both components' stable clientID.
+// the replica's name is both components' stable clientID; the credentials are chainUser's, the
+// password read from a file of the component's container.
 func resources(name string) (pubsub, state string) {
 	pubsub = fmt.Sprintf(`apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -221,6 +226,10 @@ spec:
       value: %q
     - name: clientID
       value: %s
+    - name: username
+      value: `+chainUser+`
+    - name: passwordFile
+      value: `+clientPassword+`
     - name: deadLetterTopic
       value: connector/dead-letter
     - name: noMatchingSubscribers
@@ -238,6 +247,10 @@ spec:
       value: %q
     - name: clientID
       value: %s
+    - name: username
+      value: `+chainUser+`
+    - name: passwordFile
+      value: `+clientPassword+`
 `, brokerURL, name)
 	return pubsub, state
 }
@@ -254,8 +267,9 @@ type publisher struct {
 func (c *chain) publish(clientID string, count int, rate float64, seqStart int64) *publisher {
 	c.t.Helper()
 	ctr := c.run(clientID, c.images["devicesim"], network.WithNetwork(nil, c.net),
-		testcontainers.WithCmd("-broker", brokerURL, "-client-id", clientID, "-count", fmt.Sprint(count),
-			"-rate", fmt.Sprint(rate), "-devices", "4", "-assets", "2", "-seq-start", fmt.Sprint(seqStart)))
+		testcontainers.WithCmd("-broker", brokerURL, "-client-id", clientID, "-username", devicesUser, "-password-file", clientPassword,
+			"-count", fmt.Sprint(count), "-rate", fmt.Sprint(rate), "-devices", "4", "-assets", "2", "-seq-start", fmt.Sprint(seqStart)),
+		c.auth.secret(devicesUser))
 	return &publisher{ctr: ctr, count: count, c: c}
 }
 

@@ -17,7 +17,9 @@ import (
 // installed: both replicas' groups start in order of health and the devices' readings land in
 // the lake volume, every one exactly once, while replica 0's pub/sub component is killed and its
 // state store crashes: each time its daprd is restarted (by daprd-watch, daprd's entrypoint) and
-// replica 0 takes deliveries again. `down -v` leaves no container, network or volume.
+// replica 0 takes deliveries again. `down -v` leaves no container, network or volume. The broker
+// requires credentials (the demo password file and ACL): every client carries its own, and an
+// anonymous client and a wrong password are refused.
 func TestCompose(t *testing.T) {
 	requireDocker(t)
 	tools := composeTools()
@@ -62,6 +64,36 @@ func testCompose(t *testing.T, tool composeTool, env []string) {
 	for _, sock := range []string{"mqttv5.sock", "mqttkv.sock"} {
 		assert.Regexp(t, `msg="component ready" program=daprd-watch socket=/tmp/dapr-components-sockets/`+sock+` owner="uid=65532 gid=65532 mode=S`, logs)
 	}
+
+	// Authentication is on: the image's health check GETs /readyz (so the broker logs no refusal
+	// per probe), and the data directory is the image's 0700 folder (no warning about it).
+	if h := inspect("broker").State.Health; assert.NotEmpty(t, h.Log) {
+		assert.Contains(t, h.Log[len(h.Log)-1].Output, "healthy: http://127.0.0.1:9883/readyz: HTTP 200")
+	}
+	brokerLogs := p.logs("broker")
+	assert.NotContains(t, brokerLogs, "authentication refused", "a refusal before the probes below: the health check or a client without credentials")
+	assert.NotContains(t, brokerLogs, "data directory is accessible")
+	// From a container on the project's network (devicesim's image, `run --no-deps`): an anonymous
+	// client and a wrong password are refused at CONNACK, and the password is in no output.
+	refused := func(want string, args ...string) {
+		t.Helper()
+		out, err := p.run(2*time.Minute, append([]string{"run", "--rm", "--no-deps", "devicesim"}, args...)...)
+		require.Error(t, err, "devicesim %v got in:\n%s", args, out)
+		assert.Contains(t, out, want)
+		assert.NotContains(t, out, "not-the-password")
+	}
+	refused("CONNACK 0x87 not authorized", "-broker", "mqtt://broker:1883", "-client-id", "ctest-anonymous", "-count", "1")
+	refused("CONNACK 0x86 bad user name or password", "-broker", "mqtt://replica-0:not-the-password@broker:1883", "-client-id", "ctest-wrong", "-count", "1")
+	// The ACL: devicesim's own identity (its secret) gets in but may not publish outside its
+	// topics (PUBACK 0x87, counted as failed).
+	out, err = p.run(2*time.Minute, "run", "--rm", "--no-deps", "devicesim", "-broker", "mqtt://broker:1883", "-client-id", "ctest-acl",
+		"-username", "devicesim", "-password-file", "/run/secrets/devicesim-password", "-topic-prefix", "ctest-other", "-publish-config=false", "-count", "1")
+	require.NoError(t, err, out)
+	assert.Contains(t, out, "0 telemetry messages acked (0 invalid on purpose), 1 failed")
+	brokerLogs = p.logs("broker")
+	assert.Contains(t, brokerLogs, `msg="publish not authorized" client=ctest-acl user=devicesim topic=ctest-other/dev-001/telemetry`)
+	assert.Contains(t, brokerLogs, "authentication refused")
+	assert.NotContains(t, brokerLogs, "not-the-password")
 
 	rowsOf := func(replica string) int { _, by := p.lakeRows("app-0", "/var/lib/connector/lake"); return by[replica] }
 	waitRows := func(what string, timeout time.Duration, ok func() bool) {

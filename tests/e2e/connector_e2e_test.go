@@ -108,8 +108,11 @@ func lakeRows(t *testing.T, lake string) (byID map[string]int, byReplica map[str
 // devices runs the demo publisher to completion.
 func (s *stack) devices(t testing.TB, clientID string, args ...string) {
 	t.Helper()
-	p := start(t, clientID, s.dir, nil, filepath.Join(bins.dir, "devicesim"),
-		append([]string{"-broker", s.mqttURL(), "-client-id", clientID, "-rate", "0"}, args...)...)
+	base := []string{"-broker", s.mqttURL(), "-client-id", clientID, "-rate", "0"}
+	if s.auth {
+		base = append(base, "-username", devicesUser, "-password-file", s.passwordFile(devicesUser))
+	}
+	p := start(t, clientID, s.dir, nil, filepath.Join(bins.dir, "devicesim"), append(base, args...)...)
 	select {
 	case <-p.exited():
 		require.Equal(t, 0, p.cmd.ProcessState.ExitCode(), "devicesim failed")
@@ -144,7 +147,7 @@ func assertExactlyOnce(t *testing.T, byID map[string]int, n int) {
 // lake cannot be written) is redelivered and lands once it succeeds; readings published again
 // (a redelivery of what was already written) add no row.
 func TestConnectorExactlyOnceAndRedelivery(t *testing.T) {
-	s := newStack(t)
+	s := newAuthStack(t)
 	lake := filepath.Join(s.dir, "lake")
 	// A file where today's partition folder must go: every write fails until it is removed.
 	require.NoError(t, os.MkdirAll(lake, 0o755))
@@ -172,7 +175,7 @@ func TestConnectorExactlyOnceAndRedelivery(t *testing.T) {
 // and restarted; every reading still lands exactly once. A replica started later gets the retained
 // asset configuration.
 func TestConnectorReplicasSplitSurviveKillAndShareConfig(t *testing.T) {
-	s := newStack(t)
+	s := newAuthStack(t)
 	lake := filepath.Join(s.dir, "lake")
 	r1 := s.startConnector("replica-1", lake)
 	r2 := s.startConnector("replica-2", lake)
@@ -201,7 +204,7 @@ func TestConnectorReplicasSplitSurviveKillAndShareConfig(t *testing.T) {
 // reading lands exactly once, and the same readings published again add no row (records whose
 // mark was lost are reconciled by scanning).
 func TestConnectorSurvivesStateComponentKill(t *testing.T) {
-	s := newStack(t)
+	s := newAuthStack(t)
 	lake := filepath.Join(s.dir, "lake")
 	c := s.startConnector("replica-1", lake)
 	s.devices(t, "devsim-1", "-count", "300", "-devices", "6", "-assets", "3", "-seq-start", "1")

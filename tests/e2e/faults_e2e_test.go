@@ -160,14 +160,18 @@ func (a *acked) all() []string {
 
 // dialPublisher connects the stream's publisher: a persistent session, so that what is in flight at
 // a disconnection is sent again after reconnecting.
-func dialPublisher(t *testing.T, brokerURL string) *autopaho.ConnectionManager {
-	u, err := url.Parse(strings.Replace(brokerURL, "mqtt://", "tcp://", 1))
+func dialPublisher(t *testing.T, s *stack) *autopaho.ConnectionManager {
+	u, err := url.Parse(strings.Replace(s.mqttURL(), "mqtt://", "tcp://", 1))
 	require.NoError(t, err)
-	cm, err := autopaho.NewConnection(context.Background(), autopaho.ClientConfig{
+	cfg := autopaho.ClientConfig{
 		ServerUrls: []*url.URL{u}, KeepAlive: 10, CleanStartOnInitialConnection: false,
 		SessionExpiryInterval: 3600, ConnectTimeout: 5 * time.Second, ConnectRetryDelay: 200 * time.Millisecond,
 		ClientConfig: paho.ClientConfig{ClientID: "faults-publisher"},
-	})
+	}
+	if s.auth {
+		cfg.ConnectUsername, cfg.ConnectPassword = devicesUser, []byte(s.password(t, devicesUser))
+	}
+	cm, err := autopaho.NewConnection(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -330,14 +334,14 @@ func TestFaultMatrix(t *testing.T) {
 	if net != nil {
 		s = newStackNet(t, net)
 	} else {
-		s = newStack(t)
+		s = newAuthStack(t)
 	}
 	lake := filepath.Join(s.dir, "lake")
 	c := s.startConnector("replica-1", lake)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cm := dialPublisher(t, s.mqttURL())
+	cm := dialPublisher(t, s)
 	warmUp(t, cm, lake)
 	gate := make(chan struct{})
 	rec := &acked{}
@@ -428,11 +432,11 @@ func TestFaultReplicaLostForGood(t *testing.T) {
 	rate := float64(envInt(t, "MQDAPR_FAULT_RATE", 100))
 	t.Logf("replica lost for good: seed %d (replay: MQDAPR_FAULT_SEED=%d), %d readings at %.0f/s", seed, seed, n, rate)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	s := newStack(t)
+	s := newAuthStack(t)
 	lake := filepath.Join(s.dir, "lake")
 	r1 := s.startConnector("replica-1", lake)
 	r2 := s.startConnector("replica-2", lake)
-	cm := dialPublisher(t, s.mqttURL())
+	cm := dialPublisher(t, s)
 	warmUp(t, cm, lake)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -632,10 +636,10 @@ func TestFaultSlowConsumer(t *testing.T) {
 	n := int(envInt(t, "MQDAPR_FAULT_SLOW_READINGS", 2000))
 	rate := float64(envInt(t, "MQDAPR_FAULT_RATE", 100))
 	metricsPort := testutil.FreePort(t)
-	s := newStackArgs(t, "-metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort), "-max-group-queue", fmt.Sprint(groupQueue))
+	s := newAuthStack(t, "-metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort), "-max-group-queue", fmt.Sprint(groupQueue))
 	lake := filepath.Join(s.dir, "lake")
 	c := s.startConnectorMeta("replica-1", lake, map[string]string{"receiveMaximum": fmt.Sprint(recvMax)})
-	cm := dialPublisher(t, s.mqttURL())
+	cm := dialPublisher(t, s)
 	warmUp(t, cm, lake)
 	baseRSS := rssKB(c.pubsub.cmd.Process.Pid)
 	require.Positive(t, baseRSS)

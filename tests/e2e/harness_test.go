@@ -117,6 +117,9 @@ type stack struct {
 	// net, when set (newStackNet), is the components' own network namespace: the broker listens
 	// on net.hostIP, which the components reach through a veth pair and everything else directly.
 	net *compNet
+	// auth: the broker requires a user name and password and applies stackACL (enableAuth); the
+	// stack's components and publishers carry their credentials.
+	auth bool
 }
 
 func newStack(t testing.TB) *stack {
@@ -133,13 +136,25 @@ func newStackArgs(t testing.TB, brokerArgs ...string) *stack {
 	return s
 }
 
-// newStackNet is newStack with the components in a network namespace of their own (compNet), so
-// that the network between them and the broker can fail.
+// newAuthStack is newStackArgs with authentication and authorization (enableAuth): a password
+// file and an ACL, the credentials in the components' metadata and the publishers' CONNECT.
+func newAuthStack(t testing.TB, brokerArgs ...string) *stack {
+	t.Helper()
+	needDaprd(t)
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), brokerArgs: brokerArgs}
+	s.enableAuth()
+	s.startBroker()
+	return s
+}
+
+// newStackNet is newAuthStack with the components in a network namespace of their own (compNet),
+// so that the network between them and the broker can fail. Off loopback (on the veth pair's
+// address) the broker requires authentication, as deployed.
 func newStackNet(t testing.TB, net *compNet) *stack {
 	t.Helper()
 	needDaprd(t)
-	// Off loopback (on the veth pair's address): the broker refuses anonymous clients unless told.
-	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), net: net, brokerArgs: []string{"-allow-anonymous"}}
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), net: net}
+	s.enableAuth()
 	s.startBroker()
 	return s
 }
@@ -196,7 +211,7 @@ func (s *stack) newReplica(name string, pubsubMeta map[string]string) *replica {
 	if err := os.MkdirAll(r.res, 0o755); err != nil {
 		s.t.Fatal(err)
 	}
-	md := map[string]string{"url": s.mqttURL(), "clientID": name, "connectTimeout": "10s"}
+	md := s.credentials(map[string]string{"url": s.mqttURL(), "clientID": name, "connectTimeout": "10s"}, connectorUser)
 	for k, v := range pubsubMeta {
 		md[k] = v
 	}
@@ -207,7 +222,7 @@ func (s *stack) newReplica(name string, pubsubMeta map[string]string) *replica {
 // withState adds the state store component to the replica.
 func (r *replica) withState() *replica {
 	writeComponent(r.s.t, filepath.Join(r.res, "state.yaml"), "kv", "state.mqttkv",
-		map[string]string{"url": r.s.mqttURL(), "clientID": r.name, "connectTimeout": "10s"})
+		r.s.credentials(map[string]string{"url": r.s.mqttURL(), "clientID": r.name, "connectTimeout": "10s"}, connectorUser))
 	r.hasState = true
 	return r
 }
