@@ -40,7 +40,7 @@ type Config struct {
 	// contender "connector@<label>" / "connector-part<K>@<label>" beside this checkout's app.
 	ConnectorApps map[string]string
 	// ConnectorPartitions are the -telemetry-partitions counts the connector runs with, one
-	// contender each ("connector" for 1, "connector-part<K>" otherwise); empty: 1 and 4.
+	// contender each ("connector" for 1, "connector-part<K>" otherwise); empty: 1 and 8 (make run's).
 	ConnectorPartitions []int
 	Command             string    // the command line, printed in the report
 	Note                string    // a line for the report's header (e.g. what else ran on the machine)
@@ -306,7 +306,7 @@ func (h *harness) stateSuite(ctx context.Context) {
 // connectorPartitions are the partition counts of the connector's runs (Config.ConnectorPartitions).
 func (c *Config) connectorPartitions() []int {
 	if len(c.ConnectorPartitions) == 0 {
-		return []int{1, 4}
+		return []int{1, 8}
 	}
 	return c.ConnectorPartitions
 }

@@ -60,15 +60,15 @@ func waitLake(t *testing.T, lake string, n int) {
 	waitRows(t, lake, n, 120*time.Second)
 }
 
-// The connector on K=4 partitions through the real daprd: readings identified by seq and by the
+// The connector on K=8 partitions through the real daprd: readings identified by seq and by the
 // message-id user property all land exactly once with their device id and topic while, mid-stream,
 // the pub/sub component is killed with kill -9 (daprd goes with it: it does not re-initialise a
 // component that restarted), then daprd alone, then the app.
 func TestConnectorOnPartitionsSurvivesKills(t *testing.T) {
 	s := newStack(t)
 	lake := filepath.Join(s.dir, "lake")
-	c := s.startConnector("replica-1", lake, "-telemetry-partitions", "4")
-	waitPartitionsOpen(t, c.replica, 4)
+	c := s.startConnector("replica-1", lake, "-telemetry-partitions", "8")
+	waitPartitionsOpen(t, c.replica, 8)
 	s.devices(t, "devsim-1", "-count", "1200", "-devices", "8", "-assets", "3", "-seq-start", "1")
 	s.devices(t, "devsim-2", "-count", "400", "-devices", "8", "-assets", "3", "-message-id", "-publish-config=false")
 	const total = 1600
@@ -92,16 +92,16 @@ func TestConnectorOnPartitionsSurvivesKills(t *testing.T) {
 	assert.False(t, logContains(c.pubsub.log, "have had no stream for"), "no partition was missing for longer than unsubscribeGrace")
 }
 
-// Two replicas on the shared telemetry subscription, each on K=4 partitions: they split the
+// Two replicas on the shared telemetry subscription, each on K=8 partitions: they split the
 // readings, one app is killed with kill -9 mid-stream and restarted, and every reading lands
 // exactly once with its device id and topic.
 func TestConnectorReplicasOnPartitions(t *testing.T) {
 	s := newStack(t)
 	lake := filepath.Join(s.dir, "lake")
-	r1 := s.startConnector("replica-1", lake, "-telemetry-partitions", "4")
-	r2 := s.startConnector("replica-2", lake, "-telemetry-partitions", "4")
-	waitPartitionsOpen(t, r1.replica, 4)
-	waitPartitionsOpen(t, r2.replica, 4)
+	r1 := s.startConnector("replica-1", lake, "-telemetry-partitions", "8")
+	r2 := s.startConnector("replica-2", lake, "-telemetry-partitions", "8")
+	waitPartitionsOpen(t, r1.replica, 8)
+	waitPartitionsOpen(t, r2.replica, 8)
 
 	s.devices(t, "devsim-1", "-count", "300", "-devices", "8", "-assets", "3", "-seq-start", "1")
 	require.Eventually(t, func() bool { return r1.counters()["written"] > 10 && r2.counters()["written"] > 10 },
@@ -117,7 +117,7 @@ func TestConnectorReplicasOnPartitions(t *testing.T) {
 	assert.Positive(t, byReplica["replica-2"])
 }
 
-// The app on K=4 partitions (claims of the handlers in flight sent together, done marks grouped
+// The app on K=8 partitions (claims of the handlers in flight sent together, done marks grouped
 // into done sets written behind the acks) and its daprd are killed with kill -9 mid-stream: claim
 // batches in flight, rows acked whose done set is not written yet, acks lost. After the restart
 // every reading lands exactly once, and the same readings published again are all duplicates:
@@ -126,8 +126,8 @@ func TestConnectorReplicasOnPartitions(t *testing.T) {
 func TestConnectorKilledBeforeItsDoneSetsAreWritten(t *testing.T) {
 	s := newStack(t)
 	lake := filepath.Join(s.dir, "lake")
-	c := s.startConnector("replica-1", lake, "-telemetry-partitions", "4")
-	waitPartitionsOpen(t, c.replica, 4)
+	c := s.startConnector("replica-1", lake, "-telemetry-partitions", "8")
+	waitPartitionsOpen(t, c.replica, 8)
 	const total = 600
 	s.devices(t, "devsim-1", "-count", fmt.Sprint(total), "-devices", "8", "-assets", "3", "-seq-start", "1")
 

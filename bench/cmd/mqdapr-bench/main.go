@@ -38,7 +38,7 @@ func run() error {
 	note := fs.String("note", os.Getenv("BENCH_NOTE"), "a line for the report's header, e.g. what else ran on the machine (env BENCH_NOTE)")
 	pubsubB := fs.String("pubsub-b", "", "a second pubsub-mqtt5 binary (e.g. built from main) to run beside the one built here: every selected mqttv5 contender also runs with it as <id>-b, alternated round by round")
 	apps := fs.String("connector-apps", "", "comma-separated label=binary: other builds of the connector app, each run as contenders connector@label and connector-part4@label (e.g. main=/tmp/app-main)")
-	connParts := fs.String("connector-partitions", "1,4", "comma-separated -telemetry-partitions counts of the connector runs (contenders connector for 1, connector-part<K> for K)")
+	connParts := fs.String("connector-partitions", "1,8", "comma-separated -telemetry-partitions counts of the connector runs (contenders connector for 1, connector-part<K> for K)")
 	daprd115 := fs.Bool("daprd115", true, "also run on daprd 1.15.0 when scripts/daprd.sh has it (never builds it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
