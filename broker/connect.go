@@ -272,7 +272,13 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 			return false
 		}
 		if !resp.Continue {
+			if !resp.Expiry.IsZero() && !resp.Expiry.After(time.Now()) {
+				c.log.Info("authentication refused: the credentials have expired")
+				c.connack(CodeNotAuthorized, false, nil)
+				return false
+			}
 			c.authState, c.authMeth = resp.State, method
+			c.setAuthExpiry(resp.Expiry) // disarmed by serve when the connection ends
 			if resp.Identity != "" {
 				c.username = resp.Identity
 				c.log = c.log.With("identity", resp.Identity)
