@@ -148,7 +148,9 @@ func TestTokenReviewVerify(t *testing.T) {
 	f.set("tok-user", func(spec authv1.TokenReviewSpec) (authv1.TokenReviewStatus, int) {
 		return authv1.TokenReviewStatus{Authenticated: true, Audiences: spec.Audiences, User: authv1.UserInfo{Username: "alice"}}, http.StatusCreated
 	})
-	f.set("boom", func(authv1.TokenReviewSpec) (authv1.TokenReviewStatus, int) { return authv1.TokenReviewStatus{}, http.StatusInternalServerError })
+	f.set("boom", func(authv1.TokenReviewSpec) (authv1.TokenReviewStatus, int) {
+		return authv1.TokenReviewStatus{}, http.StatusInternalServerError
+	})
 	for token, want := range map[string]string{
 		"wrong-aud": `not valid for the audience "mqbroker"`,
 		"revoked":   "has been invalidated",
