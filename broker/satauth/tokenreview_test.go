@@ -208,3 +208,10 @@ func TestTokenReviewCache(t *testing.T) {
 		return f.count() > n
 	}, 5*time.Second, 20*time.Millisecond, "the verdict is asked again after CacheTTL")
 }
+
+type (
+	authv1Spec   = authv1.TokenReviewSpec
+	authv1Status = authv1.TokenReviewStatus
+)
+
+func userInfo(name string) authv1.UserInfo { return authv1.UserInfo{Username: name} }
