@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	authv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
@@ -39,6 +40,10 @@ func NewTokenReviewClient(kubeconfig string) (authv1client.TokenReviewInterface,
 		return nil, fmt.Errorf("TokenReview: kubeconfig %s: %w", kubeconfig, err)
 	}
 	cfg.Timeout = 10 * time.Second
+	// client-go's default (5 per second, bursts of 10) would queue a reconnection storm of
+	// distinct tokens past the clients' connect timeout; the API server's own flow control still
+	// applies.
+	cfg.QPS, cfg.Burst = 50, 100
 	cfg.UserAgent = "mqbroker"
 	// JSON rather than client-go's protobuf default for built-in types: every API server takes it.
 	cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
@@ -55,18 +60,19 @@ func NewTokenReviewClient(kubeconfig string) (authv1client.TokenReviewInterface,
 // the token's exp claim, read without verification once the API server vouched for the token.
 //
 // Verdicts (valid or refused, not errors) are cached by the token's SHA-256 for CacheTTL (never past
-// the token's expiry), at most CacheSize of them, so that a storm of reconnections does not become
-// a storm of TokenReviews; a token revoked with its pod is therefore refused at most CacheTTL late.
+// the token's expiry), at most CacheSize of them, and clients presenting one token at once share
+// one TokenReview, so that a storm of reconnections does not become a storm of TokenReviews; a
+// token revoked with its pod is therefore refused at most CacheTTL late.
 type TokenReview struct {
 	Client    authv1client.TokenReviewInterface
 	Audience  string
 	CacheTTL  time.Duration // 0: DefaultCacheTTL; negative: no cache
 	CacheSize int           // 0: DefaultCacheSize
 
-	mu    sync.Mutex
-	cache map[[sha256.Size]byte]verdict
-	// Reviews counts the TokenReviews sent (cache misses).
-	reviews int64
+	inflight singleflight.Group // by token hash: one TokenReview for concurrent clients
+	mu       sync.Mutex
+	cache    map[[sha256.Size]byte]verdict
+	reviews  int64 // TokenReviews sent
 }
 
 type verdict struct {
@@ -85,19 +91,35 @@ func (v *TokenReview) Reviews() int64 {
 // Verify implements Verifier.
 func (v *TokenReview) Verify(ctx context.Context, token string) (Identity, error) {
 	key := sha256.Sum256([]byte(token))
-	now := time.Now()
-	v.mu.Lock()
-	if e, ok := v.cache[key]; ok && now.Before(e.until) {
-		v.mu.Unlock()
+	if e, ok := v.cached(key); ok {
 		return e.id, e.err
 	}
-	v.reviews++
-	v.mu.Unlock()
-	id, err, final := v.review(ctx, token)
-	if final {
-		v.remember(key, id, err, now)
-	}
-	return id, err
+	res, _, _ := v.inflight.Do(string(key[:]), func() (any, error) {
+		if e, ok := v.cached(key); ok { // answered while this caller was arriving
+			return e, nil
+		}
+		v.mu.Lock()
+		v.reviews++
+		v.mu.Unlock()
+		// Not the first caller's cancellation: the others wait for the same answer.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		now := time.Now()
+		id, err, final := v.review(rctx, token)
+		if final {
+			v.remember(key, id, err, now)
+		}
+		return verdict{id: id, err: err}, nil
+	})
+	e := res.(verdict)
+	return e.id, e.err
+}
+
+func (v *TokenReview) cached(key [sha256.Size]byte) (verdict, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.cache[key]
+	return e, ok && time.Now().Before(e.until)
 }
 
 // review asks the API server; final is false when it gave no verdict (an error reaching it).

@@ -215,3 +215,41 @@ type (
 )
 
 func userInfo(name string) authv1.UserInfo { return authv1.UserInfo{Username: name} }
+
+// A reconnection storm: 50 clients presenting one token at once share one TokenReview (the first
+// is held at the API server until all have started), and all get its verdict.
+func TestTokenReviewConcurrentShareOne(t *testing.T) {
+	f := newFakeAPIServer(t)
+	v := newTokenReview(t, f)
+	arrived, release := make(chan struct{}, 100), make(chan struct{})
+	f.set("storm", func(spec authv1.TokenReviewSpec) (authv1.TokenReviewStatus, int) {
+		arrived <- struct{}{}
+		<-release
+		return authv1.TokenReviewStatus{Authenticated: true, Audiences: spec.Audiences, User: userInfo("system:serviceaccount:ns:app")}, http.StatusCreated
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := v.Verify(t.Context(), "storm")
+			if err == nil && id.String() != "ns/app" {
+				err = fmt.Errorf("identity %q", id)
+			}
+			errs <- err
+		}()
+	}
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no TokenReview arrived")
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Equal(t, 1, f.count())
+}
