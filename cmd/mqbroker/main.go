@@ -155,7 +155,7 @@ client ID (deny by default). The files are reloaded on SIGHUP and when they chan
 	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
 	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password `FILE` (lines user:bcrypt-hash, written by 'mqbroker passwd'): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
 	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL `FILE` (user/client/anonymous/all sections of 'topic read|write|readwrite|deny <filter>' and 'key read|write|readwrite <prefix>' rules): deny by default; reloaded on SIGHUP and when it changes")
-	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file is given; a listener off loopback without -password-file needs -allow-anonymous)", func(s string) error {
+	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file or K8S-SAT is given; a listener off loopback without -password-file or K8S-SAT needs -allow-anonymous)", func(s string) error {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
 			return fmt.Errorf("want true or false, got %q", s)

@@ -40,6 +40,7 @@ func TestSATFlags(t *testing.T) {
 		{[]string{"-sat-audience", "a", "-sat-issuer", "kubernetes/serviceaccount"}, "not an absolute URL"},
 		{[]string{"-sat-audience", "a", "-sat-issuer", "https://i", "-sat-jwks-file", filepath.Join(dir, "none")}, "no such file"},
 		{[]string{"-sat-audience", "a", "-sat-kubeconfig", filepath.Join(dir, "none")}, "kubeconfig"},
+		{[]string{"-sat-audience", "a", "-sat-tokenreview"}, "in-cluster configuration"}, // not in a pod here
 	} {
 		err := run(append([]string{"-addr", "127.0.0.1:0", "-tls-addr", "", "-kv=false"}, c.args...))
 		require.ErrorContains(t, err, c.want, "%q", c.args)
