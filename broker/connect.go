@@ -278,11 +278,13 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 				return false
 			}
 			c.authState, c.authMeth = resp.State, method
-			c.setAuthExpiry(resp.Expiry) // disarmed by serve when the connection ends
 			if resp.Identity != "" {
 				c.username = resp.Identity
 				c.log = c.log.With("identity", resp.Identity)
 			}
+			// After c.log is final: the timer's goroutine logs with it. Disarmed by serve when
+			// the connection ends.
+			c.setAuthExpiry(resp.Expiry)
 			ack.AuthMethod, ack.AuthData = method, resp.Data
 			return true
 		}
