@@ -14,7 +14,8 @@ import (
 // One rule or section header a line; blank lines and lines starting with '#' are ignored; words
 // are separated by white space.
 //
-//	user <name>          rules for the client that authenticated as <name>
+//	user <name>          rules for the client that authenticated as <name> (a K8S-SAT client
+//	                     is <namespace>/<service account>, broker/satauth)
 //	client <pattern>     rules for the clients whose client ID matches <pattern> (exact, or a
 //	                     prefix when it ends with '*')
 //	anonymous            rules for clients without a user name

@@ -58,6 +58,10 @@ type conn struct {
 	cleanDisc    bool            // DISCONNECT 0x00 received: no will
 	reauthState  any
 	reauthActive bool
+
+	authMu     sync.Mutex  // guards authExpiry and authTimer
+	authExpiry time.Time   // when the credentials expire (AuthResponse.Expiry), zero for never
+	authTimer  *time.Timer // ends the connection at authExpiry
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
@@ -237,6 +241,7 @@ func (c *conn) serve() {
 		c.nc.Close() // the first packet must be CONNECT [MQTT-3.1.0-1]
 		return
 	}
+	defer c.setAuthExpiry(time.Time{}) // armed by a successful authentication
 	if !c.connect(cp.Content.(*packets.Connect)) {
 		return
 	}
@@ -265,6 +270,35 @@ func (c *conn) serve() {
 			return
 		}
 	}
+}
+
+// setAuthExpiry arms the end of the connection at t, when its credentials expire, in place of any
+// earlier time; a zero t disarms it.
+func (c *conn) setAuthExpiry(t time.Time) {
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
+	c.authExpiry = t
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+		c.authTimer = nil
+	}
+	if !t.IsZero() {
+		c.authTimer = time.AfterFunc(time.Until(t), func() { c.authExpired(t) })
+	}
+}
+
+// authExpired ends the connection whose credentials expired at t, unless a re-authentication
+// replaced t meanwhile. MQTT v5 §3.14.2.1: 0xA0 Maximum connect time.
+func (c *conn) authExpired(t time.Time) {
+	c.authMu.Lock()
+	current := c.authExpiry.Equal(t)
+	c.authMu.Unlock()
+	if !current {
+		return
+	}
+	c.b.stats.refuse(CodeMaximumConnectTime)
+	c.log.Info("closing connection: its credentials expired without re-authentication", "expired", t.UTC().Format(time.RFC3339))
+	c.closeWith(codePtr(CodeMaximumConnectTime))
 }
 
 // readFailed closes the connection with the reason the read error calls for.

@@ -272,11 +272,19 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 			return false
 		}
 		if !resp.Continue {
+			if !resp.Expiry.IsZero() && !resp.Expiry.After(time.Now()) {
+				c.log.Info("authentication refused: the credentials have expired")
+				c.connack(CodeNotAuthorized, false, nil)
+				return false
+			}
 			c.authState, c.authMeth = resp.State, method
 			if resp.Identity != "" {
 				c.username = resp.Identity
 				c.log = c.log.With("identity", resp.Identity)
 			}
+			// After c.log is final: the timer's goroutine logs with it. Disarmed by serve when
+			// the connection ends.
+			c.setAuthExpiry(resp.Expiry)
 			ack.AuthMethod, ack.AuthData = method, resp.Data
 			return true
 		}

@@ -395,7 +395,14 @@ func (c *conn) handleAuth(p *packets.Auth) error {
 		c.sendAuth(CodeContinueAuthentication, c.authMeth, resp.Data)
 		return nil
 	}
+	if resp.Identity != "" && resp.Identity != c.username {
+		return reasonf(CodeNotAuthorized, "re-authentication as %q on a connection authenticated as %q", resp.Identity, c.username)
+	}
+	if !resp.Expiry.IsZero() && !resp.Expiry.After(time.Now()) {
+		return reasonf(CodeNotAuthorized, "re-authentication with expired credentials")
+	}
 	c.reauthActive, c.authState = false, resp.State
+	c.setAuthExpiry(resp.Expiry)
 	c.sendAuth(CodeSuccess, c.authMeth, resp.Data)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"time"
 )
 
 // AuthRequest is one step of authentication: the CONNECT itself, a continuing AUTH (0x18), or a
@@ -35,8 +36,14 @@ type AuthResponse struct {
 	State    any
 	// Identity, when not empty on the final step of a CONNECT, is who the client is for the
 	// Authorizer and the session's owner (Client.Username) instead of the CONNECT's user name: the
-	// identity of a client certificate, or of a token.
+	// identity of a client certificate, or of a token. On re-authentication it must be the
+	// connection's identity (a token of another identity is refused with 0x87).
 	Identity string
+	// Expiry, when not zero on the final step, is when the credentials stop being valid (a token's
+	// exp): the broker ends the connection then with DISCONNECT 0xA0 Maximum connect time unless a
+	// re-authentication (AUTH 0x19) succeeded meanwhile, whose Expiry replaces it (zero: none). An
+	// Expiry already past refuses the step with 0x87.
+	Expiry time.Time
 }
 
 // Authenticator decides who may connect. Authenticate returning an error refuses the client: the

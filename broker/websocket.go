@@ -27,10 +27,21 @@ import (
 )
 
 // wsSubprotocols are the WebSocket subprotocols accepted, the first one the client offers in this
-// order being selected: "mqtt" (MQTT 3.1.1 and 5 [MQTT-6.0.0-3] [MQTT-6.0.0-4]) and "mqttv3.1", the
-// name MQTT 3.1 clients offer, so that they get the broker's CONNACK refusal of their protocol
-// version rather than a failed upgrade.
+// order being selected (wsSubprotocol): "mqtt" (MQTT 3.1.1 and 5 [MQTT-6.0.0-3] [MQTT-6.0.0-4])
+// and "mqttv3.1", the name MQTT 3.1 clients offer, so that they get the broker's CONNACK refusal
+// of their protocol version rather than a failed upgrade.
 var wsSubprotocols = []string{"mqtt", "mqttv3.1"}
+
+// wsSubprotocol is the subprotocol selected among those offered: the first of wsSubprotocols the
+// client offers ("mqtt" over "mqttv3.1" whatever the client's order), "" for none.
+func wsSubprotocol(offered []string) string {
+	for _, p := range wsSubprotocols {
+		if slices.Contains(offered, p) {
+			return p
+		}
+	}
+	return ""
+}
 
 // errWSNotBinary is the read error for a text (non-binary) WebSocket data frame.
 var errWSNotBinary = fmt.Errorf("%w: a WebSocket text frame; MQTT packets are sent in binary frames [MQTT-6.0.0-1]", ErrMalformed)
@@ -160,7 +171,8 @@ func (b *Broker) webSocketHandler(own bool) http.Handler {
 		HandshakeTimeout: b.opts.ConnectTimeout,
 		WriteBufferSize:  16<<10 + 16,
 		WriteBufferPool:  wsWriteBuffers,
-		Subprotocols:     wsSubprotocols,
+		// No Subprotocols: ServeHTTP selects one itself (wsSubprotocol) and names it in the
+		// response header, so the choice does not depend on the library's negotiation order.
 		// Browser clients of any origin are served, as by other brokers: MQTT authenticates in
 		// CONNECT, not with the cookies a cross-site request would carry.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -188,7 +200,8 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offered := websocket.Subprotocols(r)
-	if !slices.ContainsFunc(offered, func(p string) bool { return slices.Contains(wsSubprotocols, p) }) {
+	proto := wsSubprotocol(offered)
+	if proto == "" {
 		h.b.log.Info("WebSocket upgrade refused: no MQTT subprotocol", "remote", r.RemoteAddr, "offered", offered)
 		http.Error(w, fmt.Sprintf(`MQTT over WebSocket: the client must offer the subprotocol "mqtt" in Sec-WebSocket-Protocol [MQTT-6.0.0-3] (accepted: %s); offered: %q`,
 			strings.Join(wsSubprotocols, ", "), offered), http.StatusBadRequest)
@@ -207,7 +220,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "MQTT over WebSocket: the broker has reached its connection limit", http.StatusServiceUnavailable)
 		return
 	}
-	ws, err := h.up.Upgrade(w, r, nil)
+	ws, err := h.up.Upgrade(w, r, http.Header{"Sec-Websocket-Protocol": {proto}})
 	if err != nil {
 		b.log.Info("WebSocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return // Upgrade has answered with an HTTP error

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/mqdapr/mqdapr/broker"
+	"github.com/mqdapr/mqdapr/broker/satauth"
 )
 
 // onLoopback reports whether a listen address accepts loopback connections only ("localhost",
@@ -62,17 +63,21 @@ func setupAuth(cfg config, listeners []string, log *slog.Logger) (*authSetup, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &authSetup{cfg: cfg, log: log, sums: map[string][sha256.Size]byte{}}
+	verifier, err := satVerifier(cfg) // sat.go; nil without K8S-SAT
+	if err != nil {
+		return nil, err
+	}
 	if cfg.PasswordFile != "" {
 		pf, err := s.loadPasswords()
 		if err != nil {
 			return nil, err
 		}
 		s.auth = broker.NewPasswordAuth(pf, cfg.AllowAnonymous != nil && *cfg.AllowAnonymous)
-	} else if cfg.AllowAnonymous == nil || !*cfg.AllowAnonymous {
+	} else if (cfg.AllowAnonymous == nil || !*cfg.AllowAnonymous) && verifier == nil {
 		for _, l := range listeners {
 			if !onLoopback(l) {
 				return nil, fmt.Errorf("listener %s is not on loopback and no -password-file is given: authentication is required off loopback; "+
-					"give -password-file (entries written by `mqbroker passwd`), or -allow-anonymous to let every client in", l)
+					"give -password-file (entries written by `mqbroker passwd`), K8S-SAT (-sat-audience with -sat-tokenreview or -sat-issuer), or -allow-anonymous to let every client in", l)
 			}
 		}
 	}
@@ -89,23 +94,37 @@ func setupAuth(cfg config, listeners []string, log *slog.Logger) (*authSetup, er
 		if af, err = s.loadACL(); err != nil {
 			return nil, err
 		}
-		if cfg.PasswordFile == "" && cfg.TLSClientCA == "" {
-			log.Warn("-acl-file without -password-file or -tls-client-ca: user names are not verified, any client can claim one")
+		if cfg.PasswordFile == "" && cfg.TLSClientCA == "" && verifier == nil {
+			log.Warn("-acl-file without -password-file, -tls-client-ca or K8S-SAT: user names are not verified, any client can claim one")
 		}
 	}
 	if rules != nil || af != nil {
 		s.acl = broker.NewACL(rules, af, log)
+	}
+	// Without a password file, anonymous clients are let in by default only when no other
+	// authentication is configured (K8S-SAT makes them explicit with -allow-anonymous).
+	anonymous := cfg.AllowAnonymous == nil || *cfg.AllowAnonymous
+	if verifier != nil {
+		anonymous = cfg.AllowAnonymous != nil && *cfg.AllowAnonymous
 	}
 	if cfg.TLSClientCA != "" {
 		// Certificates first; a client without one goes to the password file, or is let in
 		// anonymously under the same policy as without certificates.
 		next := s.auth
 		if next == nil {
-			next = broker.NewPasswordAuth(nil, cfg.AllowAnonymous == nil || *cfg.AllowAnonymous)
+			next = broker.NewPasswordAuth(nil, anonymous)
 		}
 		s.authenticator = &broker.CertAuth{Next: next}
 	} else if s.auth != nil {
 		s.authenticator = s.auth
+	}
+	if verifier != nil {
+		// K8S-SAT for clients that give that method; the others as configured above.
+		next := s.authenticator
+		if next == nil {
+			next = broker.NewPasswordAuth(nil, anonymous)
+		}
+		s.authenticator = &satauth.Authenticator{Verifier: verifier, Next: next}
 	}
 	return s, nil
 }

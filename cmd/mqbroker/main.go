@@ -61,6 +61,13 @@ type config struct {
 	ACLFile        string `json:"acl_file"`
 	AllowAnonymous *bool  `json:"allow_anonymous"` // nil: only when every listener is on loopback and no password file
 	AuthWatchMS    int    `json:"auth_watch_ms"`
+	// K8S-SAT enhanced authentication (cmd/mqbroker/sat.go, broker/satauth).
+	SATAudience    string `json:"sat_audience"`
+	SATTokenReview bool   `json:"sat_tokenreview"`
+	SATKubeconfig  string `json:"sat_kubeconfig"`
+	SATIssuer      string `json:"sat_issuer"`
+	SATJWKSFile    string `json:"sat_jwks_file"`
+	SATJWKSURL     string `json:"sat_jwks_url"`
 	// The key-value store (Azure IoT Operations' state store protocol), served inside the broker.
 	KV           bool   `json:"kv"`
 	KVPersistAll bool   `json:"kv_persist_all"`
@@ -101,9 +108,11 @@ func parseConfig(args []string) (config, error) {
        mqbroker healthcheck [-addr host:port]     probe a broker (exit 0 serving, 1 not)
        mqbroker passwd [-cost N] FILE USER        add or replace USER's bcrypt entry in FILE
                                                   (password from the terminal or stdin)
-Authentication: a listener off loopback needs -password-file, or -allow-anonymous to let every
-client in; -acl-file grants topics and keys per user and client ID (deny by default). Both files
-are reloaded on SIGHUP and when they change (README.md, "Security").
+Authentication: a listener off loopback needs -password-file, -tls-client-ca (require), K8S-SAT
+(-sat-audience with -sat-tokenreview, -sat-kubeconfig or -sat-issuer), or -allow-anonymous to let
+every client in; -acl-file grants topics and keys per user, service account (namespace/name) and
+client ID (deny by default). The files are reloaded on SIGHUP and when they change (README.md,
+"Security").
 `)
 		fs.PrintDefaults()
 	}
@@ -146,7 +155,7 @@ are reloaded on SIGHUP and when they change (README.md, "Security").
 	fs.Func("deny-publish", "refuse (PUBACK/PUBREC 0x87; QoS 0 dropped) a publish, or a will, on a topic this filter matches, for every client; repeatable", appendFlag(&denyPub))
 	fs.StringVar(&cfg.PasswordFile, "password-file", "", "password `FILE` (lines user:bcrypt-hash, written by 'mqbroker passwd'): clients must give a user name and password from it; reloaded on SIGHUP and when it changes")
 	fs.StringVar(&cfg.ACLFile, "acl-file", "", "ACL `FILE` (user/client/anonymous/all sections of 'topic read|write|readwrite|deny <filter>' and 'key read|write|readwrite <prefix>' rules): deny by default; reloaded on SIGHUP and when it changes")
-	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file is given; a listener off loopback without -password-file needs -allow-anonymous)", func(s string) error {
+	fs.BoolFunc("allow-anonymous", "let clients in without a user name (-allow-anonymous=false to refuse them; default: true when every listener is on loopback and no -password-file or K8S-SAT is given; a listener off loopback without -password-file or K8S-SAT needs -allow-anonymous)", func(s string) error {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
 			return fmt.Errorf("want true or false, got %q", s)
@@ -154,6 +163,12 @@ are reloaded on SIGHUP and when they change (README.md, "Security").
 		cfg.AllowAnonymous = &v
 		return nil
 	})
+	fs.StringVar(&cfg.SATAudience, "sat-audience", "", "K8S-SAT: the audience service-account tokens must be issued for (the projected token's audience); enables K8S-SAT enhanced authentication with -sat-tokenreview, -sat-kubeconfig or -sat-issuer")
+	fs.BoolVar(&cfg.SATTokenReview, "sat-tokenreview", false, "K8S-SAT: verify tokens with the Kubernetes TokenReview API using the pod's in-cluster configuration (the broker's service account needs system:auth-delegator)")
+	fs.StringVar(&cfg.SATKubeconfig, "sat-kubeconfig", "", "K8S-SAT: verify tokens with the TokenReview API of the cluster of this kubeconfig `FILE` (its current context) instead of the in-cluster configuration")
+	fs.StringVar(&cfg.SATIssuer, "sat-issuer", "", "K8S-SAT outside a cluster: verify tokens as JWTs of this issuer (iss) against its JSON Web Key Set: -sat-jwks-file, -sat-jwks-url, or else the jwks_uri of its OpenID discovery document")
+	fs.StringVar(&cfg.SATJWKSFile, "sat-jwks-file", "", "K8S-SAT with -sat-issuer: the issuer's JSON Web Key Set `FILE` (read again when a token names an unknown key id)")
+	fs.StringVar(&cfg.SATJWKSURL, "sat-jwks-url", "", "K8S-SAT with -sat-issuer: the `URL` (https) of the issuer's JSON Web Key Set")
 	fs.IntVar(&cfg.AuthWatchMS, "auth-watch-ms", cfg.AuthWatchMS, "how often, in ms, the password and ACL files are checked for a change (0: on SIGHUP only)")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")

@@ -19,6 +19,7 @@ import (
 	componentsapi "github.com/dapr/dapr/pkg/apis/components/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -41,6 +42,10 @@ type rendered struct {
 	components []componentsapi.Component
 	sets       map[string]*appsv1.StatefulSet
 	services   map[string]*corev1.Service
+	configMaps map[string]*corev1.ConfigMap
+	secrets    map[string]*corev1.Secret
+	deploys    map[string]*appsv1.Deployment
+	bindings   map[string]*rbacv1.ClusterRoleBinding
 }
 
 // decoder decodes YAML or JSON strictly into the types of the scheme: an unknown or duplicate
@@ -48,7 +53,7 @@ type rendered struct {
 // its type here, so it cannot go unchecked).
 var decoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, componentsapi.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, rbacv1.AddToScheme, componentsapi.AddToScheme} {
 		if err := add(s); err != nil {
 			panic(err)
 		}
@@ -79,7 +84,8 @@ func renderYAML(t *testing.T, overlay string) [][]byte {
 // render renders an overlay and decodes every object strictly.
 func render(t *testing.T, overlay string) *rendered {
 	t.Helper()
-	r := &rendered{sets: map[string]*appsv1.StatefulSet{}, services: map[string]*corev1.Service{}}
+	r := &rendered{sets: map[string]*appsv1.StatefulSet{}, services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{},
+		secrets: map[string]*corev1.Secret{}, deploys: map[string]*appsv1.Deployment{}, bindings: map[string]*rbacv1.ClusterRoleBinding{}}
 	for _, doc := range renderYAML(t, overlay) {
 		obj, err := decode(doc)
 		if err != nil {
@@ -93,6 +99,14 @@ func render(t *testing.T, overlay string) *rendered {
 			r.sets[o.Name] = o
 		case *corev1.Service:
 			r.services[o.Name] = o
+		case *corev1.ConfigMap:
+			r.configMaps[o.Name] = o
+		case *corev1.Secret:
+			r.secrets[o.Name] = o
+		case *appsv1.Deployment:
+			r.deploys[o.Name] = o
+		case *rbacv1.ClusterRoleBinding:
+			r.bindings[o.Name] = o
 		}
 	}
 	return r
@@ -155,8 +169,9 @@ func TestOverlaysRender(t *testing.T) {
 		want               []string
 	}{
 		{overlayEmbedded, "mqdapr", []string{
-			"Component/kv", "Component/mqtt", "Deployment/devicesim", "Namespace/mqdapr", "Service/connector",
-			"Service/mqbroker", "ServiceAccount/connector", "StatefulSet/connector", "StatefulSet/mqbroker",
+			"ClusterRoleBinding/mqdapr-mqbroker-auth-delegator", "Component/kv", "Component/mqtt", "ConfigMap/mqbroker-acl",
+			"Deployment/devicesim", "Namespace/mqdapr", "Secret/devicesim-mqtt", "Secret/mqbroker-passwd", "Service/connector",
+			"Service/mqbroker", "ServiceAccount/connector", "ServiceAccount/mqbroker", "StatefulSet/connector", "StatefulSet/mqbroker",
 		}},
 		{overlayAIO, "azure-iot-operations", []string{
 			"Component/kv", "Component/mqtt", "Service/connector", "ServiceAccount/connector", "StatefulSet/connector",
@@ -173,7 +188,7 @@ func TestOverlaysRender(t *testing.T) {
 					GetNamespace() string
 				})
 				kind := o.GetObjectKind().GroupVersionKind().Kind
-				if kind == "Namespace" {
+				if kind == "Namespace" || kind == "ClusterRoleBinding" { // cluster-scoped
 					continue
 				}
 				if m.GetNamespace() != tc.namespace {
