@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,24 +89,40 @@ func TestDockerfileCommandStarts(t *testing.T) {
 }
 
 // The Compose file replaces the image's command for the broker: that command too must pass the
-// off-loopback check (it listens on 0.0.0.0 inside the Compose network).
+// off-loopback check (it listens on 0.0.0.0 inside the Compose network), with the password and
+// ACL files it mounts (bind mounts of the repository, mapped back onto their host paths here, so
+// the files themselves must load too).
 func TestComposeBrokerCommandStarts(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "docker-compose.yaml"))
+	root := filepath.Join("..", "..")
+	raw, err := os.ReadFile(filepath.Join(root, "docker-compose.yaml"))
 	require.NoError(t, err)
 	var compose struct {
 		Services map[string]struct {
 			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
 		} `yaml:"services"`
 	}
 	require.NoError(t, yaml.Unmarshal(raw, &compose))
-	args := compose.Services["broker"].Command
-	require.NotEmpty(t, args, "docker-compose.yaml: services.broker.command")
+	broker := compose.Services["broker"]
+	require.NotEmpty(t, broker.Command, "docker-compose.yaml: services.broker.command")
+	args := slices.Clone(broker.Command)
+	for _, v := range broker.Volumes {
+		host, inside, ok := strings.Cut(strings.TrimSuffix(v, ":ro"), ":")
+		if !ok || !strings.HasPrefix(host, "./") {
+			continue // a named volume
+		}
+		for i, a := range args {
+			if a == inside || strings.HasPrefix(a, inside+"/") {
+				args[i] = filepath.Join(root, host, strings.TrimPrefix(a, inside))
+			}
+		}
+	}
 	cfg, err := parseConfig(args)
 	require.NoError(t, err, "command %q", args)
 	listeners, _, err := unauthenticatedListeners(cfg)
 	require.NoError(t, err)
 	_, err = setupAuth(cfg, listeners, nil)
-	require.NoError(t, err, "docker-compose.yaml broker command %q", args)
+	require.NoError(t, err, "docker-compose.yaml broker command %q (bind mounts mapped: %q)", broker.Command, args)
 }
 
 // `mqbroker passwd` takes the password from stdin, never from the command line.
