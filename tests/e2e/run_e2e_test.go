@@ -83,7 +83,7 @@ func TestMakeRun(t *testing.T) {
 		return false
 	}
 	require.Eventually(t, func() bool { return lastWritten() > 0 }, 90*time.Second, 100*time.Millisecond, "rows reach the lake")
-	assert.True(t, has("partitions=4"), "the app subscribes to 4 telemetry partitions")
+	assert.True(t, has("partitions=8"), "the app subscribes to 8 telemetry partitions")
 
 	pkill := exec.Command("pkill", "-KILL", "-f", filepath.Join(bins.dir, "pubsub-mqtt5"))
 	require.NoError(t, pkill.Run(), "kill the pub/sub component")
