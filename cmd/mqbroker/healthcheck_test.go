@@ -73,24 +73,10 @@ func TestHealthcheckReadyzWithPasswordFile(t *testing.T) {
 	dir := t.TempDir()
 	users := filepath.Join(dir, "passwd")
 	require.NoError(t, broker.SetPassword(users, "u", []byte("pw"), bcrypt.MinCost))
-	cmd := exec.Command(os.Args[0], "-addr", "127.0.0.1:0", "-tls-addr", "", "-data-dir", filepath.Join(dir, "data"),
-		"-password-file", users, "-metrics-addr", "127.0.0.1:0", "-log-level", "info")
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
 	var logs testutil.SyncBuffer
-	cmd.Stderr = &logs
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { testutil.Stop(cmd.Process, exited, syscall.SIGKILL, 0) })
-	r := bufio.NewReader(out)
-	line, err := r.ReadString('\n') // "listening [127.0.0.1:port]"
-	require.NoError(t, err)
-	addr := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "listening ["), "]")
-	line, err = r.ReadString('\n') // "metrics http://127.0.0.1:port/metrics"
-	require.NoError(t, err)
-	metrics := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "metrics http://"), "/metrics")
+	p := runBrokerProcess(t, &logs, "-data-dir", filepath.Join(dir, "data"), "-password-file", users, "-log-level", "info")
+	addr := p.addr
+	metrics := strings.TrimSuffix(strings.TrimPrefix(p.metricsURL, "http://"), "/metrics")
 
 	env := []string{helperEnv + "=1"}
 	for range 3 {
@@ -114,7 +100,7 @@ func TestHealthcheckReadyzWithPasswordFile(t *testing.T) {
 	require.Equal(t, 0, code, stdout)
 	require.Contains(t, stdout, "(nothing listens at http://"+free+"/readyz)")
 
-	testutil.Stop(cmd.Process, exited, syscall.SIGTERM, 10*time.Second)
+	p.stop()
 	code, stdout = testutil.Healthcheck(t, env, "-addr", addr, "-metrics-addr", metrics)
 	require.Equal(t, 1, code, stdout)
 	require.Contains(t, stdout, "unhealthy: ")

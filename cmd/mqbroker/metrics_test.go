@@ -104,8 +104,25 @@ func (c *rawClient) kv(id uint16, args ...string) resp3.Value {
 // startBrokerProcess runs mqbroker (the test binary as main) with args and returns its MQTT address
 // and its metrics URL (the lines it prints).
 func startBrokerProcess(t *testing.T, args ...string) (addr, metricsURL string) {
+	p := runBrokerProcess(t, nil, args...)
+	return p.addr, p.metricsURL
+}
+
+// brokerProcess is an mqbroker process of runBrokerProcess.
+type brokerProcess struct {
+	addr, metricsURL string
+	// stop ends the process with SIGTERM (up to 10 s, then SIGKILL) and waits for it.
+	stop func()
+}
+
+// runBrokerProcess runs mqbroker (the test binary as main) listening on loopback with metrics,
+// then args (a flag given again there wins), its stderr to stderr (nil: discarded); the process
+// is killed at the end of the test.
+func runBrokerProcess(t *testing.T, stderr io.Writer, args ...string) *brokerProcess {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-addr", "127.0.0.1:0", "-tls-addr", "", "-log-level", "error", "-metrics-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -115,12 +132,14 @@ func startBrokerProcess(t *testing.T, args ...string) (addr, metricsURL string) 
 	r := bufio.NewReader(out)
 	line, err := r.ReadString('\n') // "listening [127.0.0.1:port]"
 	require.NoError(t, err)
-	addr = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "listening ["), "]")
+	p := &brokerProcess{addr: strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(line), "listening ["), "]"),
+		stop: func() { testutil.Stop(cmd.Process, exited, syscall.SIGTERM, 10*time.Second) }}
 	line, err = r.ReadString('\n') // "metrics http://127.0.0.1:port/metrics"
 	require.NoError(t, err)
-	metricsURL, ok := strings.CutPrefix(strings.TrimSpace(line), "metrics ")
+	var ok bool
+	p.metricsURL, ok = strings.CutPrefix(strings.TrimSpace(line), "metrics ")
 	require.True(t, ok, line)
-	return addr, metricsURL
+	return p
 }
 
 // /metrics of the mqbroker process, parsed by the Prometheus text parser, moves with real traffic:
