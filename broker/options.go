@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -22,6 +24,13 @@ type Options struct {
 	// WSSAddr is the listen address for MQTT over WebSocket over TLS, with TLSConfig; empty disables
 	// it (the default).
 	WSSAddr string
+	// WSOrigins are the web origins (scheme://host[:port], as browsers send them in the Origin
+	// header, or "*" for any) whose pages may open MQTT over WebSocket connections, besides pages
+	// of the broker's own host and of loopback origins (localhost). Clients that send no Origin
+	// (devices, servers, command-line tools) are always served. Empty: a page from another site
+	// cannot connect, so a web page open in a browser on the broker's machine cannot reach a broker
+	// that lets anonymous clients in on loopback.
+	WSOrigins []string
 	// DataDir holds the durable store; empty runs in memory.
 	DataDir string
 	// CommitInterval is the minimum time between two store transactions (fsyncs): a larger value
@@ -113,6 +122,14 @@ func NewDefaultOptions() *Options {
 }
 
 func (o *Options) validate() error {
+	for _, origin := range o.WSOrigins {
+		if origin == "*" {
+			continue
+		}
+		if u, err := url.Parse(origin); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.TrimSuffix(u.Path, "/") != "" {
+			return fmt.Errorf("%w: WebSocket origin %q: want scheme://host[:port] as browsers send it (e.g. https://dashboard.example:8443), or * for any", ErrInvalidOptions, origin)
+		}
+	}
 	switch {
 	case o.WSSAddr != "" && o.TLSConfig == nil:
 		return fmt.Errorf("%w: WSSAddr %q needs a TLSConfig (a certificate)", ErrInvalidOptions, o.WSSAddr)

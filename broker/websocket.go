@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +42,42 @@ func wsSubprotocol(offered []string) string {
 		}
 	}
 	return ""
+}
+
+// wsOriginAllowed reports whether an upgrade request with the Origin header origin (a browser's,
+// RFC 6454; "" from most clients that are not browsers) for the Host host may connect: no origin,
+// an origin on loopback (localhost, 127.0.0.0/8, ::1: pages of this machine, and the
+// "http://localhost/" that golang.org/x/net/websocket clients such as paho.golang's send), one
+// whose host is the request's host (a page served with the broker), or one of allowed ("*": any).
+// Without it, any web page of any site open in a browser on a machine that reaches the broker
+// could connect on the user's behalf, to a broker that lets anonymous clients in on loopback for
+// one (DNS rebinding changes a page's address, not its origin).
+func wsOriginAllowed(origin, host string, allowed []string) bool {
+	if origin == "" {
+		return true
+	}
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if h := u.Hostname(); strings.EqualFold(h, "localhost") {
+		return true
+	} else if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	return strings.EqualFold(u.Host, host)
+}
+
+func wsOriginsList(allowed []string) string {
+	if len(allowed) == 0 {
+		return "none"
+	}
+	return strings.Join(allowed, ", ")
 }
 
 // errWSNotBinary is the read error for a text (non-binary) WebSocket data frame.
@@ -173,8 +210,7 @@ func (b *Broker) webSocketHandler(own bool) http.Handler {
 		WriteBufferPool:  wsWriteBuffers,
 		// No Subprotocols: ServeHTTP selects one itself (wsSubprotocol) and names it in the
 		// response header, so the choice does not depend on the library's negotiation order.
-		// Browser clients of any origin are served, as by other brokers: MQTT authenticates in
-		// CONNECT, not with the cookies a cross-site request would carry.
+		// ServeHTTP checks the Origin itself (wsOriginAllowed), to answer with a reason.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, "MQTT over WebSocket: "+reason.Error(), status)
@@ -197,6 +233,12 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		http.Error(w, `MQTT over WebSocket: this endpoint needs a WebSocket upgrade (RFC 6455) with the subprotocol "mqtt"`, http.StatusUpgradeRequired)
+		return
+	}
+	if origin := r.Header.Get("Origin"); !wsOriginAllowed(origin, r.Host, b.opts.WSOrigins) {
+		b.log.Warn("WebSocket upgrade refused: a web page of another origin", "remote", r.RemoteAddr, "origin", origin)
+		http.Error(w, fmt.Sprintf("MQTT over WebSocket: pages of origin %q may not connect (allowed: pages of this host and of localhost, and the broker's WebSocket origins (-ws-origins): %s); clients that are not browsers send no Origin",
+			origin, wsOriginsList(b.opts.WSOrigins)), http.StatusForbidden)
 		return
 	}
 	offered := websocket.Subprotocols(r)

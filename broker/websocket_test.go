@@ -22,6 +22,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mqdapr/mqdapr/internal/testutil"
 )
 
 // newWSBroker starts a broker with its TCP listener and a WebSocket listener on free ports.
@@ -329,6 +331,62 @@ func TestWebSocketSubprotocol(t *testing.T) {
 	require.Equal(t, http.StatusUpgradeRequired, resp.StatusCode)
 	require.Contains(t, string(body), "needs a WebSocket upgrade")
 	stillServes(t, b)
+}
+
+// A web page of another site (Origin header, as browsers send it) is refused with 403 and a reason,
+// before any MQTT: otherwise any page open in a browser on the broker's machine could connect to a
+// broker that lets anonymous clients in on loopback. No Origin (devices, tools), a page of the
+// broker's own host or of loopback (and x/net/websocket's default "http://localhost/"), and the
+// origins of Options.WSOrigins connect; "*" allows any.
+func TestWebSocketOrigin(t *testing.T) {
+	var logs testutil.SyncBuffer
+	b := newWSBroker(t, func(o *Options) {
+		o.WSOrigins = []string{"https://dashboard.example:8443"}
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	u := wsURL(t, b)
+	host := strings.TrimPrefix(strings.SplitN(u, "/mqtt", 2)[0], "ws://")
+	dial := func(origin string) (*websocket.Conn, *http.Response, error) {
+		h := http.Header{}
+		if origin != "" {
+			h.Set("Origin", origin)
+		}
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: waitFor}
+		return d.DialContext(ctxT(t), u, h)
+	}
+	for _, origin := range []string{"https://evil.example", "http://dashboard.example:8443", "null", "http://127.0.0.1.evil.example"} {
+		_, resp, err := dial(origin)
+		require.ErrorIs(t, err, websocket.ErrBadHandshake, "origin %q", origin)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode, "origin %q", origin)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Contains(t, string(body), fmt.Sprintf("pages of origin %q may not connect", origin))
+		require.Contains(t, string(body), "https://dashboard.example:8443")
+	}
+	require.Contains(t, logs.String(), "WebSocket upgrade refused: a web page of another origin")
+	for _, origin := range []string{"", "http://" + host, "https://dashboard.example:8443", "http://localhost/", "http://localhost:3000", "http://127.0.0.1:8080", "http://[::1]:8080"} {
+		ws, resp, err := dial(origin)
+		require.NoError(t, err, "origin %q", origin)
+		resp.Body.Close()
+		require.Equal(t, "mqtt", ws.Subprotocol())
+		ws.Close()
+	}
+	stillServes(t, b)
+
+	anyOrigin := newWSBroker(t, func(o *Options) { o.WSOrigins = []string{"*"} })
+	u = wsURL(t, anyOrigin)
+	ws, resp, err := dial("https://evil.example")
+	require.NoError(t, err, "* allows any origin")
+	resp.Body.Close()
+	ws.Close()
+
+	for _, bad := range []string{"dashboard.example", "ftp://x", "https://", "https://a.example/path"} {
+		o := NewDefaultOptions()
+		o.Addr, o.WSAddr, o.WSOrigins = "127.0.0.1:0", "127.0.0.1:0", []string{bad}
+		_, err := New(o)
+		require.ErrorIs(t, err, ErrInvalidOptions, "origin %q", bad)
+		require.ErrorContains(t, err, fmt.Sprintf("WebSocket origin %q: want scheme://host[:port]", bad))
+	}
 }
 
 // [MQTT-6.0.0-2]: packets split across frames and messages are reassembled: a CONNECT one byte per

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ type config struct {
 	TLSKey           string `json:"tls_key"`
 	WSAddr           string `json:"ws_addr"`
 	WSSAddr          string `json:"wss_addr"`
+	WSOrigins        string `json:"ws_origins"`
 	TLSClientCA      string `json:"tls_client_ca"`
 	TLSClientAuth    string `json:"tls_client_auth"`
 	DataDir          string `json:"data_dir"`
@@ -122,6 +124,7 @@ client ID (deny by default). The files are reloaded on SIGHUP and when they chan
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
 	fs.StringVar(&cfg.WSAddr, "ws-addr", "", `MQTT over WebSocket listen address, subprotocol "mqtt", any path (empty disables)`)
+	fs.StringVar(&cfg.WSOrigins, "ws-origins", "", "comma-separated web origins (scheme://host[:port], or * for any) whose pages may connect over WebSocket, besides pages of the broker's own host and of localhost; clients that send no Origin (not browsers) are always served")
 	fs.StringVar(&cfg.WSSAddr, "wss-addr", "", `MQTT over WebSocket over TLS listen address (needs -tls-cert and -tls-key; empty disables)`)
 	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", "", "client CA bundle `FILE` (PEM): the TLS listener verifies client certificates against it, and a client with a verified certificate is its identity (subject CN, else first DNS or URI SAN) for the ACL")
 	fs.StringVar(&cfg.TLSClientAuth, "tls-client-auth", "", "with -tls-client-ca: require (default; a TLS client without a certificate fails the handshake) or optional (one without a certificate authenticates like a plain TCP client)")
@@ -219,6 +222,11 @@ func run(args []string) error {
 	o := broker.NewDefaultOptions()
 	o.Addr, o.TLSAddr, o.DataDir, o.Logger = cfg.Addr, cfg.TLSAddr, cfg.DataDir, log
 	o.WSAddr, o.WSSAddr = cfg.WSAddr, cfg.WSSAddr
+	if cfg.WSOrigins != "" {
+		for _, origin := range strings.Split(cfg.WSOrigins, ",") {
+			o.WSOrigins = append(o.WSOrigins, strings.TrimSpace(origin))
+		}
+	}
 	o.MaxConnections, o.MaxPacketSize, o.ReceiveMaximum = cfg.MaxConnections, cfg.MaxPacketSize, cfg.ReceiveMaximum
 	o.MaxSessions, o.MaxQueuedBytes = cfg.MaxSessions, cfg.MaxQueuedBytes
 	o.CommitInterval = time.Duration(cfg.CommitIntervalMS) * time.Millisecond
