@@ -100,11 +100,7 @@ type ACL struct {
 
 	refusedPublish, refusedSubscribe, refusedKey atomic.Int64
 
-	now        func() time.Time // the clock of the log's rate limit; tests replace it
-	logMu      sync.Mutex
-	logWindow  time.Time // start of the current second
-	logged     int       // refusals logged in it
-	suppressed int       // refusals not logged since the last summary
+	refusals logLimiter // the refusal lines
 }
 
 // refusalLogsPerSecond bounds the refusal lines: a client publishing in a loop to a topic it may
@@ -112,23 +108,42 @@ type ACL struct {
 const refusalLogsPerSecond = 20
 
 func (a *ACL) logRefusal(msg string, args ...any) {
-	a.logMu.Lock()
-	now := a.now()
-	if now.Sub(a.logWindow) >= time.Second {
-		if a.suppressed > 0 {
-			a.log.Info("authorization refusals not logged (rate limit)", "count", a.suppressed)
+	a.refusals.log(a.log, "authorization refusals not logged (rate limit)", msg, args...)
+}
+
+// logLimiter lets refusalLogsPerSecond lines through per second and summarises the others in one
+// line when the next second's first one is logged. The zero value uses time.Now.
+type logLimiter struct {
+	now        func() time.Time // tests replace it
+	mu         sync.Mutex
+	window     time.Time // start of the current second
+	logged     int       // lines logged in it
+	suppressed int       // lines not logged since the last summary
+}
+
+// log writes msg with args to log unless this second's lines are used up; summary names what
+// the summarised lines were.
+func (l *logLimiter) log(log *slog.Logger, summary, msg string, args ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if l.now != nil {
+		now = l.now()
+	}
+	if now.Sub(l.window) >= time.Second {
+		if l.suppressed > 0 {
+			log.Info(summary, "count", l.suppressed)
 		}
-		a.logWindow, a.logged, a.suppressed = now, 0, 0
+		l.window, l.logged, l.suppressed = now, 0, 0
 	}
-	ok := a.logged < refusalLogsPerSecond
+	ok := l.logged < refusalLogsPerSecond
 	if ok {
-		a.logged++
+		l.logged++
 	} else {
-		a.suppressed++
+		l.suppressed++
 	}
-	a.logMu.Unlock()
+	l.mu.Unlock()
 	if ok {
-		a.log.Info(msg, args...)
+		log.Info(msg, args...)
 	}
 }
 
@@ -140,7 +155,7 @@ func NewACL(deny *TopicRules, file *ACLFile, log *slog.Logger) *ACL {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &ACL{Deny: deny, log: log, now: time.Now}
+	a := &ACL{Deny: deny, log: log}
 	a.file.Store(file)
 	return a
 }

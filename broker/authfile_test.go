@@ -3,13 +3,16 @@ package broker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,7 +411,7 @@ func TestACLRefusalLogBounded(t *testing.T) {
 	}), nil))
 	acl := NewACL(nil, aclFile(t, "all\ntopic write ok/#\n"), log)
 	clock := time.Unix(1000, 0)
-	acl.now = func() time.Time { return clock }
+	acl.refusals.now = func() time.Time { return clock }
 	for range 1000 {
 		require.Error(t, acl.AuthorizePublish(context.Background(), Client{ID: "c", Username: "u"}, "denied/x"))
 	}
@@ -472,4 +475,58 @@ func TestACLSubstitution(t *testing.T) {
 	require.True(t, af.key(Client{ID: "c1", Username: "u"}, []byte("anything"), false))
 	require.True(t, af.key(Client{ID: "c1", Username: "u"}, []byte("k/c1|u/x"), true))
 	require.False(t, af.key(Client{ID: "c1", Username: "u"}, []byte("k/c1|v/x"), true))
+}
+
+// countingAuth counts the Authenticator's calls.
+type countingAuth struct {
+	Authenticator
+	calls atomic.Int64
+}
+
+func (a *countingAuth) Authenticate(ctx context.Context, req *AuthRequest) (AuthResponse, error) {
+	a.calls.Add(1)
+	return a.Authenticator.Authenticate(ctx, req)
+}
+
+// After AuthFailureBurst wrong passwords from one address, its CONNECTs get CONNACK 0x9F
+// Connection rate exceeded without reaching the Authenticator (no bcrypt per guess), the right
+// password too, until a token comes back; another address is not held back, and a client that
+// authenticates takes no token. MQTT 3.1.1 clients get return code 3 (server unavailable).
+func TestAuthFailuresLimitedPerAddress(t *testing.T) {
+	auth := &countingAuth{Authenticator: NewPasswordAuth(passwdFile(t, "alice", "s3cret"), false)}
+	b := newBroker(t, func(o *Options) {
+		o.Authenticator = auth
+		o.AuthFailureBurst, o.AuthFailureRefill = 3, time.Hour
+	})
+	addr := b.Addrs()[0]
+	for range 5 { // successes take nothing
+		dialClient(t, b, "ok", withPassword("alice", "s3cret"))
+	}
+	for i := range 3 {
+		c, err := tryClient(t, addr, fmt.Sprint("guess-", i), withPassword("alice", fmt.Sprint("guess", i)))
+		require.NoError(t, err)
+		require.Equal(t, CodeBadUserNameOrPassword, c.connack.ReasonCode, "guess %d", i)
+	}
+	calls := auth.calls.Load()
+	for _, pw := range []string{"guess9", "s3cret"} {
+		c, err := tryClient(t, addr, "held", withPassword("alice", pw))
+		require.NoError(t, err)
+		require.Equal(t, CodeConnectionRateExceeded, c.connack.ReasonCode, "password %q after the burst", pw)
+	}
+	require.Equal(t, calls, auth.calls.Load(), "refused before the Authenticator")
+
+	_, port, _ := net.SplitHostPort(addr)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	nc, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+	require.NoError(t, err)
+	c, err := clientOn(t, nc, "other-address", withPassword("alice", "s3cret"))
+	require.NoError(t, err)
+	require.Equal(t, CodeSuccess, c.connack.ReasonCode, "another address is not held back")
+
+	v3 := dialV3(t, b)
+	v3.write(t, v3Conn{id: "v3-held", flags: 0x02 | 0x80 | 0x40, keepAlive: 30, user: "alice", pw: "s3cret"}.bytes())
+	first, body := v3.next(t)
+	require.Equal(t, byte(0x20), first, "CONNACK")
+	require.Equal(t, []byte{0, 3}, body, "MQTT 3.1.1: return code 3, server unavailable")
+	require.EqualValues(t, 3, b.Stats().RefusedByCode[CodeConnectionRateExceeded])
 }

@@ -31,7 +31,9 @@ type Broker struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup // accept loops, connections, janitor
 	listeners []net.Listener
-	ws        wsState // WebSocket listeners (websocket.go)
+	ws        wsState      // WebSocket listeners (websocket.go)
+	authLimit *authLimiter // nil: failed authentications are not limited
+	authLog   logLimiter   // refusal lines of the Authenticator, rate-limited
 
 	mu       sync.Mutex // guards everything below, and session/group/conn state marked as such
 	sessions map[string]*session
@@ -63,6 +65,15 @@ func New(opts *Options) (*Broker, error) {
 	}
 	if b.log == nil {
 		b.log = slog.Default()
+	}
+	if burst, refill := opts.AuthFailureBurst, opts.AuthFailureRefill; burst >= 0 && opts.Authenticator != nil {
+		if burst == 0 {
+			burst = 10
+		}
+		if refill <= 0 {
+			refill = time.Second
+		}
+		b.authLimit = newAuthLimiter(burst, refill)
 	}
 	return b, nil
 }

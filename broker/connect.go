@@ -258,6 +258,12 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		st := tc.ConnectionState() // the handshake is done: CONNECT came through it
 		req.TLS = &st
 	}
+	if !c.b.authLimit.allowed(req.RemoteAddr, time.Now()) {
+		c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)",
+			"connection refused: too many failed authentications from this address", "remote", addrKey(req.RemoteAddr))
+		c.connack(CodeConnectionRateExceeded, false, nil)
+		return false
+	}
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.b.opts.ConnectTimeout)
 		resp, err := auth.Authenticate(ctx, req)
@@ -267,13 +273,15 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 			if method == "" && p.PasswordFlag {
 				def = CodeBadUserNameOrPassword
 			}
-			c.log.Info("authentication refused", "err", err.Error())
+			c.b.authLimit.failed(req.RemoteAddr, time.Now())
+			c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)", "authentication refused", "err", err.Error())
 			c.connack(codeOf(err, def), false, nil)
 			return false
 		}
 		if !resp.Continue {
 			if !resp.Expiry.IsZero() && !resp.Expiry.After(time.Now()) {
-				c.log.Info("authentication refused: the credentials have expired")
+				c.b.authLimit.failed(req.RemoteAddr, time.Now())
+				c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)", "authentication refused: the credentials have expired")
 				c.connack(CodeNotAuthorized, false, nil)
 				return false
 			}

@@ -89,6 +89,12 @@ type Options struct {
 	OverlapDelivery Overlap
 	// Authenticator decides CONNECT and AUTH; nil accepts every client.
 	Authenticator Authenticator
+	// AuthFailureBurst and AuthFailureRefill limit failed authentications per remote IP address
+	// (authlimit.go): after AuthFailureBurst refusals of the Authenticator, a CONNECT from the
+	// address gets CONNACK 0x9F without being authenticated, until a token comes back (one every
+	// AuthFailureRefill). Defaults 10 and 1 s; a burst < 0 turns the limit off.
+	AuthFailureBurst  int
+	AuthFailureRefill time.Duration
 	// Authorizer decides publish and subscribe; nil allows everything.
 	Authorizer Authorizer
 	// Services consume publishes inside the broker.
@@ -118,6 +124,8 @@ func NewDefaultOptions() *Options {
 		// TopicAliasMaximum: see the field.
 		TopicAliasMaximum: 16,
 		OverlapDelivery:   OverlapPerSubscription,
+		AuthFailureBurst:  10,
+		AuthFailureRefill: time.Second,
 	}
 }
 

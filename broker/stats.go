@@ -156,6 +156,8 @@ func codeName(c byte) string {
 		return "payload_format_invalid"
 	case CodeMaximumConnectTime:
 		return "connect_timeout"
+	case CodeConnectionRateExceeded:
+		return "connection_rate_exceeded"
 	}
 	return fmt.Sprintf("0x%02x", c)
 }

@@ -227,7 +227,7 @@ func v3ConnackCode(code byte) (byte, bool) {
 		return 0x01, true // unacceptable protocol version
 	case CodeClientIdentifierNotValid:
 		return 0x02, true // identifier rejected
-	case CodeServerUnavailable, CodeServerBusy, CodeQuotaExceeded, CodeServerShuttingDown, CodeUnspecifiedError, CodeImplementationSpecificError:
+	case CodeServerUnavailable, CodeServerBusy, CodeQuotaExceeded, CodeServerShuttingDown, CodeUnspecifiedError, CodeImplementationSpecificError, CodeConnectionRateExceeded:
 		return 0x03, true // server unavailable
 	case CodeBadUserNameOrPassword:
 		return 0x04, true // bad user name or password

@@ -55,6 +55,15 @@ func TestAuthFlagsParse(t *testing.T) {
 	require.ErrorContains(t, err, acl+":3: access \"rw\": want topic read|write|readwrite|deny <filter>")
 	err = run([]string{"-addr", "127.0.0.1:0", "-tls-addr", "", "-kv=false", "-acl-file", filepath.Join(dir, "none")})
 	require.ErrorContains(t, err, "-acl-file: open ")
+	for flag, want := range map[string]string{
+		"-auth-failure-burst=0":    "-auth-failure-burst 0: want a count ≥ 1, or -1 for no limit",
+		"-auth-failure-burst=-2":   "-auth-failure-burst -2: want a count ≥ 1, or -1 for no limit",
+		"-auth-failure-refill=1":   `-auth-failure-refill "1": want a positive Go duration such as 1s or 500ms`,
+		"-auth-failure-refill=-1s": `-auth-failure-refill "-1s": want a positive Go duration`,
+	} {
+		err = run([]string{"-addr", "127.0.0.1:0", "-tls-addr", "", "-kv=false", flag})
+		require.ErrorContains(t, err, want, flag)
+	}
 
 	f := filepath.Join(dir, "mqbroker.json")
 	require.NoError(t, os.WriteFile(f, []byte(`{"password_file":"/p","acl_file":"/a","allow_anonymous":false,"auth_watch_ms":0}`), 0o600))

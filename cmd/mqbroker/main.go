@@ -63,6 +63,8 @@ type config struct {
 	ACLFile        string `json:"acl_file"`
 	AllowAnonymous *bool  `json:"allow_anonymous"` // nil: only when every listener is on loopback and no password file
 	AuthWatchMS    int    `json:"auth_watch_ms"`
+	AuthFailBurst  int    `json:"auth_failure_burst"`
+	AuthFailRefill string `json:"auth_failure_refill"`
 	// K8S-SAT enhanced authentication (cmd/mqbroker/sat.go, broker/satauth).
 	SATAudience    string `json:"sat_audience"`
 	SATTokenReview bool   `json:"sat_tokenreview"`
@@ -101,8 +103,8 @@ func parseConfig(args []string) (config, error) {
 		ReceiveMaximum: d.ReceiveMaximum, MaxSessionQueue: d.MaxSessionQueue, MaxGroupQueue: d.MaxGroupQueue,
 		MaxSessionExpiry: d.MaxSessionExpiry, V3SessionExpiry: d.V3SessionExpiry, LogLevel: "info",
 		TopicAliasMax: d.TopicAliasMaximum, OverlapDelivery: string(d.OverlapDelivery),
-		AuthWatchMS: 2000,
-		KV:          true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
+		AuthWatchMS: 2000, AuthFailBurst: d.AuthFailureBurst, AuthFailRefill: d.AuthFailureRefill.String(),
+		KV: true, KVNodeID: kvd.NodeID, KVMaxKeys: kvd.MaxKeys, KVMaxValue: kvd.MaxValueBytes,
 	}
 	fs := flag.NewFlagSet("mqbroker", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -172,6 +174,8 @@ client ID (deny by default). The files are reloaded on SIGHUP and when they chan
 	fs.StringVar(&cfg.SATIssuer, "sat-issuer", "", "K8S-SAT outside a cluster: verify tokens as JWTs of this issuer (iss) against its JSON Web Key Set: -sat-jwks-file, -sat-jwks-url, or else the jwks_uri of its OpenID discovery document")
 	fs.StringVar(&cfg.SATJWKSFile, "sat-jwks-file", "", "K8S-SAT with -sat-issuer: the issuer's JSON Web Key Set `FILE` (read again when a token names an unknown key id)")
 	fs.StringVar(&cfg.SATJWKSURL, "sat-jwks-url", "", "K8S-SAT with -sat-issuer: the `URL` (https) of the issuer's JSON Web Key Set")
+	fs.IntVar(&cfg.AuthFailBurst, "auth-failure-burst", cfg.AuthFailBurst, "failed authentications an IP address may have before its CONNECTs get CONNACK 0x9F (connection rate exceeded) without being checked, one more per -auth-failure-refill; -1: no limit")
+	fs.StringVar(&cfg.AuthFailRefill, "auth-failure-refill", cfg.AuthFailRefill, "how long an address waits for each further failed authentication past -auth-failure-burst (a Go duration, e.g. 1s)")
 	fs.IntVar(&cfg.AuthWatchMS, "auth-watch-ms", cfg.AuthWatchMS, "how often, in ms, the password and ACL files are checked for a change (0: on SIGHUP only)")
 	fs.BoolVar(&cfg.KV, "kv", cfg.KV, "serve the key-value store (state store protocol) inside the broker")
 	fs.BoolVar(&cfg.KVPersistAll, "kv-persist-all", cfg.KVPersistAll, "persist every key, not only those set with aio-persistence (needs -data-dir)")
@@ -244,6 +248,14 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	refill, err := time.ParseDuration(cfg.AuthFailRefill)
+	if err != nil || refill <= 0 {
+		return fmt.Errorf("-auth-failure-refill %q: want a positive Go duration such as 1s or 500ms", cfg.AuthFailRefill)
+	}
+	if cfg.AuthFailBurst < -1 || cfg.AuthFailBurst == 0 {
+		return fmt.Errorf("-auth-failure-burst %d: want a count ≥ 1, or -1 for no limit", cfg.AuthFailBurst)
+	}
+	o.AuthFailureBurst, o.AuthFailureRefill = cfg.AuthFailBurst, refill
 	if auth.authenticator != nil {
 		o.Authenticator = auth.authenticator
 	}
