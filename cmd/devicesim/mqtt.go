@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqdapr/mqdapr/internal/mqttconn"
 )
 
 // ErrPublish is returned when the broker refused a publish (PUBACK reason code ≥ 0x80).
@@ -40,12 +40,12 @@ func loadCredentials(username, passwordFile string) (credentials, error) {
 	if username == "" {
 		return c, fmt.Errorf("-password-file %s without -username: the broker looks the password up by user name", passwordFile)
 	}
-	b, err := os.ReadFile(passwordFile)
-	if err != nil {
-		return c, fmt.Errorf("-password-file: %w", err)
-	}
-	if c.password = bytes.TrimSpace(b); len(c.password) == 0 {
+	var err error
+	switch c.password, err = mqttconn.ReadSecretFile(passwordFile); {
+	case errors.Is(err, mqttconn.ErrEmptySecret):
 		return c, fmt.Errorf("-password-file %s is empty: want the password on its first line", passwordFile)
+	case err != nil:
+		return c, fmt.Errorf("-password-file: %w", err)
 	}
 	return c, nil
 }

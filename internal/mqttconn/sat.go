@@ -3,6 +3,7 @@ package mqttconn
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -31,29 +32,41 @@ func (satAuther) Authenticated() {}
 
 // readToken reads the service-account token; an empty file is an error, not an anonymous login.
 func readToken(file string) ([]byte, error) {
-	token, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("%w: satAuthFile=%q: %v", ErrSettings, file, err)
-	}
-	token = bytes.TrimSpace(token)
-	if len(token) == 0 {
-		return nil, fmt.Errorf("%w: satAuthFile=%q is empty; want a Kubernetes service-account token", ErrSettings, file)
-	}
-	return token, nil
+	return readSecret("satAuthFile", file, "a Kubernetes service-account token")
 }
 
 // readPassword reads the password file; an empty file is an error, not a login without password.
-// The error names the file, never its content.
 func readPassword(file string) ([]byte, error) {
-	pw, err := os.ReadFile(file)
+	return readSecret("passwordFile", file, "the password on its first line")
+}
+
+// readSecret is ReadSecretFile with errors that name the setting and what it wants.
+func readSecret(setting, file, want string) ([]byte, error) {
+	b, err := ReadSecretFile(file)
+	if errors.Is(err, ErrEmptySecret) {
+		return nil, fmt.Errorf("%w: %s=%q is empty; want %s", ErrSettings, setting, file, want)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: passwordFile=%q: %v", ErrSettings, file, err)
+		return nil, fmt.Errorf("%w: %s=%q: %v", ErrSettings, setting, file, err)
 	}
-	pw = bytes.TrimSpace(pw)
-	if len(pw) == 0 {
-		return nil, fmt.Errorf("%w: passwordFile=%q is empty; want the password on its first line", ErrSettings, file)
+	return b, nil
+}
+
+// ErrEmptySecret is ReadSecretFile's error for a file holding nothing but white space.
+var ErrEmptySecret = errors.New("empty secret file")
+
+// ReadSecretFile reads a secret mounted as a file (a password, a token), white space around it
+// trimmed; a file holding nothing else is ErrEmptySecret, never an empty credential. Errors name
+// the file, never its content.
+func ReadSecretFile(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
 	}
-	return pw, nil
+	if b = bytes.TrimSpace(b); len(b) == 0 {
+		return nil, ErrEmptySecret
+	}
+	return b, nil
 }
 
 // watchToken re-authenticates inside the open connection whenever the token file changes, so that
