@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -70,4 +71,14 @@ type Client struct {
 type Authorizer interface {
 	AuthorizePublish(ctx context.Context, c Client, topic string) error
 	AuthorizeSubscribe(ctx context.Context, c Client, filter string) error
+}
+
+// LoopbackHost reports whether host (a name or an IP address, without a port) is this machine's
+// loopback: "localhost", 127.0.0.0/8 or ::1.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -65,12 +65,7 @@ func wsOriginAllowed(origin, host string, allowed []string) bool {
 	if err != nil || u.Host == "" {
 		return false
 	}
-	if h := u.Hostname(); strings.EqualFold(h, "localhost") {
-		return true
-	} else if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
-		return true
-	}
-	return strings.EqualFold(u.Host, host)
+	return LoopbackHost(u.Hostname()) || strings.EqualFold(u.Host, host)
 }
 
 func wsOriginsList(allowed []string) string {

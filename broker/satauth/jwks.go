@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mqdapr/mqdapr/broker"
 )
 
 // Defaults of JWKS.
@@ -182,8 +183,7 @@ func CheckFetchURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		h := u.Hostname()
-		if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+		if broker.LoopbackHost(u.Hostname()) {
 			return nil
 		}
 	}

@@ -30,14 +30,7 @@ import (
 // 127.0.0.0/8, ::1). An empty host ("":1883) listens on every interface.
 func onLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && broker.LoopbackHost(host)
 }
 
 // authSetup is what the password and ACL files configure, and what reloads them.
