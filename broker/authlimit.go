@@ -16,6 +16,10 @@ import (
 // instead of one per CONNECT it can send; clients that authenticate take nothing. Behind one NAT
 // address, a client failing in a loop holds the others back as well: raise the burst there.
 
+// authRefusalsSummary is the line that counts the authentication refusals the rate limit of their
+// log lines left out (Broker.authLog).
+const authRefusalsSummary = "authentication refusals not logged (rate limit)"
+
 // CodeConnectionRateExceeded is CONNACK 0x9F (MQTT v5 §3.2.2.2).
 const CodeConnectionRateExceeded byte = 0x9F
 

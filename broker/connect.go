@@ -259,7 +259,7 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 		req.TLS = &st
 	}
 	if !c.b.authLimit.allowed(req.RemoteAddr, time.Now()) {
-		c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)",
+		c.b.authLog.log(c.log, authRefusalsSummary,
 			"connection refused: too many failed authentications from this address", "remote", addrKey(req.RemoteAddr))
 		c.connack(CodeConnectionRateExceeded, false, nil)
 		return false
@@ -274,14 +274,14 @@ func (c *conn) authenticate(p *packets.Connect, ack *packets.Properties) bool {
 				def = CodeBadUserNameOrPassword
 			}
 			c.b.authLimit.failed(req.RemoteAddr, time.Now())
-			c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)", "authentication refused", "err", err.Error())
+			c.b.authLog.log(c.log, authRefusalsSummary, "authentication refused", "err", err.Error())
 			c.connack(codeOf(err, def), false, nil)
 			return false
 		}
 		if !resp.Continue {
 			if !resp.Expiry.IsZero() && !resp.Expiry.After(time.Now()) {
 				c.b.authLimit.failed(req.RemoteAddr, time.Now())
-				c.b.authLog.log(c.log, "authentication refusals not logged (rate limit)", "authentication refused: the credentials have expired")
+				c.b.authLog.log(c.log, authRefusalsSummary, "authentication refused: the credentials have expired")
 				c.connack(CodeNotAuthorized, false, nil)
 				return false
 			}

@@ -106,6 +106,17 @@ func handshake(addr string, caPEM []byte, maxVersion uint16) error {
 	return err
 }
 
+// writeServerCert writes a broker certificate for 127.0.0.1 issued by ca, and its key, as
+// dir/tls.crt and dir/tls.key.
+func writeServerCert(t *testing.T, dir string, ca *testutil.CA) (certFile, keyFile string) {
+	t.Helper()
+	cert, key := ca.Issue(t, "broker", true, "127.0.0.1")
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeAtomic(t, certFile, string(cert))
+	writeAtomic(t, keyFile, string(key))
+	return certFile, keyFile
+}
+
 // A CA rotation as cert-manager does it: the broker's certificate is replaced by one of a new CA
 // (mqbroker reloads it, tlsreload.go) and the component's trust bundle (caFile, a ConfigMap folder)
 // is swapped to the new CA alone. The component, connected all along, reconnects when its
@@ -114,10 +125,7 @@ func handshake(addr string, caPEM []byte, maxVersion uint16) error {
 func TestComponentFollowsRotatedCA(t *testing.T) {
 	dir := t.TempDir()
 	ca1 := testutil.NewCA(t, "CA 1")
-	cert1, key1 := ca1.Issue(t, "broker", true, "127.0.0.1")
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeAtomic(t, certFile, string(cert1))
-	writeAtomic(t, keyFile, string(key1))
+	certFile, keyFile := writeServerCert(t, dir, ca1)
 	trust := filepath.Join(dir, "trust")
 	writeBundle(t, trust, "v1", ca1.PEM)
 
@@ -154,10 +162,7 @@ func TestComponentFollowsRotatedCA(t *testing.T) {
 func TestTLSListenerRefusesBelow12(t *testing.T) {
 	dir := t.TempDir()
 	ca := testutil.NewCA(t, "CA")
-	cert, key := ca.Issue(t, "broker", true, "127.0.0.1")
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeAtomic(t, certFile, string(cert))
-	writeAtomic(t, keyFile, string(key))
+	certFile, keyFile := writeServerCert(t, dir, ca)
 	addr, _, _ := startAuthBroker(t, "-addr", "", "-tls-addr", "127.0.0.1:0", "-tls-cert", certFile, "-tls-key", keyFile)
 
 	require.NoError(t, handshake(addr, ca.PEM, tls.VersionTLS12))

@@ -13,7 +13,7 @@ import (
 	"github.com/mqdapr/mqdapr/broker"
 )
 
-// The identities of an authenticated stack (newAuthStack, newStackNet): the components of every
+// The identities of an authenticated stack (newAuthStack, newAuthStackOn): the components of every
 // connector replica connect as connectorUser (both replicas share the app's keys), the test's
 // publishers as devicesUser. Passwords are per stack, in files of the stack's folder.
 const (

@@ -52,7 +52,7 @@ type faultKind struct {
 	restart func(c *connectorReplica)
 }
 
-// With partitions, the components run in a network namespace of their own (newStackNet) and the
+// With partitions, the components run in a network namespace of their own (newAuthStackOn) and the
 // matrix has a network partition between them and the broker.
 func faultKinds(partitions bool) []faultKind {
 	restartComponent := func(c *connectorReplica, which string) {
@@ -332,7 +332,7 @@ func TestFaultMatrix(t *testing.T) {
 	began := time.Now()
 	var s *stack
 	if net != nil {
-		s = newStackNet(t, net)
+		s = newAuthStackOn(t, net)
 	} else {
 		s = newAuthStack(t)
 	}

@@ -114,7 +114,7 @@ type stack struct {
 	broker   *proc
 	// brokerArgs are more flags of mqbroker (newStackArgs).
 	brokerArgs []string
-	// net, when set (newStackNet), is the components' own network namespace: the broker listens
+	// net, when set (newAuthStackOn), is the components' own network namespace: the broker listens
 	// on net.hostIP, which the components reach through a veth pair and everything else directly.
 	net *compNet
 	// auth: the broker requires a user name and password and applies stackACL (enableAuth); the
@@ -140,20 +140,16 @@ func newStackArgs(t testing.TB, brokerArgs ...string) *stack {
 // file and an ACL, the credentials in the components' metadata and the publishers' CONNECT.
 func newAuthStack(t testing.TB, brokerArgs ...string) *stack {
 	t.Helper()
-	needDaprd(t)
-	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), brokerArgs: brokerArgs}
-	s.enableAuth()
-	s.startBroker()
-	return s
+	return newAuthStackOn(t, nil, brokerArgs...)
 }
 
-// newStackNet is newAuthStack with the components in a network namespace of their own (compNet),
-// so that the network between them and the broker can fail. Off loopback (on the veth pair's
-// address) the broker requires authentication, as deployed.
-func newStackNet(t testing.TB, net *compNet) *stack {
+// newAuthStackOn is newAuthStack with the components in net (nil: the host's namespace): in a
+// network namespace of their own (compNet), the network between them and the broker can fail.
+// Off loopback (on the veth pair's address) the broker requires authentication, as deployed.
+func newAuthStackOn(t testing.TB, net *compNet, brokerArgs ...string) *stack {
 	t.Helper()
 	needDaprd(t)
-	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), net: net}
+	s := &stack{t: t, dir: t.TempDir(), mqttPort: testutil.FreePort(t), net: net, brokerArgs: brokerArgs}
 	s.enableAuth()
 	s.startBroker()
 	return s
